@@ -1,0 +1,3 @@
+from llmlb.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The load balancer: policy, registry, proxy, and the node-side router link."""

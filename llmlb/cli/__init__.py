@@ -1,0 +1,1 @@
+"""The `llmlb` command line: thin HTTP clients, plus the two servers."""

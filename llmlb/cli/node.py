@@ -1,0 +1,131 @@
+"""`llmlb node ...`: the node server and the client commands that talk to it.
+
+Only signatures and help live here; each body calls its implementation module, imported
+when the command runs, so a command pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import click
+
+from llmlb.settings import DEFAULT_NODE_PORT
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def node() -> None:
+    """Run and manage one inference node.
+
+    Client commands talk to the node server at $LLMLB_HOST (default 127.0.0.1:32769);
+    start it with `llmlb node serve`.
+    """
+
+
+@node.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. 0.0.0.0 exposes the API to your network.")
+@click.option("--port", default=DEFAULT_NODE_PORT, show_default=True, type=click.IntRange(1, 65535),
+              help="Port to listen on.")
+@click.option("--router", "router_url", envvar="LLMLB_ROUTER_URL", default=None, metavar="URL",
+              help="Register with this load balancer and send heartbeats (env: LLMLB_ROUTER_URL).")
+def serve(host: str, port: int, router_url: str | None) -> None:
+    """Start the node server in the foreground; logs go to stdout. Ctrl+C stops it."""
+    from llmlb.server.serve import serve_node
+
+    serve_node(host, port, router_url)
+
+
+@node.command()
+@click.argument("model")
+@click.argument("prompt", nargs=-1)
+@click.option("--think", is_flag=True, help="Show the model's thinking before the answer.")
+@click.option("--hidethinking", is_flag=True, help="Show only the answer, not the thinking (default).")
+@click.option("--session", "session_id", metavar="ID", help="Resume a saved chat session (a unique id prefix works).")
+@click.option("--continue", "resume_last", is_flag=True, help="Resume the most recent session of this model.")
+@click.option("--verbose", is_flag=True, help="After each reply print token counts, time to first token and tokens/s.")
+def run(model: str, prompt: tuple[str, ...], think: bool, hidethinking: bool,
+        session_id: str | None, resume_last: bool, verbose: bool) -> None:
+    """Chat with MODEL (name or alias) in an interactive REPL.
+
+    With a PROMPT, or with text on standard input, print one reply and exit.
+    In the REPL, type /? for help and /bye to leave.
+    """
+    from llmlb.cli.chat import run_chat
+
+    if think and hidethinking:
+        raise click.UsageError("--think and --hidethinking cannot be used together")
+    run_chat(model, " ".join(prompt), think=think, session_id=session_id,
+             resume_last=resume_last, verbose=verbose)
+
+
+@node.command()
+@click.argument("model")
+def pull(model: str) -> None:
+    """Download MODEL from Hugging Face.
+
+    \b
+    MODEL is one of:
+      owner/repo                 the repo's best GGUF (Q4_K_M first) or its safetensors
+      owner/repo:Q8_0            a GGUF quantization tag (any case)
+      owner/repo/path/file.gguf  one file of the repo
+      hf.co/owner/repo:TAG       as ollama writes it
+      https://huggingface.co/owner/repo[/resolve|blob/REV/FILE]
+    The download runs in the server: Ctrl+C detaches, and `pull` again shows its progress.
+    Set HF_TOKEN for gated models.
+    """
+    from llmlb.cli.pulling import pull_model
+
+    pull_model(model)
+
+
+@node.command(name="list")
+def list_() -> None:
+    """List local models, newest first (ollama's models appear read-only)."""
+    from llmlb.cli.models import list_models
+
+    list_models()
+
+
+SHOW_ITEMS = ("license", "parameters", "modelfile", "template", "system")
+
+
+@node.command()
+@click.argument("model")
+@click.option("--license", is_flag=True, help="Show only the license.")
+@click.option("--parameters", is_flag=True, help="Show only the default parameters.")
+@click.option("--modelfile", is_flag=True, help="Show only the Modelfile.")
+@click.option("--template", is_flag=True, help="Show only the chat template.")
+@click.option("--system", is_flag=True, help="Show only the system prompt.")
+def show(model: str, **flags: bool) -> None:
+    """Show details of MODEL (name or alias); at most one --flag picks a single item."""
+    from llmlb.cli.models import show_model
+
+    chosen = [name for name in SHOW_ITEMS if flags[name]]
+    if len(chosen) > 1:
+        raise click.UsageError("choose at most one of --" + ", --".join(SHOW_ITEMS))
+    show_model(model, chosen[0] if chosen else None)
+
+
+@node.command()
+@click.argument("model")
+def rm(model: str) -> None:
+    """Delete MODEL and its files at once, with no confirmation."""
+    from llmlb.cli.models import remove_model
+
+    remove_model(model)
+
+
+@node.command()
+@click.argument("model")
+def stop(model: str) -> None:
+    """Unload a running MODEL now and free its memory."""
+    from llmlb.cli.running import stop_model
+
+    stop_model(model)
+
+
+@node.command()
+def ps() -> None:
+    """List loaded models with memory, processor, time left, VRAM and GPU temperature."""
+    from llmlb.cli.running import list_running
+
+    list_running()

@@ -1,0 +1,9 @@
+"""Delivered by a later issue; the command and its help are final."""
+
+from llmlb.client import Client
+from llmlb.errors import LlmlbError
+
+
+def pull_model(*args, **kwargs) -> None:
+    Client.node().get("/")  # the server must be reachable either way
+    raise LlmlbError("not implemented yet")

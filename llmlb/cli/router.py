@@ -1,0 +1,52 @@
+"""`llmlb router ...`: the load balancer and its cluster views."""
+
+from __future__ import annotations
+
+import click
+
+from llmlb.settings import DEFAULT_ROUTER_PORT
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def router() -> None:
+    """Manage the load balancer that fronts many nodes.
+
+    Client commands talk to the router at $LLMLB_ROUTER (default 127.0.0.1:32768);
+    start it with `llmlb router serve`, and nodes with `llmlb node serve --router URL`.
+    """
+
+
+@router.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. 0.0.0.0 exposes the API to your network.")
+@click.option("--port", default=DEFAULT_ROUTER_PORT, show_default=True, type=click.IntRange(1, 65535),
+              help="Port to listen on.")
+def serve(host: str, port: int) -> None:
+    """Start the load balancer in the foreground; logs go to stdout. Ctrl+C stops it."""
+    from llmlb.server.serve import serve_router
+
+    serve_router(host, port)
+
+
+@router.command()
+def nodes() -> None:
+    """List registered nodes: id, host, status, GPU and model count."""
+    from llmlb.cli.cluster import show_nodes
+
+    show_nodes()
+
+
+@router.command()
+def models() -> None:
+    """List models and how many online nodes serve each."""
+    from llmlb.cli.cluster import show_models
+
+    show_models()
+
+
+@router.command()
+def status() -> None:
+    """Show a cluster summary: health, nodes, models, requests, VRAM."""
+    from llmlb.cli.cluster import show_status
+
+    show_status()

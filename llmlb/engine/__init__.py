@@ -1,0 +1,1 @@
+"""Inference: llama-cpp-python behind a small interface, and the scheduler."""

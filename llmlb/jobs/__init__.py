@@ -1,0 +1,1 @@
+"""Background work: the huey queue and the download task."""

@@ -1,0 +1,1 @@
+"""HTTP servers: the node (ollama + OpenAI APIs) and the router (load balancer)."""

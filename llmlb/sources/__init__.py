@@ -1,0 +1,1 @@
+"""Where models come from: Hugging Face, ollama's store, and file metadata."""

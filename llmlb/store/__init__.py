@@ -1,0 +1,1 @@
+"""The SQLite catalog: tables, engine, migrations and queries."""

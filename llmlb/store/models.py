@@ -1,0 +1,160 @@
+"""SQLModel tables for the contract's data model. Migrations in /migrations must match these."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any, Optional
+
+from sqlalchemy import JSON, CheckConstraint, Column, ForeignKey, Index, String
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Aware UTC: sqlmodel's UTCDateTime columns store UTC and refuse naive values."""
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Format(StrEnum):
+    GGUF = "GGUF"
+    SAFETENSORS = "Safetensors"
+
+
+class Source(StrEnum):
+    LOCAL = "Local"
+    OLLAMA = "Ollama"
+    HUGGINGFACE = "HuggingFace"
+
+
+class NodeStatus(StrEnum):
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    ERROR = "Error"
+
+
+class Role(StrEnum):
+    USER = "User"
+    ASSISTANT = "Assistant"
+    SYSTEM = "System"
+
+
+class DownloadStatus(StrEnum):
+    PENDING = "Pending"
+    DOWNLOADING = "Downloading"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+class Model(SQLModel, table=True):
+    __tablename__ = "model"
+    __table_args__ = (
+        CheckConstraint("size_bytes > 0", name="ck_model_size_positive"),
+        CheckConstraint("format IN ('GGUF', 'Safetensors')", name="ck_model_format"),
+        CheckConstraint("source IN ('Local', 'Ollama', 'HuggingFace')", name="ck_model_source"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    alias: Optional[str] = Field(default=None, index=True, unique=True)
+    path: str
+    format: str
+    size_bytes: int
+    architecture: str = ""
+    quantization: Optional[str] = None
+    parameters: Optional[int] = None
+    context_length: Optional[int] = None
+    source: str = Source.LOCAL.value
+    digest: Optional[str] = None
+    license: Optional[str] = None
+    chat_template: Optional[str] = None
+    system_prompt: Optional[str] = None
+    projector_path: Optional[str] = None
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    last_used_at: Optional[datetime] = None
+
+
+class Node(SQLModel, table=True):
+    __tablename__ = "node"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    host: str
+    port: int
+    status: str = NodeStatus.STOPPED.value
+    loaded_models: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    vram_total_bytes: int = 0
+    vram_used_bytes: int = 0
+    gpu_temperature: Optional[float] = None
+    uptime_secs: int = 0
+    started_at: Optional[datetime] = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Session(SQLModel, table=True):
+    __tablename__ = "session"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    model_name: str = Field(index=True)
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+    token_count: int = 0
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "message"
+    __table_args__ = (Index("ix_message_session_position", "session_id", "position"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    session_id: str = Field(
+        sa_column=Column(String, ForeignKey("session.id", ondelete="CASCADE"), nullable=False)
+    )
+    position: int = 0
+    role: str
+    content: str = ""
+    images: Optional[list[str]] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    thinking: Optional[str] = None
+    timestamp: datetime = Field(default_factory=utcnow)
+
+
+class DownloadProgress(SQLModel, table=True):
+    __tablename__ = "download_progress"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    model_name: str = Field(index=True, unique=True)
+    total_bytes: int = 0
+    downloaded_bytes: int = 0
+    speed_bps: float = 0.0
+    eta_secs: Optional[float] = None
+    status: str = DownloadStatus.PENDING.value
+    error: Optional[str] = None
+    plan: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: Optional[int] = None
+    show_thinking: bool = False
+    stream: bool = True
+
+
+@dataclass(frozen=True)
+class OllamaModel:
+    """A model that ollama owns on disk; we only ever read it."""
+
+    name: str
+    manifest_path: str
+    blob_digest: str
+    blob_path: str
+    size_bytes: int
+    readonly: bool = True

@@ -1,0 +1,65 @@
+"""The data model's validation rules, as plain functions with one-line messages."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from llmlb.errors import ValidationError
+
+FORMATS = ("GGUF", "Safetensors")
+SOURCES = ("Local", "Ollama", "HuggingFace")
+_NAME = re.compile(r"^[A-Za-z0-9/._-]+$")
+MAX_NAME = 200
+
+
+def check_name(name: object) -> str:
+    """A model name: letters, digits, `/ - _ .`; no `..`, no leading `/`, no empty segment."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError("invalid model name: it must not be empty")
+    if len(name) > MAX_NAME:
+        raise ValidationError(f"invalid model name: longer than {MAX_NAME} characters")
+    if not _NAME.match(name):
+        bad = sorted({c for c in name if not re.match(r"[A-Za-z0-9/._-]", c)})
+        shown = " ".join(repr(c) for c in bad[:5])
+        raise ValidationError(
+            f"invalid model name '{name}': only letters, digits and / - _ . are allowed (found {shown})"
+        )
+    if name.startswith("/"):
+        raise ValidationError(f"invalid model name '{name}': it must not start with '/'")
+    parts = name.split("/")
+    if any(p == "" for p in parts):
+        raise ValidationError(f"invalid model name '{name}': empty path segment")
+    if any(p in (".", "..") for p in parts):
+        raise ValidationError(f"invalid model name '{name}': '.' and '..' segments are not allowed")
+    return name
+
+
+def check_format(fmt: object) -> str:
+    if fmt not in FORMATS:
+        raise ValidationError(f"invalid model format {fmt!r}: must be GGUF or Safetensors")
+    return fmt  # type: ignore[return-value]
+
+
+def check_source(source: object) -> str:
+    if source not in SOURCES:
+        raise ValidationError(f"invalid model source {source!r}: must be one of {', '.join(SOURCES)}")
+    return source  # type: ignore[return-value]
+
+
+def check_size(size: object) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValidationError(f"invalid model size {size!r}: must be greater than 0 bytes")
+    return size
+
+
+def check_path(path: object) -> str:
+    if not path or not Path(str(path)).exists():
+        raise ValidationError(f"model path does not exist: {path}")
+    return str(path)
+
+
+def check_range(name: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValidationError(f"{name} must be a number from {low} to {high} (got {value!r})")
+    return float(value)

@@ -1,0 +1,115 @@
+"""Start real `llmlb` server processes on free loopback ports, and stop them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+LLMLB = [sys.executable, "-m", "llmlb"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 60):
+    """Run `llmlb ARGS` as a user would, in a child process."""
+    return subprocess.run(
+        [*LLMLB, *args], env=env or os.environ.copy(), input=input, capture_output=True,
+        text=True, timeout=timeout,
+    )
+
+
+class ServerProcess:
+    """`llmlb node serve` (or `router serve`) in a child process with its log in a file."""
+
+    def __init__(self, home: Path, kind: str = "node", port: int | None = None,
+                 extra_args: tuple[str, ...] = (), env: dict | None = None):
+        self.home = Path(home)
+        self.kind = kind
+        self.port = port or free_port()
+        self.extra_args = extra_args
+        self.env = {**os.environ, **(env or {}), "LLMLB_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        self.log_path = self.home.parent / f"{kind}-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def client_env(self) -> dict:
+        """Environment for CLI commands that should talk to this server."""
+        key = "LLMLB_HOST" if self.kind == "node" else "LLMLB_ROUTER"
+        return {**self.env, key: self.address}
+
+    def start(self, timeout: float = 30) -> "ServerProcess":
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [*LLMLB, self.kind, "serve", "--port", str(self.port), *self.extra_args],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except FileNotFoundError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """kill -9, as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,77 @@
+import pytest
+
+from llmlb import settings
+from llmlb.errors import EXIT_ERROR
+
+
+@pytest.mark.parametrize("value, host, port, scheme", [
+    ("127.0.0.1:32769", "127.0.0.1", 32769, "http"),
+    ("localhost:8000", "localhost", 8000, "http"),
+    (":9000", "127.0.0.1", 9000, "http"),
+    ("http://10.1.2.3:1234", "10.1.2.3", 1234, "http"),
+    ("https://gpu-box:443/", "gpu-box", 443, "https"),
+    ("gpu-box", "gpu-box", 32769, "http"),
+    ("http://gpu-box", "gpu-box", 32769, "http"),
+    ("[::1]:5000", "[::1]", 5000, "http"),
+    ("0.0.0.0:4000", "127.0.0.1", 4000, "http"),
+])
+def test_host_forms(monkeypatch, value, host, port, scheme):
+    monkeypatch.setenv("LLMLB_HOST", value)
+    addr = settings.node_address()
+    assert (addr.host, addr.port, addr.scheme) == (host, port, scheme)
+    assert addr.url == f"{scheme}://{host}:{port}"
+
+
+def test_host_default(monkeypatch):
+    monkeypatch.delenv("LLMLB_HOST", raising=False)
+    assert str(settings.node_address()) == "127.0.0.1:32769"
+
+
+@pytest.mark.parametrize("value", ["ftp://x:1", "host:port", "a b:1", "host:99999", "host:0", "http://x:1/path"])
+def test_bad_host_is_a_clear_error(monkeypatch, value):
+    monkeypatch.setenv("LLMLB_HOST", value)
+    with pytest.raises(settings.SettingsError) as err:
+        settings.node_address()
+    assert "LLMLB_HOST" in err.value.message
+    assert err.value.exit_code == EXIT_ERROR
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("1", True), ("true", True), ("TRUE", True), ("yes", True),
+    ("0", False), ("false", False), ("", False), ("nope", False),
+])
+def test_debug_flag(monkeypatch, value, expected):
+    monkeypatch.setenv("LLMLB_DEBUG", value)
+    assert settings.debug() is expected
+
+
+def test_home_and_paths(monkeypatch, tmp_path):
+    monkeypatch.setenv("LLMLB_HOME", str(tmp_path / "h"))
+    assert settings.home() == tmp_path / "h"
+    assert settings.catalog_path() == tmp_path / "h" / "llmlb.db"
+    assert settings.queue_path() == tmp_path / "h" / "queue.db"
+    assert settings.models_dir() == tmp_path / "h" / "models"
+
+
+def test_home_default(monkeypatch, tmp_path):
+    monkeypatch.delenv("LLMLB_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert settings.home() == tmp_path / ".llmlb"
+
+
+def test_tokens_and_ollama(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", "hf_abc")
+    assert settings.hf_token() == "hf_abc"
+    monkeypatch.setenv("HF_TOKEN", "")
+    assert settings.hf_token() is None
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "o"))
+    assert settings.ollama_models_dir() == tmp_path / "o"
+    monkeypatch.delenv("OLLAMA_MODELS")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert settings.ollama_models_dir() == tmp_path / ".ollama" / "models"
+
+
+def test_router_address(monkeypatch):
+    assert str(settings.router_address()) == "127.0.0.1:32768"
+    monkeypatch.setenv("LLMLB_ROUTER", "http://lb:7000")
+    assert settings.router_address().url == "http://lb:7000"

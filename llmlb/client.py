@@ -1,12 +1,15 @@
-"""HTTP client for the node and router APIs; turns error bodies back into our errors."""
+"""HTTP client for the node and router APIs; turns error bodies back into our errors.
+
+Built on the standard library's http.client rather than httpx: the CLI is short-lived and
+importing httpx alone costs about 0.1 s, a third of the `list` latency budget.
+"""
 
 from __future__ import annotations
 
+import http.client
 import json
 from contextlib import contextmanager
 from typing import Any, Iterator
-
-import httpx
 
 from llmlb import settings
 from llmlb.errors import CannotConnect, LlmlbError, from_status
@@ -27,7 +30,7 @@ class Client:
     def __init__(self, address: settings.Address, what: str = "llmlb server", timeout: float = 30.0):
         self.address = address
         self.what = what
-        self._http = httpx.Client(base_url=address.url, timeout=httpx.Timeout(timeout, connect=5.0))
+        self.timeout = timeout
 
     @classmethod
     def node(cls) -> "Client":
@@ -37,56 +40,78 @@ class Client:
     def router(cls) -> "Client":
         return cls(settings.router_address(), "llmlb router")
 
-    def close(self) -> None:
-        self._http.close()
+    def _connect(self, timeout: float | None) -> http.client.HTTPConnection:
+        host = self.address.host.strip("[]")
+        cls = http.client.HTTPSConnection if self.address.scheme == "https" else http.client.HTTPConnection
+        return cls(host, self.address.port, timeout=timeout)
 
-    def _fail(self, response: httpx.Response) -> LlmlbError:
+    def _send(self, method: str, path: str, body: Any, timeout: float | None,
+              headers: dict | None = None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        conn = self._connect(timeout)
+        data = None if body is None else json.dumps(body).encode()
+        hdrs = {"Accept": "application/json", **(headers or {})}
+        if data is not None:
+            hdrs["Content-Type"] = "application/json"
+        try:
+            conn.connect()
+        except OSError as exc:  # refused, unreachable, unknown host, connect timeout
+            conn.close()
+            raise CannotConnect(self.what, str(self.address)) from exc
+        try:
+            conn.request(method, path, body=data, headers=hdrs)
+            return conn, conn.getresponse()
+        except OSError as exc:
+            conn.close()
+            raise LlmlbError(f"connection to {self.what} at {self.address} failed: {exc}") from exc
+
+    def _fail(self, response: http.client.HTTPResponse) -> LlmlbError:
         try:
             body = json.loads(response.read() or b"null")
         except ValueError:
             body = None
-        return from_status(response.status_code, error_message(body, f"HTTP {response.status_code}"))
+        return from_status(response.status, error_message(body, f"HTTP {response.status}"))
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
+                headers: dict | None = None) -> Any:
+        conn, response = self._send(method, path, body, timeout or self.timeout, headers)
         try:
-            response = self._http.request(method, path, **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise CannotConnect(self.what, str(self.address)) from exc
-        if response.status_code >= 400:
-            raise self._fail(response)
-        if not response.content:
+            if response.status >= 400:
+                raise self._fail(response)
+            raw = response.read()
+        finally:
+            conn.close()
+        if not raw:
             return None
-        if response.headers.get("content-type", "").startswith("application/json"):
-            return response.json()
-        return response.text
+        if (response.getheader("content-type") or "").startswith("application/json"):
+            return json.loads(raw)
+        return raw.decode(errors="replace")
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
-        return self.request("POST", path, json=body, **kwargs)
+        return self.request("POST", path, body, **kwargs)
 
     def delete(self, path: str, body: Any = None, **kwargs: Any) -> Any:
-        return self.request("DELETE", path, json=body, **kwargs)
+        return self.request("DELETE", path, body, **kwargs)
 
     @contextmanager
     def stream(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Iterator[Iterator[dict]]:
-        """NDJSON lines as dicts; an `{"error": ...}` line raises."""
+        """NDJSON lines as dicts; an `{"error": ...}` line raises. timeout=None waits forever."""
+        conn, response = self._send(method, path, body, timeout)
         try:
-            cm = self._http.stream(method, path, json=body, timeout=httpx.Timeout(timeout, connect=5.0))
-            response = cm.__enter__()
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise CannotConnect(self.what, str(self.address)) from exc
-        try:
-            if response.status_code >= 400:
+            if response.status >= 400:
                 raise self._fail(response)
             yield _ndjson(response)
         finally:
-            cm.__exit__(None, None, None)
+            conn.close()
 
 
-def _ndjson(response: httpx.Response) -> Iterator[dict]:
-    for line in response.iter_lines():
+def _ndjson(response: http.client.HTTPResponse) -> Iterator[dict]:
+    while True:
+        line = response.readline()
+        if not line:
+            return
         if not line.strip():
             continue
         item = json.loads(line)

@@ -1,19 +1,65 @@
-"""Delivered by a later issue; the command and its help are final."""
+"""`list`, `show`, `rm`: the local model store, as the node server reports it."""
 
+from __future__ import annotations
+
+import click
+
+from llmlb.cli import render
 from llmlb.client import Client
-from llmlb.errors import LlmlbError
+
+NO_ITEM = {
+    "license": "No license was specified for this model.",
+    "parameters": "No parameters were specified for this model.",
+    "template": "No template was specified for this model.",
+    "system": "No system prompt was specified for this model.",
+}
 
 
-def list_models(*args, **kwargs) -> None:
-    Client.node().get("/")  # the server must be reachable either way
-    raise LlmlbError("not implemented yet")
+def _name(m: dict) -> str:
+    return f"{m['name']} (readonly)" if m.get("readonly") else m["name"]
 
 
-def show_model(*args, **kwargs) -> None:
-    Client.node().get("/")  # the server must be reachable either way
-    raise LlmlbError("not implemented yet")
+def _modified(m: dict) -> str:
+    d = m.get("downloading")
+    if d:
+        return f"downloading {d['percent']}%"
+    return render.ago(m.get("modified_at"))
 
 
-def remove_model(*args, **kwargs) -> None:
-    Client.node().get("/")  # the server must be reachable either way
-    raise LlmlbError("not implemented yet")
+def list_models() -> None:
+    models = Client.node().get("/api/tags")["models"]
+    rows = [[_name(m), render.size(m.get("size")), _modified(m)] for m in models]
+    click.echo(render.table(["NAME", "SIZE", "MODIFIED"], rows))
+
+
+def _block(info: dict) -> str:
+    details = info.get("details") or {}
+    lines = [f"Model: {info['name']}"]
+    if info.get("alias"):
+        lines.append(f"  Alias: {info['alias']}")
+    lines += [
+        f"  Architecture: {details.get('family') or '-'}",
+        f"  Parameters: {details.get('parameter_size') or '-'}",
+        f"  Quantization: {details.get('quantization_level') or '-'}",
+        f"  Context Length: {info.get('context_length') or '-'}",
+        f"  Format: {(details.get('format') or '-').replace('gguf', 'GGUF').replace('safetensors', 'Safetensors')}",
+        f"  Size: {render.size(info.get('size'))}",
+        f"  License: {(info.get('license') or '-').strip().splitlines()[0] if info.get('license') else '-'}",
+    ]
+    if "vision" in (info.get("capabilities") or []):
+        lines.append("  Capabilities: " + ", ".join(info["capabilities"]))
+    return "\n".join(lines)
+
+
+def show_model(model: str, item: str | None) -> None:
+    info = Client.node().post("/api/show", {"model": model})
+    if item is None:
+        click.echo(_block(info))
+        return
+    value = (info.get(item) or "").strip("\n")
+    click.echo(value if value.strip() else NO_ITEM.get(item, f"No {item} was specified for this model."))
+
+
+def remove_model(model: str) -> None:
+    Client.node().delete("/api/delete", {"model": model})
+    click.echo(f"deleted '{model}'")

@@ -56,4 +56,7 @@ class NodeState:
 def open_state(config: NodeConfig) -> NodeState:
     config.home.mkdir(parents=True, exist_ok=True)
     engine = db.open_catalog(config.home / "llmlb.db")
+    from llmlb.store.catalog import sweep_trash
+
+    sweep_trash(config.home / "models")
     return NodeState(config=config, catalog=engine)

@@ -1,40 +1,85 @@
-"""Queries on the model catalog: register, look up by name or alias, list, delete.
+"""Queries on the model catalog: register, resolve a name or alias, list, delete.
 
 Other parts use only these functions, never raw queries on the Model table.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import or_, select
 
-from llmlb.errors import ModelNotFound
+from llmlb import settings
+from llmlb.errors import Conflict, ModelNotFound, ValidationError
+from llmlb.sources import metadata as meta
+from llmlb.sources import ollama
 from llmlb.store import db, validation
-from llmlb.store.models import Model
+from llmlb.store.alias import unique_alias
+from llmlb.store.models import Model, Source, utcnow
+
+log = logging.getLogger("llmlb.store")
+TRASH_PREFIX = ".trash-"
+
+
+def _size_of(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def _projector_beside(path: Path) -> str | None:
+    if path.is_dir():
+        return None
+    found = sorted(p for p in path.parent.glob("*.gguf") if "mmproj" in p.name.lower() and p != path)
+    return str(found[0]) if found else None
 
 
 def register_model(engine: Engine, *, name: str, path: str | Path, format: str, source: str,
                    size_bytes: int | None = None, digest: str | None = None,
                    **fields: Any) -> Model:
-    """Validate and insert (or replace) a model row. Nothing is written if a rule fails."""
+    """Validate, read the file's metadata, and insert (or replace) the row with a unique alias.
+
+    Every check runs before the write: a bad name or a file that is not what it claims
+    leaves the catalog as it was.
+    """
     validation.check_name(name)
     validation.check_format(format)
     validation.check_source(source)
     validation.check_path(path)
+    path = Path(path)
+    info = meta.read_metadata(path, format)
+    if info.is_projector:
+        raise ValidationError(f"{path.name} is a vision projector, not a model")
     if size_bytes is None:
-        p = Path(path)
-        size_bytes = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+        size_bytes = _size_of(path)
     validation.check_size(size_bytes)
+    values: dict[str, Any] = dict(
+        path=str(path), format=format, source=source, size_bytes=size_bytes, digest=digest,
+        architecture=info.architecture, parameters=info.parameters, quantization=info.quantization,
+        context_length=info.context_length, license=info.license, chat_template=info.chat_template,
+        projector_path=_projector_beside(path), details={k: v for k, v in info.extra.items() if v is not None},
+    )
+    values.update(fields)
     with db.session(engine) as s:
-        row = s.exec(select(Model).where(Model.name == name)).first() or Model(name=name, path="", format=format, size_bytes=1)
-        row.path, row.format, row.source, row.size_bytes, row.digest = str(path), format, source, size_bytes, digest
-        for key, value in fields.items():
-            setattr(row, key, value)
+        row = s.exec(select(Model).where(Model.name == name)).first()
+        if row is None:
+            taken = set(s.exec(select(Model.alias)).all()) | set(s.exec(select(Model.name)).all())
+            row = Model(name=name, alias=unique_alias(name, taken), created_at=utcnow(), **values)
+        else:
+            for key, value in values.items():
+                setattr(row, key, value)
+            row.created_at = utcnow()
         s.add(row)
-        s.commit()
+        try:
+            s.commit()
+        except IntegrityError as exc:
+            raise Conflict(f"model '{name}' could not be registered: {exc.orig}") from exc
         s.refresh(row)
         return row
 
@@ -51,6 +96,103 @@ def get(engine: Engine, name: str) -> Model:
     return row
 
 
+def _from_ollama(entry: ollama.OllamaEntry) -> Model:
+    """An unsaved Model describing an ollama blob (never written to the catalog)."""
+    info = meta.read_gguf(entry.model.blob_path)
+    return Model(
+        name=entry.display, alias=None, path=entry.model.blob_path, format="GGUF",
+        size_bytes=entry.model.size_bytes, architecture=info.architecture, quantization=info.quantization,
+        parameters=info.parameters, context_length=info.context_length, source=Source.OLLAMA.value,
+        digest=entry.model.blob_digest.removeprefix("sha256:"), license=entry.license or info.license,
+        chat_template=info.chat_template, system_prompt=entry.system, projector_path=entry.projector_path,
+        details={"ollama_template": entry.template, "params": entry.params or {}, "readonly": True},
+        created_at=entry.modified,
+    )
+
+
+def resolve(engine: Engine, name: str) -> Model:
+    """A full name, an alias, or `ollama:<name>`; ModelNotFound otherwise."""
+    if name.startswith(ollama.PREFIX):
+        entry = ollama.find(settings.ollama_models_dir(), name)
+        if entry is None:
+            raise ModelNotFound(name)
+        return _from_ollama(entry)
+    validation.check_name(name)
+    return get(engine, name)
+
+
 def all_models(engine: Engine) -> list[Model]:
     with db.session(engine) as s:
         return list(s.exec(select(Model).order_by(Model.created_at.desc())))
+
+
+def ollama_models() -> list[ollama.OllamaEntry]:
+    return ollama.scan(settings.ollama_models_dir())
+
+
+def touch(engine: Engine, name: str) -> None:
+    with db.session(engine) as s:
+        row = s.exec(select(Model).where(Model.name == name)).first()
+        if row is not None:
+            row.last_used_at = utcnow()
+            s.add(row)
+            s.commit()
+
+
+def model_dir(models_root: Path, name: str) -> Path | None:
+    """The directory that holds a model's files, or None if it would not be inside models_root."""
+    root = models_root.resolve()
+    candidate = (models_root / name)
+    try:
+        resolved = candidate.resolve()
+    except OSError:
+        return None
+    if candidate.is_symlink() or resolved == root or root not in resolved.parents:
+        return None
+    return candidate
+
+
+def delete_model(engine: Engine, name: str, models_root: Path) -> Model:
+    """Delete the row first (so no row ever points at missing files), then the files.
+
+    Files are only ever removed inside `models_root`; a model registered from elsewhere
+    loses its row, never its files.
+    """
+    if name.startswith(ollama.PREFIX):
+        if ollama.find(settings.ollama_models_dir(), name) is None:
+            raise ModelNotFound(name)
+        raise ValidationError(f"'{name}' is read-only (owned by ollama)")
+    validation.check_name(name)
+    with db.session(engine) as s:
+        row = s.exec(select(Model).where(or_(Model.name == name, Model.alias == name))).first()
+        if row is None:
+            raise ModelNotFound(name)
+        directory = model_dir(models_root, row.name)
+        if directory is not None:
+            home, file = directory.resolve(), Path(row.path).resolve()
+            if file != home and home not in file.parents:
+                directory = None  # the row's file lives elsewhere: never guess
+        s.delete(row)
+        s.commit()
+    if directory is not None and directory.exists():
+        trash = models_root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
+        directory.rename(trash)  # atomic: the name is free at once, even before the bytes go
+        shutil.rmtree(trash, ignore_errors=True)
+        _prune_empty_parents(directory.parent, models_root)
+    return row
+
+
+def _prune_empty_parents(directory: Path, models_root: Path) -> None:
+    root = models_root.resolve()
+    while directory.resolve() != root and root in directory.resolve().parents:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+        directory = directory.parent
+
+
+def sweep_trash(models_root: Path) -> None:
+    """Finish deletions that a crash interrupted."""
+    for trash in models_root.glob(f"{TRASH_PREFIX}*"):
+        shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,218 @@
+"""Read what a model file says about itself (GGUF, safetensors), without reading tensor data."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmlb.errors import BadRequest
+
+GGUF_MAGIC = b"GGUF"
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+
+
+class BadModelFile(BadRequest):
+    """The file is not what its name claims (truncated, wrong magic, bad header)."""
+
+
+@dataclass
+class ModelMeta:
+    format: str
+    architecture: str = ""
+    parameters: int | None = None
+    quantization: str | None = None
+    context_length: int | None = None
+    license: str | None = None
+    chat_template: str | None = None
+    is_projector: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def format_params(n: int | None) -> str:
+    """`3.21B`, `494.03M`, `125.00K` as ollama shows parameter sizes."""
+    if not n:
+        return "-"
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def _field(reader, key: str) -> Any:
+    f = reader.fields.get(key)
+    if f is None:
+        return None
+    try:
+        value = f.contents()
+    except Exception:  # an unknown field type must not block registration
+        return None
+    return value
+
+
+def _quant_name(file_type: int | None, tensor_types: Counter) -> str | None:
+    import gguf
+
+    if file_type is not None:
+        try:
+            return gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:
+            pass
+    if tensor_types:
+        return tensor_types.most_common(1)[0][0]
+    return None
+
+
+def read_gguf(path: Path | str) -> ModelMeta:
+    import gguf
+
+    path = Path(path)
+    with open(path, "rb") as fh:
+        if fh.read(4) != GGUF_MAGIC:
+            raise BadModelFile(f"{path.name} is not a GGUF file (wrong magic bytes)")
+    try:
+        reader = gguf.GGUFReader(str(path), "r")
+    except Exception as exc:
+        raise BadModelFile(f"{path.name} is not a valid GGUF file: {exc}") from exc
+    arch = _field(reader, "general.architecture") or ""
+    size = path.stat().st_size
+    params = 0
+    types: Counter = Counter()
+    for t in reader.tensors:
+        params += int(t.n_elements)
+        if len(t.shape) > 1:
+            types[t.tensor_type.name] += int(t.n_elements)
+        if int(t.data_offset) + int(t.n_bytes) > size:
+            raise BadModelFile(f"{path.name} is truncated: tensor {t.name} runs past the end of the file")
+    license_ = _field(reader, "general.license")
+    license_name = _field(reader, "general.license.name")
+    license_link = _field(reader, "general.license.link")
+    license_text = " ".join(x for x in (license_name or license_, license_link) if x) or None
+    if license_name and license_ and license_name != license_:
+        license_text = f"{license_name} ({license_})" + (f" {license_link}" if license_link else "")
+    ctx = _field(reader, f"{arch}.context_length") if arch else None
+    return ModelMeta(
+        format="GGUF",
+        architecture=arch,
+        parameters=params or None,
+        quantization=_quant_name(_field(reader, "general.file_type"), types),
+        context_length=int(ctx) if ctx is not None else None,
+        license=license_text,
+        chat_template=_field(reader, "tokenizer.chat_template"),
+        is_projector=arch == "clip" or _field(reader, "general.type") == "mmproj",
+        extra={"name": _field(reader, "general.name"), "file_type": _field(reader, "general.file_type")},
+    )
+
+
+def _safetensors_header(path: Path) -> dict:
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise BadModelFile(f"{path.name} is not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", raw)
+        if n == 0 or n > MAX_SAFETENSORS_HEADER or 8 + n > size:
+            raise BadModelFile(f"{path.name} is not a safetensors file (bad header length)")
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError as exc:
+            raise BadModelFile(f"{path.name} is not a safetensors file (header is not JSON)") from exc
+    if not isinstance(header, dict):
+        raise BadModelFile(f"{path.name} is not a safetensors file (header is not an object)")
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if not offsets or len(offsets) != 2:
+            raise BadModelFile(f"{path.name}: tensor {name} has no data offsets")
+        end = max(end, int(offsets[1]))
+    if 8 + n + end > size:
+        raise BadModelFile(f"{path.name} is truncated: tensors run past the end of the file")
+    return header
+
+
+def _shards(directory: Path) -> list[Path]:
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError) as exc:
+            raise BadModelFile(f"{index.name} is not a valid safetensors index") from exc
+        missing = [n for n in names if not (directory / n).exists()]
+        if missing:
+            raise BadModelFile(f"safetensors shard missing: {missing[0]}")
+        return [directory / n for n in names]
+    return sorted(directory.glob("*.safetensors"))
+
+
+def _license_from_card(directory: Path) -> str | None:
+    card = directory / "README.md"
+    if not card.exists():
+        return None
+    text = card.read_text(errors="replace")
+    if not text.startswith("---"):
+        return None
+    for line in text.split("---", 2)[1].splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("license_name", "license") and value.strip():
+            return value.strip().strip("'\"")
+    return None
+
+
+def read_safetensors(path: Path | str) -> ModelMeta:
+    """`path` is the model directory (or one .safetensors file inside it)."""
+    path = Path(path)
+    directory = path if path.is_dir() else path.parent
+    shards = _shards(directory) if path.is_dir() else [path]
+    if not shards:
+        raise BadModelFile(f"no .safetensors files in {directory.name}")
+    params = 0
+    dtypes: Counter = Counter()
+    for shard in shards:
+        for name, info in _safetensors_header(shard).items():
+            if name == "__metadata__":
+                continue
+            n = 1
+            for d in info.get("shape", []):
+                n *= int(d)
+            params += n
+            dtypes[str(info.get("dtype", "?"))] += n
+    config: dict = {}
+    cfg = directory / "config.json"
+    if cfg.exists():
+        try:
+            config = json.loads(cfg.read_text())
+        except ValueError as exc:
+            raise BadModelFile("config.json is not valid JSON") from exc
+    arch = config.get("model_type") or (config.get("architectures") or [""])[0]
+    ctx = config.get("max_position_embeddings") or config.get("n_positions") or config.get("seq_length")
+    template = None
+    tok_cfg = directory / "tokenizer_config.json"
+    if tok_cfg.exists():
+        try:
+            template = json.loads(tok_cfg.read_text()).get("chat_template")
+        except ValueError:
+            template = None
+    if not isinstance(template, str):
+        template = None
+    return ModelMeta(
+        format="Safetensors",
+        architecture=str(arch or ""),
+        parameters=params or None,
+        quantization=dtypes.most_common(1)[0][0] if dtypes else None,
+        context_length=int(ctx) if ctx else None,
+        license=_license_from_card(directory),
+        chat_template=template,
+        extra={"shards": [s.name for s in shards]},
+    )
+
+
+def read_metadata(path: Path | str, format: str | None = None) -> ModelMeta:
+    path = Path(path)
+    if format == "Safetensors" or path.is_dir() or path.suffix == ".safetensors":
+        return read_safetensors(path)
+    return read_gguf(path)

@@ -102,3 +102,69 @@ def partial_dir() -> Path:
 
 def history_path() -> Path:
     return home() / "history"
+
+
+def parse_duration(value: object, name: str = "keep_alive") -> float:
+    """ollama's keep_alive: seconds as a number, or `5m`, `1h30m`, `300ms`; negative = forever."""
+    if isinstance(value, bool):
+        raise SettingsError(f"{name} must be a number of seconds or a duration like 5m")
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    total, matched = 0.0, ""
+    sign = -1.0 if text.startswith("-") else 1.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text.lstrip("-")):
+        total += float(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+        matched += number + unit
+    if not matched or matched != text.lstrip("-"):
+        raise SettingsError(f"{name} must be a number of seconds or a duration like 5m (got {value!r})")
+    return sign * total
+
+
+def keep_alive() -> float:
+    return parse_duration(_env("LLMLB_KEEP_ALIVE") or "5m", "LLMLB_KEEP_ALIVE")
+
+
+def _int_env(name: str, default: int, low: int = 1) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number (got {raw!r})") from None
+    if value < low:
+        raise SettingsError(f"{name} must be at least {low} (got {value})")
+    return value
+
+
+def max_loaded_models() -> int:
+    return _int_env("LLMLB_MAX_LOADED_MODELS", 3)
+
+
+def max_queue() -> int:
+    return _int_env("LLMLB_MAX_QUEUE", 64, low=0)
+
+
+def context_length() -> int:
+    """Context window given to a loaded model (capped by what the model was trained for)."""
+    return _int_env("LLMLB_CONTEXT_LENGTH", 4096, low=64)
+
+
+def hf_endpoint() -> str:
+    """HF_ENDPOINT as huggingface_hub reads it: a mirror or a test Hub."""
+    return (_env("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def pull_connections() -> int:
+    """Parallel ranged connections per downloaded file."""
+    return _int_env("LLMLB_PULL_CONNECTIONS", 8)
+
+
+def pull_stall_secs() -> int:
+    """A download connection that receives no byte for this long is dropped and retried."""
+    return _int_env("LLMLB_PULL_STALL_SECS", 30)

@@ -1,14 +1,42 @@
-"""Delivered by a later issue; the command and its help are final."""
+"""`ps` and `stop`: what the node has loaded, and unloading it."""
 
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import click
+
+from llmlb.cli import render
 from llmlb.client import Client
-from llmlb.errors import LlmlbError
 
 
-def stop_model(*args, **kwargs) -> None:
-    Client.node().get("/")  # the server must be reachable either way
-    raise LlmlbError("not implemented yet")
+def _until(m: dict) -> str:
+    if m.get("stopping"):
+        return "Stopping..."
+    if not m.get("expires_at"):
+        return "Forever"
+    when = datetime.fromisoformat(m["expires_at"].replace("Z", "+00:00"))
+    left = (when - datetime.now(timezone.utc)).total_seconds()
+    return "Stopping..." if left <= 0 else render.duration(left)
 
 
-def list_running(*args, **kwargs) -> None:
-    Client.node().get("/")  # the server must be reachable either way
-    raise LlmlbError("not implemented yet")
+def _gpu_columns(gpu: dict) -> tuple[str, str]:
+    total, used = gpu.get("vram_total_bytes") or 0, gpu.get("vram_used_bytes") or 0
+    vram = f"{100 * used / total:.0f}%" if total else "-"
+    temp = gpu.get("gpu_temperature")
+    return vram, (f"{temp:.0f}°C" if temp is not None else "-")
+
+
+def list_running() -> None:
+    data = Client.node().get("/api/ps")
+    vram, temp = _gpu_columns(data.get("gpu") or {})
+    rows = []
+    for m in data["models"]:
+        name = m["name"] + (" (embed)" if m.get("kind") == "embed" else "")
+        rows.append([name, (m.get("digest") or "-")[:12] or "-", render.size(m["size"]),
+                     m.get("processor") or "100% CPU", _until(m), vram, temp])
+    click.echo(render.table(["NAME", "ID", "SIZE", "PROCESSOR", "UNTIL", "VRAM", "TEMP"], rows, gap=2))
+
+
+def stop_model(model: str) -> None:
+    Client.node().post("/api/stop", {"model": model})

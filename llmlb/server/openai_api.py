@@ -1,3 +1,199 @@
-"""Route handlers for this part of the node API (filled in by its issue)."""
+"""OpenAI-compatible inference: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models."""
 
-routes: list = []
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+import numpy as np
+from anyio import to_thread
+from litestar import Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.response import Stream
+
+from llmlb.errors import BadRequest, ModelNotFound
+from llmlb.server import inference as inf
+from llmlb.server.body import field, json_object
+from llmlb.server.metrics_api import metrics_of
+from llmlb.server.ollama_api import _lease, _record, _resolve, _scheduler, embed_inputs
+from llmlb.store import catalog
+
+SSE = "text/event-stream"
+
+
+def _model_name(data: dict) -> str:
+    name = data.get("model")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("field 'model' must be a non-empty string")
+    return name
+
+
+def _options(data: dict) -> inf.GenOptions:
+    opts = inf.options_from(data)
+    limit = data.get("max_completion_tokens", data.get("max_tokens"))
+    opts.max_tokens = inf.max_tokens(limit, "max_tokens")
+    if field(data, "n", int, default=1) != 1:
+        raise BadRequest("field 'n' must be 1: one completion per request")
+    return opts
+
+
+def _usage(turn: inf.Turn) -> dict[str, int]:
+    s = turn.stats
+    return {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
+            "total_tokens": s.prompt_tokens + s.completion_tokens}
+
+
+def _finish(turn: inf.Turn) -> str:
+    return "length" if turn.stats.finish_reason == "length" else "stop"
+
+
+def _sse(obj: Any) -> bytes:
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+async def _run(request: Request, data: dict, kind: str) -> Response:
+    state = request.app.state.node
+    name = _model_name(data)
+    opts = _options(data)
+    model = await _resolve(state, name)
+    if kind == "chat":
+        messages = inf.chat_messages(data.get("messages"), bool(model.projector_path), model.name, openai=True)
+    else:
+        prompt = data.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise BadRequest("field 'prompt' must be a string")
+    stream = field(data, "stream", bool, default=False)
+    include_usage = bool((data.get("stream_options") or {}).get("include_usage")) if stream else False
+    lease, load_ns = await _lease(state, model.name, "chat", data)
+    turn = inf.Turn(load_ns=load_ns)
+    backend = lease.backend
+
+    def produce(cancel):
+        if kind == "chat":
+            return backend.chat(messages, opts, cancel, turn.stats)
+        return backend.complete(prompt, opts, cancel, turn.stats)
+
+    pieces = inf.generate(_scheduler(state), lease, produce, turn, think=True)
+    ident = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+    created = int(time.time())
+    obj = "chat.completion" if kind == "chat" else "text_completion"
+    endpoint = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
+
+    def chunk(delta: dict | None, finish: str | None, text: str = "") -> dict:
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+        if kind == "chat":
+            choice["delta"] = delta or {}
+        else:
+            choice["text"] = text
+        return {"id": ident, "object": obj + (".chunk" if kind == "chat" else ""), "created": created,
+                "model": name, "choices": [choice]}
+
+    if stream:
+        async def body() -> AsyncIterator[bytes]:
+            if kind == "chat":
+                yield _sse(chunk({"role": "assistant", "content": ""}, None))
+            # the per-token event is the hot path: format it around a prebuilt prefix
+            head = json.dumps(chunk({"content": ""}, None) if kind == "chat" else chunk(None, None))
+            if kind == "chat":
+                prefix = "data: " + head[: head.rindex('"content": ""')]
+                content_pre, reason_pre = prefix + '"content": ', prefix + '"reasoning_content": '
+                tail = "}}]}\n\n"
+            else:
+                content_pre = "data: " + head[: head.rindex('"text": ""')] + '"text": '
+                tail = "}]}\n\n"
+            async for piece_kind, text in pieces:
+                if piece_kind == "content":
+                    yield (content_pre + json.dumps(text) + tail).encode()
+                elif kind == "chat":
+                    yield (reason_pre + json.dumps(text) + tail).encode()
+            yield _sse(chunk({}, _finish(turn)))
+            _record(state, endpoint, turn)
+            if include_usage:
+                yield _sse({"id": ident, "object": obj + (".chunk" if kind == "chat" else ""), "created": created,
+                            "model": name, "choices": [], "usage": _usage(turn)})
+            yield b"data: [DONE]\n\n"
+
+        return Stream(body(), media_type=SSE, background=BackgroundTask(lease.release),
+                      headers={"Cache-Control": "no-cache"})
+    async for _ in pieces:
+        pass
+    _record(state, endpoint, turn)
+    if kind == "chat":
+        message: dict[str, Any] = {"role": "assistant", "content": turn.content}
+        if turn.thinking:
+            message["reasoning_content"] = turn.thinking
+        choice = {"index": 0, "message": message, "finish_reason": _finish(turn), "logprobs": None}
+    else:
+        choice = {"index": 0, "text": turn.content, "finish_reason": _finish(turn), "logprobs": None}
+    return Response({"id": ident, "object": obj, "created": created, "model": name,
+                     "choices": [choice], "usage": _usage(turn)})
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(request: Request) -> Response:
+    return await _run(request, await json_object(request), "chat")
+
+
+@post("/v1/completions", status_code=200)
+async def completions(request: Request) -> Response:
+    return await _run(request, await json_object(request), "completion")
+
+
+@post("/v1/embeddings", status_code=200)
+async def embeddings(request: Request) -> dict:
+    state = request.app.state.node
+    data = await json_object(request)
+    name = _model_name(data)
+    fmt = data.get("encoding_format") or "float"
+    if fmt not in ("float", "base64"):
+        raise BadRequest("field 'encoding_format' must be 'float' or 'base64'")
+    inputs = embed_inputs(data.get("input"))
+    lease, _ = await _lease(state, name, "embed", data)
+    try:
+        vectors, tokens = await to_thread.run_sync(lease.backend.embed, inputs)
+    finally:
+        await lease.release()
+    metrics_of(state).request("/v1/embeddings", 200)
+    return {"object": "list", "model": name,
+            "data": [{"object": "embedding", "index": i, "embedding": _encode(v, fmt)} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _encode(vector: list[float], fmt: str):
+    """The openai client asks for base64 (little-endian float32) by default: it is smaller."""
+    if fmt == "float":
+        return vector
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+
+
+def _model_obj(name: str, created) -> dict:
+    return {"id": name, "object": "model", "created": int(created.timestamp()) if created else 0,
+            "owned_by": "llmlb"}
+
+
+def _all(state) -> list[dict]:
+    out = [_model_obj(m.name, m.created_at) for m in catalog.all_models(state.catalog) if m.format == "GGUF"]
+    out += [_model_obj(e.display, e.modified) for e in catalog.ollama_models()]
+    return out
+
+
+@get("/v1/models", sync_to_thread=True)
+def models(request: Request) -> dict:
+    return {"object": "list", "data": _all(request.app.state.node)}
+
+
+@get("/v1/models/{model_id:path}", sync_to_thread=True)
+def model(request: Request, model_id: str) -> dict:
+    name = model_id.lstrip("/")
+    m = catalog.resolve(request.app.state.node.catalog, name)
+    if m is None:
+        raise ModelNotFound(name)
+    return _model_obj(m.name, m.created_at)
+
+
+routes = [chat_completions, completions, embeddings, models, model]

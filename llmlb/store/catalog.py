@@ -5,6 +5,7 @@ Other parts use only these functions, never raw queries on the Model table.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import uuid
@@ -33,6 +34,14 @@ def _size_of(path: Path) -> int:
     return path.stat().st_size
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _projector_beside(path: Path) -> str | None:
     if path.is_dir():
         return None
@@ -59,6 +68,8 @@ def register_model(engine: Engine, *, name: str, path: str | Path, format: str, 
     if size_bytes is None:
         size_bytes = _size_of(path)
     validation.check_size(size_bytes)
+    if digest is None and path.is_file():
+        digest = _sha256(path)
     values: dict[str, Any] = dict(
         path=str(path), format=format, source=source, size_bytes=size_bytes, digest=digest,
         architecture=info.architecture, parameters=info.parameters, quantization=info.quantization,

@@ -34,6 +34,7 @@ class TinySpec:
     name: str = "tiny-llama"
     dtype: str = "F32"  # F32, F16 or Q8_0
     seed: int = 0
+    never_eos: bool = False  # ASCII only, no </s>: generations always run to their token limit
 
 
 def byte_vocab() -> tuple[list[bytes], list[float], list[int]]:
@@ -49,10 +50,34 @@ def byte_vocab() -> tuple[list[bytes], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def _tensor(rng, writer, name: str, shape: tuple[int, ...], dtype: str, scale: float = 0.2) -> None:
+# Tokens a "never_eos" model never emits: <unk> <s> </s> and the bytes 0x80-0xFF. Without the
+# high bytes its output is ASCII, so it streams token by token (llama.cpp holds back text
+# that ends in an incomplete UTF-8 sequence).
+_SUPPRESSED = [0, 1, 2] + list(range(3 + 0x80, 3 + 0x100))
+
+
+def _never_eos(name: str, data: np.ndarray) -> None:
+    """Keep residual dimension 0 a large positive constant (no layer writes to it) and give
+    the suppressed tokens a strongly negative weight on it: their logits are always far below."""
+    if name == "token_embd.weight":
+        data[:, 0] = 4.0
+    elif name in ("output_norm.weight",):
+        data[0] = 1.0
+    elif name == "output.weight":
+        data[:, 0] = 0.0
+        data[_SUPPRESSED, :] = 0.0
+        data[_SUPPRESSED, 0] = -1000.0
+    elif name.endswith(("attn_output.weight", "ffn_down.weight")):
+        data[0, :] = 0.0
+
+
+def _tensor(rng, writer, name: str, shape: tuple[int, ...], dtype: str, scale: float = 0.2,
+            fix=None) -> None:
     import gguf
 
     data = (rng.standard_normal(shape) * scale).astype(np.float32)
+    if fix is not None:
+        fix(name, data)
     if name.endswith("norm.weight") or dtype == "F32" or len(shape) == 1:
         writer.add_tensor(name, data)
     elif dtype == "F16":
@@ -111,20 +136,21 @@ def make_tiny_gguf(path: Path | str, spec: TinySpec | None = None, **overrides) 
 
     n_vocab, d, ff = len(tokens), spec.n_embd, spec.n_ff
     kv = d // spec.n_head * spec.n_head_kv
-    _tensor(rng, w, "token_embd.weight", (n_vocab, d), spec.dtype)
-    _tensor(rng, w, "output_norm.weight", (d,), "F32")
-    _tensor(rng, w, "output.weight", (n_vocab, d), spec.dtype)
+    fix = _never_eos if spec.never_eos else None
+    _tensor(rng, w, "token_embd.weight", (n_vocab, d), spec.dtype, fix=fix)
+    _tensor(rng, w, "output_norm.weight", (d,), "F32", fix=fix)
+    _tensor(rng, w, "output.weight", (n_vocab, d), spec.dtype, fix=fix)
     for i in range(spec.n_layer):
         p = f"blk.{i}."
         _tensor(rng, w, p + "attn_norm.weight", (d,), "F32")
         _tensor(rng, w, p + "attn_q.weight", (d, d), spec.dtype)
         _tensor(rng, w, p + "attn_k.weight", (kv, d), spec.dtype)
         _tensor(rng, w, p + "attn_v.weight", (kv, d), spec.dtype)
-        _tensor(rng, w, p + "attn_output.weight", (d, d), spec.dtype)
+        _tensor(rng, w, p + "attn_output.weight", (d, d), spec.dtype, fix=fix)
         _tensor(rng, w, p + "ffn_norm.weight", (d,), "F32")
         _tensor(rng, w, p + "ffn_gate.weight", (ff, d), spec.dtype)
         _tensor(rng, w, p + "ffn_up.weight", (ff, d), spec.dtype)
-        _tensor(rng, w, p + "ffn_down.weight", (d, ff), spec.dtype)
+        _tensor(rng, w, p + "ffn_down.weight", (d, ff), spec.dtype, fix=fix)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

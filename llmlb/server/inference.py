@@ -1,0 +1,169 @@
+"""The path every generation takes, whatever the API style: validate, lease, stream, split thinking."""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from llmlb import settings
+from llmlb.engine.base import GenOptions, GenStats
+from llmlb.engine.thinking import ThinkingSplitter
+from llmlb.errors import BadRequest
+from llmlb.server.body import field as get_field
+
+IMAGE_MAGIC = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
+
+
+@dataclass
+class Turn:
+    """One generation's outcome, filled while it streams."""
+
+    stats: GenStats = field(default_factory=GenStats)
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    load_ns: int = 0
+    content: str = ""
+    thinking: str = ""
+
+
+def options_from(data: dict, prefix: str = "") -> GenOptions:
+    """Generation options from an ollama `options` object or OpenAI top-level fields."""
+    def num(name, lo, hi, kind=(int, float)):
+        value = get_field(data, name, kind)
+        if value is not None and not lo <= value <= hi:
+            raise BadRequest(f"field '{prefix}{name}' must be between {lo} and {hi}")
+        return value
+
+    opts = GenOptions()
+    t = num("temperature", 0.0, 2.0)
+    if t is not None:
+        opts.temperature = float(t)
+    p = num("top_p", 0.0, 1.0)
+    if p is not None:
+        opts.top_p = float(p)
+    k = num("top_k", 0, 100000, int)
+    if k is not None:
+        opts.top_k = k
+    rp = num("repeat_penalty", 0.0, 10.0)
+    if rp is not None:
+        opts.repeat_penalty = float(rp)
+    seed = get_field(data, "seed", int)
+    if seed is not None:
+        opts.seed = seed
+    stop = data.get("stop")
+    if isinstance(stop, str):
+        opts.stop = [stop]
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        opts.stop = stop
+    elif stop is not None:
+        raise BadRequest(f"field '{prefix}stop' must be a string or a list of strings")
+    return opts
+
+
+def max_tokens(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"field '{name}' must be an integer")
+    if value < 0:
+        return None  # ollama: -1 = no limit
+    if value == 0:
+        raise BadRequest(f"field '{name}' must be at least 1")
+    return value
+
+
+def keep_alive_from(data: dict) -> float | None:
+    if data.get("keep_alive") is None:
+        return None
+    return settings.parse_duration(data["keep_alive"])
+
+
+def image_data_url(b64: str, field_name: str = "images") -> str:
+    """Check an image by its bytes and turn it into a data URL for llama.cpp."""
+    if not isinstance(b64, str):
+        raise BadRequest(f"field '{field_name}' must hold base64 strings")
+    if b64.startswith("data:"):
+        b64 = b64.split(",", 1)[-1]
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except ValueError as exc:
+        raise BadRequest(f"field '{field_name}' holds invalid base64") from exc
+    mime = next((m for magic, m in IMAGE_MAGIC.items() if raw.startswith(magic)), None)
+    if mime is None and raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        mime = "image/webp"
+    if mime is None:
+        raise BadRequest(f"field '{field_name}' holds data that is not a PNG, JPEG, WebP or GIF image")
+    return f"data:{mime};base64,{b64}"
+
+
+async def generate(scheduler, lease, produce, turn: Turn, think: bool | None,
+                   starts_thinking: bool = False) -> AsyncIterator[tuple[str, str]]:
+    """("thinking"|"content", text) pieces; releases the lease when done or abandoned."""
+    splitter = ThinkingSplitter(starts_thinking)
+    try:
+        async for piece in lease.stream(produce):
+            if turn.first_token_at is None:
+                turn.first_token_at = time.perf_counter()
+            thinking, content = splitter.feed(piece)
+            for kind, text in (("thinking", thinking), ("content", content)):
+                if text:
+                    if kind == "thinking":
+                        turn.thinking += text
+                    else:
+                        turn.content += text
+                    if kind == "content" or think is not False:
+                        yield kind, text
+        thinking, content = splitter.flush()
+        turn.thinking += thinking
+        turn.content += content
+        if thinking and think is not False:
+            yield "thinking", thinking
+        if content:
+            yield "content", content
+    finally:
+        await lease.release()
+
+
+def chat_messages(raw: Any, supports_images: bool, model_name: str, openai: bool = False) -> list[dict]:
+    """Validate chat messages and turn them into llama-cpp-python's format."""
+    if not isinstance(raw, list) or not raw:
+        raise BadRequest("field 'messages' must be a non-empty list")
+    out = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict):
+            raise BadRequest(f"field 'messages[{i}]' must be an object")
+        role = m.get("role")
+        if role not in ("system", "user", "assistant", "tool", "developer"):
+            raise BadRequest(f"field 'messages[{i}].role' must be system, user, assistant or tool")
+        role = "system" if role == "developer" else role
+        content = m.get("content") or ""
+        images: list[str] = []
+        if isinstance(content, list):  # OpenAI content parts
+            texts = []
+            for part in content:
+                if not isinstance(part, dict):
+                    raise BadRequest(f"field 'messages[{i}].content' parts must be objects")
+                if part.get("type") == "text":
+                    texts.append(str(part.get("text", "")))
+                elif part.get("type") == "image_url":
+                    url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else part.get("image_url")
+                    if not isinstance(url, str) or not url.startswith("data:"):
+                        raise BadRequest("only data: URLs are accepted for images (no remote fetches)")
+                    images.append(url)
+                else:
+                    raise BadRequest(f"unsupported content part type {part.get('type')!r}")
+            content = "\n".join(texts)
+        elif not isinstance(content, str):
+            raise BadRequest(f"field 'messages[{i}].content' must be a string")
+        for img in m.get("images") or []:
+            images.append(image_data_url(img, f"messages[{i}].images"))
+        if images and not supports_images:
+            raise BadRequest(f"model '{model_name}' does not support images")
+        if images:
+            parts = [{"type": "image_url", "image_url": {"url": u}} for u in images]
+            out.append({"role": role, "content": parts + [{"type": "text", "text": content}]})
+        else:
+            out.append({"role": role, "content": content})
+    return out

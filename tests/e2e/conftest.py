@@ -1,0 +1,32 @@
+"""Shared e2e fixtures: real node servers with real (tiny) models in their catalogs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.catalog import register_file
+from tests.support.procs import ServerProcess
+from tests.support.tiny_model import TinySpec, make_tiny_gguf
+
+
+@pytest.fixture(scope="session")
+def endless_gguf(tmp_path_factory) -> Path:
+    """Never emits </s>: a generation always runs to its token limit."""
+    return make_tiny_gguf(tmp_path_factory.mktemp("endless") / "endless.gguf", never_eos=True)
+
+
+@pytest.fixture(scope="session")
+def slow_gguf(tmp_path_factory) -> Path:
+    """Bigger and never-ending: keeps a model busy for many seconds unless stopped."""
+    spec = TinySpec(n_embd=512, n_layer=8, n_ff=1024, n_head=8, n_head_kv=8, context_length=4096,
+                    never_eos=True, seed=7)
+    return make_tiny_gguf(tmp_path_factory.mktemp("slow") / "slow.gguf", spec)
+
+
+def start_node(home: Path, models: dict[str, Path], env: dict | None = None,
+               extra_args: tuple[str, ...] = ()) -> ServerProcess:
+    for name, path in models.items():
+        register_file(home, name, path)
+    return ServerProcess(home, env=env, extra_args=extra_args).start()

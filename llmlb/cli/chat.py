@@ -1,9 +1,160 @@
-"""Delivered by a later issue; the command and its help are final."""
+"""`llmlb node run`: one chat turn at a time against the node, recorded in a session."""
+
+from __future__ import annotations
+
+import sys
+import time
+from urllib.parse import urlencode
+from typing import Any, TextIO
 
 from llmlb.client import Client
-from llmlb.errors import LlmlbError
+from llmlb.errors import LlmlbError, NotFound
+
+DIM, RESET = "\x1b[2m", "\x1b[0m"
 
 
-def run_chat(*args, **kwargs) -> None:
-    Client.node().get("/")  # the server must be reachable either way
-    raise LlmlbError("not implemented yet")
+class Chat:
+    """A session's conversation: builds requests from its history and records each turn."""
+
+    def __init__(self, client: Client, model: dict, session: dict, out: TextIO, styled: bool,
+                 show_thinking: bool = False, verbose: bool = False):
+        self.client, self.model, self.out, self.styled = client, model, out, styled
+        self.session = session
+        self.show_thinking = show_thinking
+        self.verbose = verbose
+
+    @property
+    def name(self) -> str:
+        return self.model["name"]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.session["settings"]
+
+    def write(self, text: str, dim: bool = False) -> None:
+        if dim and self.styled:
+            text = DIM + text + RESET
+        self.out.write(text)
+        self.out.flush()
+
+    def request_messages(self, text: str, images: list[str]) -> list[dict[str, Any]]:
+        """What the model sees: system prompt, the whole stored history, then this message."""
+        messages: list[dict[str, Any]] = []
+        if self.settings.get("system"):
+            messages.append({"role": "system", "content": self.settings["system"]})
+        for m in self.session["messages"]:
+            item = {"role": m["role"], "content": m["content"]}
+            if m.get("images"):
+                item["images"] = m["images"]
+            messages.append(item)
+        user: dict[str, Any] = {"role": "user", "content": text}
+        if images:
+            user["images"] = images
+        messages.append(user)
+        return messages
+
+    def options(self) -> dict[str, Any]:
+        opts = {"temperature": self.settings["temperature"], "top_p": self.settings["top_p"]}
+        if self.settings.get("max_tokens"):
+            opts["num_predict"] = self.settings["max_tokens"]
+        return opts
+
+    def turn(self, text: str, images: list[str] | None = None) -> str | None:
+        """Stream one reply; record it. Ctrl+C stops the reply and keeps what arrived."""
+        images = images or []
+        body = {"model": self.name, "messages": self.request_messages(text, images), "stream": True,
+                "think": True, "options": self.options()}
+        content, thinking, final = [], [], None
+        started, first = time.perf_counter(), None
+        in_thinking = False
+        interrupted = False
+        try:
+            with self.client.stream("POST", "/api/chat", body) as chunks:
+                for chunk in chunks:
+                    if chunk.get("done"):
+                        final = chunk
+                        break
+                    msg = chunk.get("message") or {}
+                    if msg.get("thinking"):
+                        first = first or time.perf_counter()
+                        thinking.append(msg["thinking"])
+                        if self.show_thinking:
+                            if not in_thinking:
+                                self.write("Thinking...\n", dim=True)
+                                in_thinking = True
+                            self.write(msg["thinking"], dim=True)
+                    if msg.get("content"):
+                        first = first or time.perf_counter()
+                        if in_thinking:
+                            self.write("\n...done thinking.\n\n", dim=True)
+                            in_thinking = False
+                        if not content:
+                            msg["content"] = msg["content"].lstrip("\n") if thinking else msg["content"]
+                        content.append(msg["content"])
+                        self.write(msg["content"])
+        except KeyboardInterrupt:
+            interrupted = True
+        if in_thinking:
+            self.write("\n...done thinking.\n\n", dim=True)
+        self.write("\n")
+        if interrupted:
+            self.write("(reply stopped)\n", dim=True)
+        reply = "".join(content)
+        tokens = (final or {}).get("prompt_eval_count", 0) + (final or {}).get("eval_count", 0)
+        user_msg: dict[str, Any] = {"role": "user", "content": text, "images": images or None}
+        bot_msg = {"role": "assistant", "content": reply, "thinking": "".join(thinking) or None}
+        self.client.post(f"/api/sessions/{self.session['id']}/messages",
+                         {"messages": [user_msg, bot_msg], "tokens": tokens})
+        self.session["messages"] += [user_msg, bot_msg]
+        if self.verbose and final:
+            self.stats(final, started, first)
+        return reply
+
+    def stats(self, final: dict, started: float, first: float | None) -> None:
+        evals, ns = final.get("eval_count", 0), final.get("eval_duration", 0)
+        rate = evals / (ns / 1e9) if ns else 0.0
+        ttft = (first - started) * 1000 if first else 0.0
+        self.write(
+            f"prompt tokens:       {final.get('prompt_eval_count', 0)}\n"
+            f"completion tokens:   {evals}\n"
+            f"time to first token: {ttft:.0f} ms\n"
+            f"eval rate:           {rate:.2f} tokens/s\n", dim=True)
+
+
+def open_session(client: Client, model: str, session_id: str | None, resume_last: bool) -> dict:
+    if session_id:
+        session = client.get(f"/api/sessions/{session_id}")
+        if session["model"] != model:
+            raise LlmlbError(f"session '{session_id}' belongs to model '{session['model']}', not '{model}'")
+        return session
+    if resume_last:
+        recent = client.get("/api/sessions?" + urlencode({"model": model, "limit": 1}))["sessions"]
+        if recent:
+            return client.get(f"/api/sessions/{recent[0]['id']}")
+    return client.post("/api/sessions", {"model": model})
+
+
+def run_chat(model: str, prompt: str, *, think: bool, session_id: str | None, resume_last: bool,
+             verbose: bool) -> None:
+    client = Client.node()
+    try:
+        info = client.post("/api/show", {"model": model})
+    except NotFound:
+        raise LlmlbError(f"model '{model}' not found; download it with `llmlb node pull {model}`") from None
+    session = open_session(client, info["name"], session_id, resume_last)
+    interactive = not prompt and sys.stdin.isatty()
+    chat = Chat(client, info, session, sys.stdout, styled=sys.stdout.isatty(), show_thinking=think, verbose=verbose)
+    if not interactive:
+        text = prompt or sys.stdin.read()
+        if not text.strip():
+            raise LlmlbError("no prompt given: pass one as an argument or on standard input")
+        from llmlb.cli.attachments import extract
+
+        found = extract(text)
+        for err in found.errors:
+            print(f"Error: {err}", file=sys.stderr)
+        chat.turn(found.text, found.images)
+        return
+    from llmlb.cli.repl import Repl
+
+    Repl(chat).run()

@@ -105,8 +105,37 @@ class LlamaBackend:
                     max_tokens=opts.max_tokens, seed=opts.seed, stop=opts.stop or None,
                     repeat_penalty=opts.repeat_penalty, stream=True)
 
+    def _count(self, message: dict[str, Any]) -> int:
+        content = message.get("content") or ""
+        if isinstance(content, list):
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return len(self.llm.tokenize(content.encode(), add_bos=False)) + 8  # + the template's markers
+
+    def fit(self, messages: list[dict[str, Any]], opts: GenOptions) -> list[dict[str, Any]]:
+        """Drop the oldest turns (never the system prompt or the last message) until the
+        prompt leaves room for the reply, as ollama does with long chats."""
+        room = self.n_ctx - min(opts.max_tokens or self.n_ctx // 4, self.n_ctx // 2)
+        counts = [self._count(m) for m in messages]
+        keep = list(range(len(messages)))
+        while sum(counts[i] for i in keep) > room:
+            droppable = [i for i in keep[:-1] if messages[i]["role"] != "system"]
+            if not droppable:
+                break
+            keep.remove(droppable[0])
+        if len(keep) < len(messages):
+            log.info("%s: dropped %d old messages to fit the context of %d tokens", self.name,
+                     len(messages) - len(keep), self.n_ctx)
+        return [messages[i] for i in keep]
+
+    def _check_fits(self, n_prompt: int) -> None:
+        if n_prompt >= self.n_ctx:
+            raise BadRequest(f"the prompt is {n_prompt} tokens; the context window of '{self.name}' "
+                             f"is {self.n_ctx} (LLMLB_CONTEXT_LENGTH)")
+
     def chat(self, messages: list[dict[str, Any]], opts: GenOptions, cancel: threading.Event,
              stats: GenStats) -> Iterator[str]:
+        messages = self.fit(messages, opts)
+        self._check_fits(sum(self._count(m) for m in messages))
         chunks = self.llm.create_chat_completion(
             messages=messages, logits_processor=self._hooks(opts, cancel, stats), **self._params(opts))
         for chunk in chunks:
@@ -129,6 +158,7 @@ class LlamaBackend:
 
     def complete(self, prompt: str, opts: GenOptions, cancel: threading.Event,
                  stats: GenStats) -> Iterator[str]:
+        self._check_fits(len(self.llm.tokenize(prompt.encode())))
         chunks = self.llm.create_completion(
             prompt=prompt, logits_processor=self._hooks(opts, cancel, stats), **self._params(opts))
         for chunk in chunks:

@@ -91,14 +91,23 @@ class Scheduler:
         self.in_flight = 0
         self._reaper: asyncio.Task | None = None
         self._guard = asyncio.Lock()
+        self._workers: dict[asyncio.Future, threading.Event] = {}  # generations running in threads
 
     # -- life -------------------------------------------------------------
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_forever())
 
+    def drain(self) -> None:
+        """Shutting down: every running generation ends at its next token."""
+        for cancel in self._workers.values():
+            cancel.set()
+
     async def close(self) -> None:
         if self._reaper:
             self._reaper.cancel()
+        self.drain()  # and wait for the threads before freeing any model
+        if self._workers:
+            await asyncio.wait(list(self._workers), timeout=30)
         for key in list(self.slots):
             await self._unload(self.slots[key])
 
@@ -222,6 +231,8 @@ class Scheduler:
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
 
         lease.worker = loop.run_in_executor(None, work)
+        self._workers[lease.worker] = cancel
+        lease.worker.add_done_callback(lambda f: self._workers.pop(f, None))
         try:
             while True:
                 item = await queue.get()

@@ -126,6 +126,26 @@ async def generate(scheduler, lease, produce, turn: Turn, think: bool | None,
         await lease.release()
 
 
+async def primed(pieces: AsyncIterator[tuple[str, str]]) -> AsyncIterator[tuple[str, str]]:
+    """Wait for the first piece before answering, so that a failure before the first token
+    (prompt too long, model error) is a proper HTTP error and not a broken stream."""
+    try:
+        first = await pieces.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except ValueError as exc:  # llama-cpp-python's way to refuse a prompt
+        await pieces.aclose()
+        raise BadRequest(str(exc)) from exc
+
+    async def chain() -> AsyncIterator[tuple[str, str]]:
+        if first is not None:
+            yield first
+            async for item in pieces:
+                yield item
+
+    return chain()
+
+
 def chat_messages(raw: Any, supports_images: bool, model_name: str, openai: bool = False) -> list[dict]:
     """Validate chat messages and turn them into llama-cpp-python's format."""
     if not isinstance(raw, list) or not raw:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
@@ -20,6 +21,7 @@ from llmlb.server.store_api import _details
 from llmlb.store import catalog
 
 NDJSON = "application/x-ndjson"
+log = logging.getLogger("llmlb.api")
 
 
 def _now() -> str:
@@ -64,12 +66,17 @@ async def _respond(state, endpoint: str, data: dict, lease, produce, turn: inf.T
     """Stream NDJSON (default) or answer one object; `shape(kind, text)` builds a chunk."""
     think = field(data, "think", (bool, str))
     think = None if think is None else think not in (False, "false", "none")
-    pieces = inf.generate(_scheduler(state), lease, produce, turn, think)
+    pieces = await inf.primed(inf.generate(_scheduler(state), lease, produce, turn, think))
     if field(data, "stream", bool, default=True):
         async def body() -> AsyncIterator[bytes]:
-            async for kind, text in pieces:
-                yield (json.dumps({"model": model_name, "created_at": _now(), **shape(kind, text), "done": False})
-                       + "\n").encode()
+            try:
+                async for kind, text in pieces:
+                    yield (json.dumps({"model": model_name, "created_at": _now(), **shape(kind, text),
+                                       "done": False}) + "\n").encode()
+            except Exception as exc:  # after the first byte the status is sent: say it in the stream
+                log.warning("%s stream for %s failed: %s", endpoint, model_name, exc)
+                yield (json.dumps({"error": f"generation failed: {exc}"}) + "\n").encode()
+                return
             final = _final(turn, model_name)
             _record(state, endpoint, turn)
             yield (json.dumps({**final, **shape("content", "")}) + "\n").encode()

@@ -78,7 +78,7 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
             return backend.chat(messages, opts, cancel, turn.stats)
         return backend.complete(prompt, opts, cancel, turn.stats)
 
-    pieces = inf.generate(_scheduler(state), lease, produce, turn, think=True)
+    pieces = await inf.primed(inf.generate(_scheduler(state), lease, produce, turn, think=True))
     ident = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
     obj = "chat.completion" if kind == "chat" else "text_completion"
@@ -106,11 +106,16 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
             else:
                 content_pre = "data: " + head[: head.rindex('"text": ""')] + '"text": '
                 tail = "}]}\n\n"
-            async for piece_kind, text in pieces:
-                if piece_kind == "content":
-                    yield (content_pre + json.dumps(text) + tail).encode()
-                elif kind == "chat":
-                    yield (reason_pre + json.dumps(text) + tail).encode()
+            try:
+                async for piece_kind, text in pieces:
+                    if piece_kind == "content":
+                        yield (content_pre + json.dumps(text) + tail).encode()
+                    elif kind == "chat":
+                        yield (reason_pre + json.dumps(text) + tail).encode()
+            except Exception as exc:  # after the first byte the status is sent: say it in the stream
+                yield _sse({"error": {"message": f"generation failed: {exc}", "type": "server_error",
+                                      "code": 500}})
+                return
             yield _sse(chunk({}, _finish(turn)))
             _record(state, endpoint, turn)
             if include_usage:

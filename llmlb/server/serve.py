@@ -36,7 +36,7 @@ def check_port(host: str, port: int) -> None:
             raise LlmlbError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
-def run_uvicorn(app, host: str, port: int) -> None:
+def run_uvicorn(app, host: str, port: int, on_drain=None) -> None:
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -44,6 +44,11 @@ def run_uvicorn(app, host: str, port: int) -> None:
             super().handle_exit(sig, frame)
             # Ctrl+C / SIGTERM ask for a clean stop: exit 0 afterwards, don't re-raise.
             self._captured_signals.clear()
+
+        async def shutdown(self, sockets=None) -> None:
+            if on_drain is not None:
+                on_drain()  # end running generations now, so their streams close normally
+            await super().shutdown(sockets)
 
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=settings.debug(),
@@ -65,7 +70,12 @@ def serve_node(host: str, port: int, router_url: str | None) -> None:
     logging.getLogger("llmlb.node").info(
         "llmlb node %s listening on http://%s:%s (data in %s)", state.node_id or "", host, port, state.config.home
     )
-    run_uvicorn(create_app(state), host, port)
+    def drain() -> None:
+        scheduler = state.services.get("scheduler")
+        if scheduler is not None:
+            scheduler.drain()
+
+    run_uvicorn(create_app(state), host, port, on_drain=drain)
 
 
 def serve_router(host: str, port: int) -> None:

@@ -146,6 +146,7 @@ def test_sigint_during_a_stream_exits_cleanly(tmp_path, slow_gguf):
     server.signal(signal.SIGINT)
     assert server.wait(20) == 0, server.log()
     assert time.time() - started < 20
+    assert "Traceback" not in server.log()  # the stream ended, it was not torn down
     client.close()
     engine = db.open_catalog(home / "llmlb.db")
     from sqlmodel import select

@@ -34,7 +34,8 @@ class TinySpec:
     name: str = "tiny-llama"
     dtype: str = "F32"  # F32, F16 or Q8_0
     seed: int = 0
-    never_eos: bool = False  # ASCII only, no </s>: generations always run to their token limit
+    ascii_only: bool = True  # no <unk>, <s> or bytes 0x80-0xFF in the output (see _NON_ASCII)
+    never_eos: bool = False  # no </s> either: generations always run to their token limit
 
 
 def byte_vocab() -> tuple[list[bytes], list[float], list[int]]:
@@ -50,25 +51,29 @@ def byte_vocab() -> tuple[list[bytes], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-# Tokens a "never_eos" model never emits: <unk> <s> </s> and the bytes 0x80-0xFF. Without the
-# high bytes its output is ASCII, so it streams token by token (llama.cpp holds back text
-# that ends in an incomplete UTF-8 sequence).
-_SUPPRESSED = [0, 1, 2] + list(range(3 + 0x80, 3 + 0x100))
+# Without the bytes 0x80-0xFF a model's output is ASCII, so it streams token by token:
+# llama.cpp holds back text that ends in an incomplete UTF-8 sequence, and re-decodes all of
+# it for every new token, which random bytes can make last a whole generation.
+_NON_ASCII = list(range(3 + 0x80, 3 + 0x100))
 
 
-def _never_eos(name: str, data: np.ndarray) -> None:
+def _suppress(tokens: list[int]):
     """Keep residual dimension 0 a large positive constant (no layer writes to it) and give
-    the suppressed tokens a strongly negative weight on it: their logits are always far below."""
-    if name == "token_embd.weight":
-        data[:, 0] = 4.0
-    elif name in ("output_norm.weight",):
-        data[0] = 1.0
-    elif name == "output.weight":
-        data[:, 0] = 0.0
-        data[_SUPPRESSED, :] = 0.0
-        data[_SUPPRESSED, 0] = -1000.0
-    elif name.endswith(("attn_output.weight", "ffn_down.weight")):
-        data[0, :] = 0.0
+    `tokens` a strongly negative weight on it: their logits are then always far below."""
+
+    def fix(name: str, data: np.ndarray) -> None:
+        if name == "token_embd.weight":
+            data[:, 0] = 4.0
+        elif name == "output_norm.weight":
+            data[0] = 1.0
+        elif name == "output.weight":
+            data[:, 0] = 0.0
+            data[tokens, :] = 0.0
+            data[tokens, 0] = -1000.0
+        elif name.endswith(("attn_output.weight", "ffn_down.weight")):
+            data[0, :] = 0.0
+
+    return fix
 
 
 def _tensor(rng, writer, name: str, shape: tuple[int, ...], dtype: str, scale: float = 0.2,
@@ -136,7 +141,8 @@ def make_tiny_gguf(path: Path | str, spec: TinySpec | None = None, **overrides) 
 
     n_vocab, d, ff = len(tokens), spec.n_embd, spec.n_ff
     kv = d // spec.n_head * spec.n_head_kv
-    fix = _never_eos if spec.never_eos else None
+    suppressed = ([0, 1] + _NON_ASCII if spec.ascii_only or spec.never_eos else []) + ([2] if spec.never_eos else [])
+    fix = _suppress(suppressed) if suppressed else None
     _tensor(rng, w, "token_embd.weight", (n_vocab, d), spec.dtype, fix=fix)
     _tensor(rng, w, "output_norm.weight", (d,), "F32", fix=fix)
     _tensor(rng, w, "output.weight", (n_vocab, d), spec.dtype, fix=fix)

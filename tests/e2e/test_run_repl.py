@@ -1,0 +1,148 @@
+"""`llmlb node run` as a user drives it: the REPL over prompt_toolkit's pipe input against a
+real node server, and the non-interactive forms as child processes."""
+
+import base64
+import io
+import re
+
+import httpx
+import pytest
+from prompt_toolkit import PromptSession
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from llmlb import settings
+from llmlb.cli.chat import Chat, open_session
+from llmlb.cli.repl import Repl
+from llmlb.client import Client
+from tests.e2e.conftest import start_node
+from tests.support.procs import run_cli
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+
+
+@pytest.fixture
+def node(tmp_path, tiny_gguf, endless_gguf):
+    server = start_node(tmp_path / "home", {"org/tiny": tiny_gguf, "org/endless": endless_gguf})
+    yield server
+    server.stop()
+
+
+def drive(node, model: str, keys: str, session_id: str | None = None, think: bool = False):
+    """Type `keys` into a REPL for `model`; return (screen text, chat)."""
+    client = Client(settings.parse_address(node.address, 0))
+    info = client.post("/api/show", {"model": model})
+    out = io.StringIO()
+    chat = Chat(client, info, open_session(client, info["name"], session_id, False), out, styled=False,
+                show_thinking=think)
+    with create_pipe_input() as inp:
+        inp.send_text(keys)
+        session = PromptSession(input=inp, output=DummyOutput())
+        Repl(chat, session).run()
+    return out.getvalue(), chat
+
+
+def stored(node, session_id):
+    return httpx.get(f"{node.url}/api/sessions/{session_id}").json()
+
+
+def test_chat_turn_set_clear_and_bye(node):
+    screen, chat = drive(node, "endless", "/set max_tokens 6\nhello\n/set temperature 1.5\n/set temperature 3\n"
+                                          "/set top_p -1\n/set top_p 0.5\n/set system Be brief.\nhow are you\n"
+                                          "/clear\n/bye\nnever sent\n")
+    assert "Set parameter 'max_tokens' to '6'" in screen
+    assert "Set parameter 'temperature' to '1.5'" in screen
+    assert "Error: temperature must be a number from 0.0 to 2.0 (got 3.0)" in screen
+    assert "Error: top_p must be a number from 0.0 to 1.0 (got -1.0)" in screen
+    assert "Set parameter 'top_p' to '0.5'" in screen and "Set system message." in screen
+    assert "Cleared session context" in screen
+    data = stored(node, chat.session["id"])
+    assert data["messages"] == []  # cleared
+    assert data["settings"]["temperature"] == 1.5 and data["settings"]["top_p"] == 0.5
+    assert data["settings"]["system"] == "Be brief." and data["settings"]["max_tokens"] == 6
+    assert data["token_count"] > 0
+    assert "never sent" not in screen
+
+
+def test_turns_are_stored_with_history_resent(node):
+    screen, chat = drive(node, "endless", "/set max_tokens 5\nfirst question\nsecond question\n/bye\n")
+    data = stored(node, chat.session["id"])
+    assert [(m["role"], m["content"][:15]) for m in data["messages"][::2]] == [
+        ("user", "first question"), ("user", "second question")]
+    assert all(m["role"] == "assistant" and m["content"] for m in data["messages"][1::2])
+    assert all(m["timestamp"] for m in data["messages"])
+    # the second request carried the first exchange: the model saw more prompt tokens
+    assert chat.request_messages("x", [])[:2] == [{"role": m["role"], "content": m["content"]}
+                                                  for m in data["messages"][:2]]
+
+
+def test_help_unknown_and_ctrl_keys(node):
+    screen, _ = drive(node, "tiny", "/?\n/nope\n\x03/show info\n\x04")
+    assert "/set" in screen and "/bye" in screen and '"""' in screen
+    assert "Unknown command '/nope'. Type /? for help" in screen
+    assert "Use Ctrl + d or /bye to exit." in screen
+    assert "Model: org/tiny" in screen and "Architecture: llama" in screen
+
+
+def test_multiline_input(node):
+    screen, chat = drive(node, "endless", '/set max_tokens 3\n"""first line\nsecond line\n"""\n/bye\n')
+    assert chat.session["messages"][0]["content"] == "first line\nsecond line"
+
+
+def test_images_on_a_model_without_vision(node, tmp_path):
+    img = tmp_path / "cat pic.png"
+    img.write_bytes(PNG)
+    escaped = str(img).replace(" ", "\\ ")
+    screen, chat = drive(node, "endless", f"/set max_tokens 3\n{escaped} what is this\nplain question\n/bye\n")
+    assert f"Added image '{img}'" in screen
+    assert "Error: model 'org/endless' does not support images" in screen
+    # the session went on: the next question was answered and stored, the failed one was not
+    assert [m["content"] for m in chat.session["messages"][::2]] == ["plain question"]
+
+
+def test_sessions_and_load(node):
+    _, first = drive(node, "endless", "/set max_tokens 3\nremember me\n/bye\n")
+    short = first.session["id"][:8]
+    screen, second = drive(node, "endless", f"/sessions\n/load {short}\n/load zzzz\n/bye\n")
+    assert short in screen and "remember me" in screen
+    assert f"Loaded session {short} (2 messages)" in screen
+    assert "Error: session id 'zzzz' must be at least 4 hex characters" in screen
+    assert second.session["id"] == first.session["id"]
+
+
+def _prompt_tokens(stdout: str) -> int:
+    return int(re.search(r"prompt tokens:\s+(\d+)", stdout).group(1))
+
+
+def test_one_shot_and_resume_after_server_restart(node, tmp_path):
+    env = node.client_env()
+    r = run_cli("node", "run", "tiny", "Tell me a story", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "\x1b[" not in r.stdout  # not a terminal: no escape codes
+    piped = run_cli("node", "run", "tiny", env=env, input="from a pipe\n")
+    assert piped.returncode == 0, piped.stderr
+    sessions = httpx.get(node.url + "/api/sessions", params={"model": "tiny"}).json()["sessions"]
+    assert [s["preview"] for s in sessions][:2] == ["from a pipe\n", "Tell me a story"]
+    # a session with short replies, so that its history fits the tiny context
+    sid = httpx.post(node.url + "/api/sessions", json={"model": "tiny", "settings": {"max_tokens": 5}}).json()["id"]
+    first = run_cli("node", "run", "tiny", "Tell me a story", "--session", sid[:8], "--verbose", env=env)
+    assert first.returncode == 0, first.stderr
+    node.stop()
+    node.start()
+    resumed = run_cli("node", "run", "tiny", "Tell me a story", "--continue", "--verbose", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    # the model received the stored history again: more prompt tokens than the first turn
+    assert _prompt_tokens(resumed.stdout) > _prompt_tokens(first.stdout) + 10
+    messages = stored(node, sid)["messages"]
+    assert [m["content"] for m in messages[::2]] == ["Tell me a story", "Tell me a story"]
+
+
+def test_errors(node):
+    env = node.client_env()
+    r = run_cli("node", "run", "ghost", "hi", env=env)
+    assert r.returncode == 1 and r.stderr.startswith("Error: model 'ghost' not found")
+    r = run_cli("node", "run", "tiny", "hi", "--session", "abcdef12", env=env)
+    assert r.returncode == 1 and r.stderr == "Error: session 'abcdef12' not found\n"
+    r = run_cli("node", "run", "tiny", "--think", "--hidethinking", "hi", env=env)
+    assert r.returncode == 1 and "cannot be used together" in r.stderr

@@ -1,0 +1,64 @@
+"""How a reply with thinking is shown: a scripted stream, as the node sends it after it split
+`<think>` ... `</think>` out of the model's text (that split is tested in test_thinking.py)."""
+
+import io
+from contextlib import contextmanager
+
+from llmlb.cli.chat import DIM, RESET, Chat
+from llmlb.engine.thinking import ThinkingSplitter
+
+RAW = ["<th", "ink>Let me", " add 2 and 2.</thi", "nk>\n\nThe answer", " is 4."]
+
+
+def node_chunks():
+    """What the node streams for RAW: thinking and content pieces, then the final chunk."""
+    splitter = ThinkingSplitter()
+    for piece in RAW:
+        thinking, content = splitter.feed(piece)
+        if thinking:
+            yield {"message": {"role": "assistant", "content": "", "thinking": thinking}, "done": False}
+        if content:
+            yield {"message": {"role": "assistant", "content": content}, "done": False}
+    yield {"done": True, "prompt_eval_count": 10, "eval_count": 12, "eval_duration": 10**8, "message": {}}
+
+
+class ScriptedNode:
+    def __init__(self):
+        self.posted = []
+
+    @contextmanager
+    def stream(self, method, path, body):
+        assert body["think"] is True  # always asked for, so it is stored either way
+        yield node_chunks()
+
+    def post(self, path, body):
+        self.posted.append((path, body))
+
+
+def run(show_thinking, styled=False):
+    node, out = ScriptedNode(), io.StringIO()
+    session = {"id": "abcd1234", "settings": {"temperature": 0.7, "top_p": 0.9}, "messages": []}
+    chat = Chat(node, {"name": "m"}, session, out, styled=styled, show_thinking=show_thinking)
+    chat.turn("what is 2+2?")
+    return out.getvalue(), node.posted
+
+
+def test_hidden_thinking_shows_only_the_answer_but_stores_it():
+    screen, posted = run(show_thinking=False)
+    assert screen == "The answer is 4.\n"
+    (path, body), = posted
+    assert path == "/api/sessions/abcd1234/messages"
+    assert body["messages"][1] == {"role": "assistant", "content": "The answer is 4.",
+                                   "thinking": "Let me add 2 and 2."}
+    assert body["tokens"] == 22
+
+
+def test_shown_thinking_comes_first_and_apart():
+    screen, _ = run(show_thinking=True)
+    assert screen == "Thinking...\nLet me add 2 and 2.\n...done thinking.\n\nThe answer is 4.\n"
+
+
+def test_thinking_is_dim_on_a_terminal():
+    screen, _ = run(show_thinking=True, styled=True)
+    assert screen.startswith(DIM + "Thinking...\n" + RESET)
+    assert DIM + "Let me" in screen and "The answer is 4." in screen

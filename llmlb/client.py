@@ -96,9 +96,10 @@ class Client:
         return self.request("DELETE", path, body, **kwargs)
 
     @contextmanager
-    def stream(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Iterator[Iterator[dict]]:
+    def stream(self, method: str, path: str, body: Any = None, timeout: float | None = None,
+               headers: dict | None = None) -> Iterator[Iterator[dict]]:
         """NDJSON lines as dicts; an `{"error": ...}` line raises. timeout=None waits forever."""
-        conn, response = self._send(method, path, body, timeout)
+        conn, response = self._send(method, path, body, timeout, headers)
         try:
             if response.status >= 400:
                 raise self._fail(response)

@@ -17,8 +17,9 @@ def _debug() -> bool:
 
 def run_cli(cli: click.Group) -> int:
     try:
-        cli.main(standalone_mode=False)
-        return 0
+        code = cli.main(standalone_mode=False)
+        # without standalone mode click returns ctx.exit()'s code instead of raising it
+        return code if isinstance(code, int) else 0
     except LlmlbError as exc:
         if _debug():
             import traceback

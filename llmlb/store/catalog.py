@@ -186,10 +186,16 @@ def delete_model(engine: Engine, name: str, models_root: Path) -> Model:
         s.delete(row)
         s.commit()
     if directory is not None and directory.exists():
-        trash = models_root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
-        directory.rename(trash)  # atomic: the name is free at once, even before the bytes go
-        shutil.rmtree(trash, ignore_errors=True)
-        _prune_empty_parents(directory.parent, models_root)
+        nested = [d for d in directory.iterdir() if d.is_dir()]
+        if nested:  # `owner/repo` holds `owner/repo/Q8_0`, another model: take only our files
+            for f in directory.iterdir():
+                if f.is_file() or f.is_symlink():
+                    f.unlink()
+        else:
+            trash = models_root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
+            directory.rename(trash)  # atomic: the name is free at once, even before the bytes go
+            shutil.rmtree(trash, ignore_errors=True)
+            _prune_empty_parents(directory.parent, models_root)
     return row
 
 

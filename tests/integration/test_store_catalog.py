@@ -121,3 +121,15 @@ def test_ollama_models_are_read_only(engine, llmlb_env, tiny_gguf, monkeypatch):
 def test_missing_ollama_dir_is_fine(engine, monkeypatch, tmp_path):
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "does-not-exist"))
     assert catalog.ollama_models() == []
+
+
+def test_delete_keeps_a_nested_model(engine, llmlb_env, tiny_gguf):
+    outer = _place(llmlb_env, "org/repo", tiny_gguf)
+    inner_dir = llmlb_env / "models" / "org" / "repo" / "Q8_0"
+    inner_dir.mkdir()
+    inner = Path(shutil.copy(tiny_gguf, inner_dir / "q8.gguf"))
+    catalog.register_model(engine, name="org/repo", path=outer, format="GGUF", source="Local")
+    catalog.register_model(engine, name="org/repo/Q8_0", path=inner, format="GGUF", source="Local")
+    catalog.delete_model(engine, "org/repo", llmlb_env / "models")
+    assert not outer.exists() and inner.exists()
+    assert catalog.find(engine, "org/repo/Q8_0") is not None

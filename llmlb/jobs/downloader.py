@@ -1,0 +1,401 @@
+"""Download one file: parallel ranged parts, resume, retries, stall detection, streaming hash.
+
+Parts: a file is cut into at most MAX_PARTS parts of at least MIN_PART bytes, fetched by up to
+`connections` workers in file order. Like ollama's 16 parts, this beats the per-connection caps
+of CDNs; MIN_PART keeps small files on one connection, where a second request would cost more
+than it saves. Each part records how many of its bytes are on disk (`done`), and that number only
+grows after the bytes were written, so a saved snapshot never claims data that is not there:
+after a crash the download continues from the snapshot with Range requests.
+
+Hashing runs beside the download: a hasher thread follows the contiguous prefix of the file
+that is on disk and reads it back from the page cache it was just written to, so verification
+costs no extra pass over the data and no extra time (hashing is faster than any network).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import http.client
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+import urllib.request
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urljoin, urlsplit
+
+from llmlb.errors import LlmlbError, NotFound, Unauthorized
+
+log = logging.getLogger("llmlb.pull")
+
+MIN_PART = 8 << 20
+MAX_PARTS = 16
+HASH_CHUNK = 4 << 20
+READ_CHUNK = 1 << 20       # one readinto() per MiB: Python overhead per byte stays negligible
+MAX_REDIRECTS = 5
+MAX_ATTEMPTS = 6          # consecutive failures of one part without progress
+BACKOFF = (0.5, 1, 2, 4, 8, 15)
+REPORT_EVERY = 0.25       # seconds between progress reports (they become SQLite writes)
+
+
+class DownloadError(LlmlbError):
+    status = 502
+    kind = "server_error"
+
+
+class DigestMismatch(DownloadError):
+    pass
+
+
+class Stopped(Exception):
+    """The download was asked to stop (server shutdown or cancel); its parts are kept."""
+
+
+class _Retry(Exception):
+    pass
+
+
+class _RangeIgnored(Exception):
+    """The server answered a Range request with the whole file (or cannot resume)."""
+
+
+def split(size: int) -> list[list[int]]:
+    """[[start, end, done], ...] covering `size` bytes."""
+    if size <= 0:
+        return [[0, 0, 0]]
+    count = max(1, min(MAX_PARTS, size // MIN_PART))
+    step = -(-size // count)
+    return [[start, min(size, start + step), 0] for start in range(0, size, step)]
+
+
+class FileDownload:
+    def __init__(self, url: str, dest: Path, size: int, *, sha256: str | None = None,
+                 blob_id: str | None = None, parts: list[list[int]] | None = None,
+                 headers: dict[str, str] | None = None, connections: int = 8, stall_secs: float = 30,
+                 stop: threading.Event | None = None,
+                 on_progress: Callable[["FileDownload"], None] | None = None,
+                 on_unauthorized: Callable[[], LlmlbError] | None = None):
+        self.url = url
+        self.dest = Path(dest)
+        self.size = size
+        self.sha256 = sha256
+        self.blob_id = blob_id
+        self.parts = [list(p) for p in parts] if parts else split(size)
+        self.headers = headers or {}
+        self.connections = max(1, connections)
+        self.stall_secs = stall_secs
+        self.stop = stop or threading.Event()
+        self.on_progress = on_progress
+        self.on_unauthorized = on_unauthorized
+        self.fetched = 0              # bytes received in this run (for speed and the tests)
+        self.digest: str | None = None
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._abort = threading.Event()
+        self._sockets: set[socket.socket] = set()
+        self._last_report = 0.0
+        self._reporting = threading.Lock()
+        self._fd = -1
+
+    # --- state ---------------------------------------------------------------------------
+    @property
+    def done(self) -> int:
+        with self._lock:
+            return sum(p[2] for p in self.parts)
+
+    def snapshot(self) -> list[list[int]]:
+        with self._lock:
+            return [list(p) for p in self.parts]
+
+    def _frontier(self) -> int:
+        for start, end, done in self.parts:
+            if start + done < end:
+                return start + done
+        return self.size
+
+    def _report(self, force: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_report < REPORT_EVERY:
+            return
+        if not self._reporting.acquire(blocking=force):
+            return
+        try:
+            self._last_report = now
+            self.on_progress(self)
+        finally:
+            self._reporting.release()
+
+    # --- the run -------------------------------------------------------------------------
+    def run(self) -> str:
+        """Download what is missing, verify, and return the hex digest. The file stays on disk."""
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.dest, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(self._fd).st_size != self.size:
+                os.ftruncate(self._fd, self.size)
+            ranged, restarts = True, 0
+            while True:
+                try:
+                    self._run_parts(ranged)
+                    break
+                except _RangeIgnored as exc:
+                    # Never append a whole body to a partial file: start this file over, in one stream.
+                    restarts += 1
+                    if restarts > MAX_ATTEMPTS:
+                        raise DownloadError(f"download of {self.dest.name} failed after {MAX_ATTEMPTS} "
+                                            f"attempts: {exc}") from None
+                    if ranged:
+                        log.warning("%s ignores Range requests: downloading %s again from the start",
+                                    self.url, self.dest.name)
+                    elif self.stop.wait(BACKOFF[min(restarts - 1, len(BACKOFF) - 1)]):
+                        raise Stopped() from None
+                    ranged = False
+                    self._restart_clean()
+            self._report(force=True)
+            expected = self.sha256 or self.blob_id
+            if expected and self.digest != expected.lower():
+                self._fail_digest(expected)
+            return self.digest or ""
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _fail_digest(self, expected: str) -> None:
+        try:
+            self.dest.unlink()
+        except FileNotFoundError:
+            pass
+        kind = "sha256" if self.sha256 else "git blob id"
+        raise DigestMismatch(f"digest mismatch for {self.dest.name} ({kind} {self.digest} != {expected}); "
+                             "the file was deleted and must be downloaded again")
+
+    def _restart_clean(self) -> None:
+        with self._lock:
+            self.parts = [[0, self.size, 0]]
+        os.ftruncate(self._fd, 0)
+        os.ftruncate(self._fd, self.size)
+        self._abort.clear()
+
+    def _run_parts(self, ranged: bool) -> None:
+        self._abort.clear()
+        hasher = threading.Thread(target=self._hash, name=f"hash-{self.dest.name}", daemon=True)
+        hasher.start()
+        todo = [i for i, p in enumerate(self.parts) if p[2] < p[1] - p[0]]
+        workers = min(self.connections, len(todo)) or 1
+        try:
+            if todo:
+                queue = iter(todo)
+                qlock = threading.Lock()
+
+                def worker() -> None:
+                    buf = bytearray(READ_CHUNK)
+                    while not (self._abort.is_set() or self.stop.is_set()):
+                        with qlock:
+                            index = next(queue, None)
+                        if index is None:
+                            return
+                        self._fetch_part(index, ranged, buf)
+
+                with ThreadPoolExecutor(workers, thread_name_prefix="part") as pool:
+                    futures = [pool.submit(worker) for _ in range(workers)]
+                    finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                    if any(f.exception() for f in finished):
+                        self._abort_all()
+                    wait(futures)
+                errors = [f.exception() for f in futures if f.exception()]
+                # A real failure explains more than the Stopped it caused in the others.
+                errors.sort(key=lambda e: isinstance(e, Stopped))
+                if errors:
+                    raise errors[0]
+                if self.stop.is_set() and self.done < self.size:
+                    raise Stopped()
+        except BaseException:
+            self._abort_all()
+            hasher.join()
+            raise
+        hasher.join()
+
+    def _abort_all(self) -> None:
+        """Wake every worker and the hasher now, even one blocked in a read."""
+        self._abort.set()
+        with self._cond:
+            self._cond.notify_all()
+            socks = list(self._sockets)
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def interrupt(self) -> None:
+        """Called (from any thread) after setting `stop`: don't wait for a slow read to end."""
+        self._abort_all()
+
+    # --- hashing -------------------------------------------------------------------------
+    def _hash(self) -> None:
+        h = hashlib.sha256() if self.sha256 or not self.blob_id else hashlib.sha1(f"blob {self.size}\0".encode())
+        buf = bytearray(HASH_CHUNK)
+        view = memoryview(buf)
+        pos = 0
+        while pos < self.size:
+            with self._cond:
+                while (frontier := self._frontier()) <= pos and not self._abort.is_set():
+                    self._cond.wait(0.5)
+            if self._abort.is_set() and frontier <= pos:
+                return
+            while pos < frontier:
+                n = os.preadv(self._fd, [view[:min(HASH_CHUNK, frontier - pos)]], pos)
+                if n <= 0:
+                    return
+                h.update(view[:n])
+                pos += n
+        self.digest = h.hexdigest()
+
+    # --- one part ------------------------------------------------------------------------
+    def _fetch_part(self, index: int, ranged: bool, buf: bytearray) -> None:
+        failures = 0
+        while True:
+            with self._lock:
+                start, end, done = self.parts[index]
+            if done >= end - start:
+                return
+            if self.stop.is_set() or self._abort.is_set():
+                raise Stopped()
+            before = done
+            try:
+                self._stream(index, start + done, end, ranged, buf)
+                return
+            except (_Retry, OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                    raise DownloadError(f"no space left on the disk while writing {self.dest.name}; "
+                                        "free some space and pull again to resume") from exc
+                if self.stop.is_set() or self._abort.is_set():
+                    raise Stopped() from exc
+                if not ranged:  # the server cannot resume: the whole file starts over
+                    raise _RangeIgnored(_describe(exc)) from exc
+                with self._lock:
+                    progressed = self.parts[index][2] > before
+                failures = 1 if progressed else failures + 1
+                if failures > MAX_ATTEMPTS:
+                    raise DownloadError(f"download of {self.dest.name} failed after {MAX_ATTEMPTS} attempts: "
+                                        f"{_describe(exc)}") from exc
+                delay = BACKOFF[min(failures - 1, len(BACKOFF) - 1)]
+                log.info("retrying %s from byte %d in %.1fs: %s", self.dest.name,
+                         start + self.parts[index][2], delay, _describe(exc))
+                if self.stop.wait(delay):
+                    raise Stopped() from exc
+
+    def _stream(self, index: int, offset: int, end: int, ranged: bool, buf: bytearray) -> None:
+        headers = {**self.headers, "Accept-Encoding": "identity"}
+        if ranged:
+            headers["Range"] = f"bytes={offset}-{end - 1}"
+        conn, resp = self._open(headers)
+        try:
+            status = resp.status
+            if status in (401, 403):
+                raise self.on_unauthorized() if self.on_unauthorized else Unauthorized(f"HTTP {status} for {self.url}")
+            if status == 404:
+                raise NotFound(f"{self.dest.name} is no longer on Hugging Face (404)")
+            if status == 429 or status >= 500:
+                raise _Retry(f"HTTP {status}")
+            if ranged and status == 200:
+                raise _RangeIgnored("the server ignored a Range request")
+            if status not in (200, 206):
+                raise DownloadError(f"unexpected HTTP {status} while downloading {self.dest.name}")
+            if ranged and not (resp.getheader("content-range") or "").startswith(f"bytes {offset}-"):
+                raise _RangeIgnored("the server answered another range")
+            self._copy(resp, index, offset, end, buf)
+        finally:
+            with self._lock:
+                self._sockets.discard(conn.sock)
+            conn.close()
+
+    def _open(self, headers: dict[str, str]) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """GET self.url, following redirects; the token is never sent to another host (a CDN)."""
+        url = self.url
+        origin = urlsplit(url).netloc
+        for _ in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(url)
+            send = headers if parts.netloc == origin else {k: v for k, v in headers.items() if k != "Authorization"}
+            conn = _connect(parts, self.stall_secs)
+            try:
+                target = parts.path + (f"?{parts.query}" if parts.query else "")
+                if getattr(conn, "_llmlb_proxy_absolute", False):
+                    target = url
+                conn.request("GET", target or "/", headers=send)
+                if conn.sock is not None:
+                    with self._lock:
+                        self._sockets.add(conn.sock)
+                    if self._abort.is_set() or self.stop.is_set():
+                        raise Stopped()
+                resp = conn.getresponse()
+            except BaseException:
+                conn.close()
+                raise
+            if resp.status in (301, 302, 303, 307, 308) and resp.getheader("location"):
+                url = urljoin(url, resp.getheader("location"))
+                with self._lock:
+                    self._sockets.discard(conn.sock)
+                conn.close()
+                continue
+            return conn, resp
+        raise DownloadError(f"too many redirects while downloading {self.dest.name}")
+
+    def _copy(self, resp: http.client.HTTPResponse, index: int, offset: int, end: int, buf: bytearray) -> None:
+        view = memoryview(buf)
+        while offset < end:
+            if self.stop.is_set() or self._abort.is_set():
+                raise Stopped()
+            n = resp.readinto(view[:min(len(view), end - offset)])
+            if not n:
+                break
+            written = os.pwrite(self._fd, view[:n], offset)
+            offset += written
+            with self._cond:
+                self.parts[index][2] += written
+                self.fetched += written
+                self._cond.notify_all()
+            self._report()
+        if offset < end:
+            raise _Retry(f"connection closed after byte {offset} of {end}")
+
+
+_SSL: ssl.SSLContext | None = None
+
+
+def _connect(parts, timeout: float) -> http.client.HTTPConnection:
+    """A connection for one request; honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY like curl."""
+    global _SSL
+    https = parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and urllib.request.proxy_bypass(parts.hostname or ""):
+        proxy = None
+    if https and _SSL is None:
+        _SSL = ssl.create_default_context()
+    if proxy:
+        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if https:
+            conn = http.client.HTTPSConnection(p.hostname, p.port or 80, timeout=timeout, context=_SSL)
+            conn.set_tunnel(parts.hostname, port)
+            return conn
+        conn = http.client.HTTPConnection(p.hostname, p.port or 80, timeout=timeout)
+        conn._llmlb_proxy_absolute = True  # plain HTTP through a proxy: absolute URI
+        return conn
+    if https:
+        return http.client.HTTPSConnection(parts.hostname, port, timeout=timeout, context=_SSL)
+    return http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "no data received (stalled)"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test bench-cli
+.PHONY: install serve test browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,5 +18,11 @@ install: $(STAMP)
 serve: install
 	$(VENV)/bin/llmlb node serve
 
-test: install
+# The dashboard's browser test drives Debian's Chromium (Playwright's own download cannot work
+# offline); installing it needs root, as on CI.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)

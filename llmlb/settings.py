@@ -168,3 +168,56 @@ def pull_connections() -> int:
 def pull_stall_secs() -> int:
     """A download connection that receives no byte for this long is dropped and retried."""
     return _int_env("LLMLB_PULL_STALL_SECS", 30)
+
+
+def router_url() -> str | None:
+    """The router a node registers with (`--router` or LLMLB_ROUTER_URL)."""
+    return _env("LLMLB_ROUTER_URL")
+
+
+def node_token() -> str | None:
+    """Shared secret nodes present to the router; when set, nodes without it are refused."""
+    return _env("LLMLB_NODE_TOKEN")
+
+
+def api_keys() -> list[str]:
+    """Keys clients must present to the router (bearer or X-API-Key); empty = open."""
+    return [k.strip() for k in (_env("LLMLB_API_KEYS") or "").split(",") if k.strip()]
+
+
+def api_key() -> str | None:
+    """The key the `router` CLI commands send."""
+    return _env("LLMLB_API_KEY")
+
+
+def history_days() -> int:
+    return _int_env("LLMLB_HISTORY_DAYS", 7)
+
+
+def heartbeat_secs() -> float:
+    return float(_int_env("LLMLB_HEARTBEAT_MS", 2000, low=50)) / 1000
+
+
+def heartbeat_timeout_secs() -> float:
+    """A node whose last heartbeat is older than this is offline (three missed beats)."""
+    return 3 * heartbeat_secs() + 1
+
+
+def node_max_in_flight() -> int:
+    """Requests the router sends one node at once; more wait in the router's queue, where
+    they go to whichever node frees first (a node runs one generation per model at a time,
+    so a deep queue on one node only makes its requests wait while others idle)."""
+    return _int_env("LLMLB_NODE_MAX_IN_FLIGHT", 2)
+
+
+def router_queue() -> int:
+    return _int_env("LLMLB_ROUTER_MAX_QUEUE", 256, low=0)
+
+
+def router_queue_timeout() -> float:
+    return float(_int_env("LLMLB_ROUTER_QUEUE_TIMEOUT", 30))
+
+
+def threads() -> int:
+    """CPU threads a loaded model computes with (ollama's num_thread); default: all cores."""
+    return _int_env("LLMLB_THREADS", os.cpu_count() or 1)

@@ -5,6 +5,7 @@ from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
 import llmlb.store.models  # noqa: F401  (registers the tables)
+import llmlb.store.router_models  # noqa: F401
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from llmlb import settings
 from llmlb.engine.base import GenOptions, GenStats
 from llmlb.errors import BadRequest, LlmlbError
 from llmlb.store.models import Model
@@ -56,7 +57,7 @@ class LlamaBackend:
             self.llm = Llama(
                 model_path=str(model.path), n_ctx=n_ctx, n_gpu_layers=-1 if self.gpu else 0,
                 embedding=embedding, chat_handler=handler, verbose=False,
-                n_threads=max(1, (os.cpu_count() or 2)), n_batch=min(512, n_ctx),
+                n_threads=settings.threads(), n_batch=min(512, n_ctx),
             )
         except (ValueError, RuntimeError) as exc:
             raise LlmlbError(f"failed to load model '{model.name}': {exc}") from exc

@@ -4,6 +4,7 @@ from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 import llmlb.store.models  # noqa: F401
+import llmlb.store.router_models  # noqa: F401
 from llmlb.store import db
 
 

@@ -1,0 +1,170 @@
+"""The router's cost: fake streaming backends hit directly, through llmlb's router, and
+through LiteLLM's proxy, at 1, 16 and 128 concurrent streams.
+
+Backends: tests/support/fake_backend.py (20 ms to first token, 32 tokens at 200 tokens/s).
+Targets: added latency under 2 ms p50 and 10 ms p99 at 16 streams; throughput at least 2x
+LiteLLM's. LiteLLM runs from its own venv if present: python3 -m venv /tmp/litellm-venv &&
+/tmp/litellm-venv/bin/pip install 'litellm[proxy]'   (or pass --litellm PATH, or --no-litellm).
+Run: .venv/bin/python bench/router.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.procs import ServerProcess, free_port  # noqa: E402
+
+MODEL = "fake/model"
+KEY = "sk-llmlb-bench-7f3c9a1e5b2d4c6a8e0f1a2b3c4d5e6f"  # LiteLLM refuses to start without a master key
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 32}
+
+
+def start_backends(n: int) -> tuple[list[int], list[subprocess.Popen]]:
+    ports = [free_port() for _ in range(n)]
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.support.fake_backend", str(p)], cwd=ROOT) for p in ports]
+    for p in ports:
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{p}/", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+    return ports, procs
+
+
+def keep_registered(router_url: str, ports: list[int], stop: threading.Event) -> None:
+    while not stop.is_set():
+        for p in ports:
+            httpx.post(router_url + "/admin/nodes/heartbeat", json={
+                "id": f"fake-{p}", "host": "127.0.0.1", "port": p, "models": [{"name": MODEL, "alias": None}],
+                "loaded_models": [MODEL]})
+        stop.wait(1.0)
+
+
+def start_litellm(exe: str, ports: list[int], tmp: Path) -> tuple[subprocess.Popen, str] | None:
+    port = free_port()
+    cfg = tmp / "litellm.yaml"
+    cfg.write_text("model_list:\n" + "".join(
+        f"  - model_name: {MODEL}\n    litellm_params:\n      model: openai/{MODEL}\n"
+        f"      api_base: http://127.0.0.1:{p}/v1\n      api_key: none\n" for p in ports)
+        + "litellm_settings:\n  drop_params: true\n  telemetry: false\n")
+    log = open(tmp / "litellm.log", "wb")
+    proc = subprocess.Popen([exe, "--config", str(cfg), "--port", str(port), "--num_workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+                                 "LITELLM_MASTER_KEY": KEY})
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(url + "/health/liveliness", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    print(f"LiteLLM did not start; see {tmp / 'litellm.log'}")
+    return None
+
+
+async def load(urls: list[str], concurrency: int, total: int) -> tuple[float, list[float]]:
+    """Run `total` streamed requests, `concurrency` at a time; (requests/s, latencies in ms)."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        async def worker(jobs) -> None:
+            for i in jobs:
+                url = urls[i % len(urls)]
+                t = time.perf_counter()
+                try:
+                    async with client.stream("POST", url + "/v1/chat/completions", json=BODY,
+                                             headers={"Authorization": f"Bearer {KEY}"}) as r:
+                        async for _ in r.aiter_raw():
+                            pass
+                        if r.status_code != 200:
+                            raise httpx.HTTPStatusError(str(r.status_code), request=r.request, response=r)
+                except httpx.HTTPError as exc:
+                    errors.append(f"{url}: {type(exc).__name__} {exc}")
+                    continue
+                latencies.append((time.perf_counter() - t) * 1000)
+
+        warm = iter(range(concurrency))  # open the connections first
+        await asyncio.gather(*(worker(warm) for _ in range(concurrency)))
+        latencies.clear()
+        jobs = iter(range(total))
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(jobs) for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    if errors:
+        print(f"  {len(errors)} of {total} requests failed at {concurrency} streams, e.g. {errors[0]}")
+    return len(latencies) / wall, latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--litellm", default="/tmp/litellm-venv/bin/litellm")
+    ap.add_argument("--no-litellm", action="store_true")
+    ap.add_argument("--backends", type=int, default=2)
+    opts = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ports, procs = start_backends(opts.backends)
+        router = ServerProcess(tmp / "router", kind="router",
+                               env={"LLMLB_NODE_MAX_IN_FLIGHT": "1000", "LLMLB_ROUTER_MAX_QUEUE": "10000"}).start()
+        stop = threading.Event()
+        threading.Thread(target=keep_registered, args=(router.url, ports, stop), daemon=True).start()
+        time.sleep(0.5)
+        targets = {"direct": [f"http://127.0.0.1:{p}" for p in ports], "llmlb router": [router.url]}
+        litellm = None
+        if not opts.no_litellm and Path(opts.litellm).exists():
+            litellm = start_litellm(opts.litellm, ports, tmp)
+            if litellm:
+                targets["LiteLLM proxy"] = [litellm[1]]
+        results = {}
+        try:
+            for c in (1, 16, 128):
+                total = max(40, c * 4)
+                for name, urls in targets.items():
+                    results[(name, c)] = asyncio.run(load(urls, c, total))
+        finally:
+            stop.set()
+            router.stop()
+            if litellm:
+                litellm[0].terminate()
+            for p in procs:
+                p.terminate()
+    print(f"backends: {opts.backends} fake streams of 32 tokens, 20 ms TTFT, 200 tokens/s (~180 ms each)")
+    print(f"{'streams':>7} {'target':14} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10}")
+    for c in (1, 16, 128):
+        base = results[("direct", c)][1]
+        for name in targets:
+            rps, lat = results[(name, c)]
+            added = "" if name == "direct" else f"{pct(lat, 50) - pct(base, 50):+9.1f} {pct(lat, 99) - pct(base, 99):+10.1f}"
+            print(f"{c:>7} {name:14} {rps:8.1f} {pct(lat, 50):8.1f} {pct(lat, 99):8.1f} {added}")
+        if ("LiteLLM proxy", c) in results:
+            ratio = results[("llmlb router", c)][0] / results[("LiteLLM proxy", c)][0]
+            print(f"{'':>7} router/LiteLLM throughput: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Pick a node for a request: a pure function over a snapshot, so it is tested without servers.
+
+Order: online nodes that have the model; prefer those where it is already loaded; then the
+fewest in-flight requests; then the least recently used; then the most free VRAM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class NodeView:
+    id: str
+    online: bool
+    models: frozenset[str]
+    loaded: frozenset[str] = field(default_factory=frozenset)
+    in_flight: int = 0
+    capacity: int = 8
+    last_used: float = 0.0
+    vram_free: int = 0
+
+    @property
+    def saturated(self) -> bool:
+        return self.in_flight >= self.capacity
+
+
+class Saturated(Exception):
+    """Every node that has the model is at capacity: wait, then try again."""
+
+
+def candidates(nodes: list[NodeView], model: str, exclude: frozenset[str] = frozenset()) -> list[NodeView]:
+    return [n for n in nodes if n.online and model in n.models and n.id not in exclude]
+
+
+def choose(nodes: list[NodeView], model: str, exclude: frozenset[str] = frozenset()) -> NodeView | None:
+    """The node to use, None when no online node has the model; Saturated when all are full."""
+    pool = candidates(nodes, model, exclude)
+    if not pool:
+        return None
+    free = [n for n in pool if not n.saturated]
+    if not free:
+        raise Saturated(model)
+    return min(free, key=lambda n: (model not in n.loaded, n.in_flight, n.last_used, -n.vram_free, n.id))

@@ -1,0 +1,232 @@
+"""Registered nodes, their health, and the router's claims on them.
+
+Node states follow the contract: a heartbeat makes a node Running (also from Stopped or
+Error: a restart), a goodbye makes it Stopped, and a Running node that stops sending
+heartbeats and no longer answers probes ends in Error (it crashed). A Running node whose
+heartbeats are late is shown offline and gets no traffic until they resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from llmlb.balancer.policy import NodeView, Saturated, choose
+from llmlb.errors import BadRequest, ModelNotFound, TooManyRequests, Unavailable
+from llmlb.store import db
+from llmlb.store.router_models import RouterNode
+
+log = logging.getLogger("llmlb.router")
+PROBE_FAILURES_FOR_ERROR = 2
+
+
+@dataclass
+class NodeEntry:
+    id: str
+    host: str
+    port: int
+    status: str = "Running"
+    gpu_name: str | None = None
+    vram_total_bytes: int = 0
+    vram_used_bytes: int = 0
+    gpu_temperature: float | None = None
+    uptime_secs: int = 0
+    models: list[dict[str, Any]] = field(default_factory=list)  # [{"name", "alias"}]
+    loaded: list[str] = field(default_factory=list)
+    node_in_flight: int = 0
+    node_queued: int = 0
+    last_seen: float = 0.0  # time.monotonic()
+    last_seen_at: datetime | None = None
+    registered_at: datetime | None = None
+    in_flight: int = 0  # requests this router has on the node now
+    last_used: float = 0.0
+    requests: int = 0
+    errors: int = 0
+    failed_probes: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def names(self) -> dict[str, str]:
+        """name and alias -> full name."""
+        out: dict[str, str] = {}
+        for m in self.models:
+            out[m["name"]] = m["name"]
+            if m.get("alias"):
+                out.setdefault(m["alias"], m["name"])
+        return out
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _int(payload: dict, key: str) -> int:
+    value = payload.get(key) or 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise BadRequest(f"field '{key}' must be a number of at least 0")
+    return int(value)
+
+
+class Registry:
+    def __init__(self, engine: Engine, capacity: int, timeout: float, max_queue: int, queue_timeout: float):
+        self.engine = engine
+        self.capacity = capacity
+        self.timeout = timeout
+        self.max_queue = max_queue
+        self.queue_timeout = queue_timeout
+        self.nodes: dict[str, NodeEntry] = {}
+        self.waiting = 0
+        self._changed = asyncio.Condition()
+
+    # -- views ----------------------------------------------------------------
+    def online(self, node: NodeEntry) -> bool:
+        return node.status == "Running" and time.monotonic() - node.last_seen <= self.timeout
+
+    def label(self, node: NodeEntry) -> str:
+        if self.online(node):
+            return "online"
+        return "error" if node.status == "Error" else "offline"
+
+    def views(self) -> list[NodeView]:
+        return [NodeView(n.id, self.online(n), frozenset(n.names().values()), frozenset(n.loaded), n.in_flight,
+                         self.capacity, n.last_used, max(0, n.vram_total_bytes - n.vram_used_bytes))
+                for n in self.nodes.values()]
+
+    def canonical(self, model: str) -> str:
+        """A model's full name from any node's names and aliases; online nodes first."""
+        for node in sorted(self.nodes.values(), key=lambda n: not self.online(n)):
+            full = node.names().get(model)
+            if full:
+                return full
+        raise ModelNotFound(model)
+
+    # -- node lifecycle ---------------------------------------------------------
+    def load(self) -> None:
+        """Nodes known from the last run: offline until they send a heartbeat."""
+        with db.session(self.engine) as s:
+            for row in s.exec(select(RouterNode)).all():
+                self.nodes[row.id] = NodeEntry(
+                    id=row.id, host=row.host, port=row.port, status=row.status, gpu_name=row.gpu_name,
+                    vram_total_bytes=row.vram_total_bytes, vram_used_bytes=row.vram_used_bytes,
+                    gpu_temperature=row.gpu_temperature, uptime_secs=row.uptime_secs, models=row.models,
+                    loaded=row.loaded_models, last_seen_at=row.last_seen, registered_at=row.registered_at)
+
+    def heartbeat(self, payload: dict[str, Any]) -> NodeEntry:
+        node_id, host = payload.get("id"), payload.get("host")
+        if not isinstance(node_id, str) or not node_id or not isinstance(host, str) or not host:
+            raise BadRequest("a heartbeat needs the node's 'id' and 'host'")
+        port = payload.get("port")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise BadRequest("field 'port' must be a port number")
+        models = payload.get("models") or []
+        if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str) for m in models):
+            raise BadRequest("field 'models' must be a list of {name, alias}")
+        node = self.nodes.get(node_id)
+        if node is None:
+            node = self.nodes[node_id] = NodeEntry(id=node_id, host=host, port=port, registered_at=_now())
+            log.info("node %s registered from %s:%s", node_id[:8], host, port)
+        elif node.status != "Running" or not self.online(node):
+            log.info("node %s is back (%s -> Running)", node_id[:8], node.status)
+        node.host, node.port, node.status = host, port, "Running"
+        node.models = [{"name": m["name"], "alias": m.get("alias")} for m in models]
+        node.loaded = [str(x) for x in payload.get("loaded_models") or []]
+        node.node_in_flight, node.node_queued = _int(payload, "in_flight"), _int(payload, "queued")
+        node.vram_total_bytes, node.vram_used_bytes = _int(payload, "vram_total_bytes"), _int(payload, "vram_used_bytes")
+        node.gpu_name = payload.get("gpu_name") if isinstance(payload.get("gpu_name"), str) else None
+        temp = payload.get("gpu_temperature")
+        node.gpu_temperature = float(temp) if isinstance(temp, (int, float)) and not isinstance(temp, bool) else None
+        node.uptime_secs = _int(payload, "uptime_secs")
+        node.last_seen, node.last_seen_at, node.failed_probes = time.monotonic(), _now(), 0
+        return node
+
+    def stopped(self, node_id: str) -> None:
+        node = self.nodes.get(node_id)
+        if node is not None:
+            node.status = "Stopped"
+            log.info("node %s stopped", node_id[:8])
+
+    def persist(self, node: NodeEntry) -> None:
+        with db.session(self.engine) as s:
+            row = s.get(RouterNode, node.id) or RouterNode(id=node.id, host=node.host, port=node.port)
+            row.host, row.port, row.status = node.host, node.port, node.status
+            row.gpu_name, row.gpu_temperature, row.uptime_secs = node.gpu_name, node.gpu_temperature, node.uptime_secs
+            row.vram_total_bytes, row.vram_used_bytes = node.vram_total_bytes, node.vram_used_bytes
+            row.models, row.loaded_models = node.models, node.loaded
+            row.last_seen = node.last_seen_at or _now()
+            if node.registered_at:
+                row.registered_at = node.registered_at
+            s.add(row)
+            s.commit()
+
+    def stale(self) -> list[NodeEntry]:
+        return [n for n in self.nodes.values() if n.status == "Running" and not self.online(n)]
+
+    def probe_failed(self, node: NodeEntry) -> bool:
+        """Count a failed probe; True when the node just moved to Error."""
+        node.failed_probes += 1
+        if node.failed_probes >= PROBE_FAILURES_FOR_ERROR and node.status == "Running":
+            node.status = "Error"
+            log.warning("node %s at %s:%s stopped answering: Error", node.id[:8], node.host, node.port)
+            return True
+        return False
+
+    # -- claims -------------------------------------------------------------
+    async def acquire(self, model: str, exclude: frozenset[str] = frozenset()) -> NodeEntry:
+        """Claim a node for `model`, waiting in a bounded queue while every candidate is full.
+
+        The check and the wait happen under the condition's lock, and releases notify under
+        it too, so a freed node can never be missed by a waiting request.
+        """
+        deadline = time.monotonic() + self.queue_timeout
+        queued = False
+        async with self._changed:
+            try:
+                while True:
+                    try:
+                        view = choose(self.views(), model, exclude)
+                    except Saturated:
+                        view = False
+                    if view is None:
+                        raise Unavailable(f"no online node has model '{model}'")
+                    if view:
+                        node = self.nodes[view.id]
+                        node.in_flight += 1
+                        node.last_used = time.monotonic()
+                        return node
+                    if not queued:
+                        if self.waiting >= self.max_queue:
+                            raise TooManyRequests(f"every node with '{model}' is busy and the queue is full")
+                        self.waiting += 1
+                        queued = True
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise Unavailable(f"every node with '{model}' stayed busy for {self.queue_timeout:.0f}s")
+                    try:
+                        # the timeout also covers nodes coming back online, which notify nobody
+                        await asyncio.wait_for(self._changed.wait(), timeout=min(left, 1.0))
+                    except asyncio.TimeoutError:
+                        pass
+            finally:
+                if queued:
+                    self.waiting -= 1
+
+    def release(self, node: NodeEntry, ok: bool) -> None:
+        """Synchronous, so that it also runs in the `finally` of a cancelled request."""
+        node.in_flight = max(0, node.in_flight - 1)
+        node.requests += 1
+        if not ok:
+            node.errors += 1
+        asyncio.get_running_loop().create_task(self._wake())
+
+    async def _wake(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()

@@ -1,0 +1,95 @@
+"""The contract's Node transitions as the router records them."""
+
+import asyncio
+
+import pytest
+
+from llmlb.balancer import registry as reg
+from llmlb.errors import BadRequest
+from llmlb.store import db
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    r = reg.Registry(db.open_catalog(tmp_path / "router.db"), capacity=2, timeout=5.0, max_queue=1,
+                     queue_timeout=0.3)
+    return r
+
+
+def beat(r, node_id="n1", **extra):
+    return r.heartbeat({"id": node_id, "host": "10.0.0.1", "port": 32769,
+                        "models": [{"name": "org/m", "alias": "m"}], **extra})
+
+
+def test_register_then_stop_then_restart(registry):
+    node = beat(registry)
+    assert node.status == "Running" and registry.label(node) == "online"
+    registry.stopped("n1")
+    assert node.status == "Stopped" and registry.label(node) == "offline"
+    beat(registry)  # Stopped -> Running (serve again)
+    assert node.status == "Running"
+
+
+def test_missed_heartbeats_then_failed_probes_is_error_then_restart(registry, monkeypatch):
+    node = beat(registry)
+    node.last_seen -= 10  # heartbeats stopped
+    assert registry.label(node) == "offline" and registry.stale() == [node]
+    assert registry.probe_failed(node) is False  # one failed probe: still just offline
+    assert registry.probe_failed(node) is True
+    assert node.status == "Error" and registry.label(node) == "error"
+    beat(registry)  # Error -> Running (restart)
+    assert node.status == "Running" and registry.label(node) == "online" and node.failed_probes == 0
+
+
+def test_persisted_and_reloaded_as_offline(registry, tmp_path):
+    node = beat(registry, gpu_name="RTX4090", vram_total_bytes=100, vram_used_bytes=40, gpu_temperature=61.5)
+    registry.persist(node)
+    again = reg.Registry(registry.engine, 2, 5.0, 1, 0.3)
+    again.load()
+    copy = again.nodes["n1"]
+    assert (copy.gpu_name, copy.vram_used_bytes, copy.gpu_temperature) == ("RTX4090", 40, 61.5)
+    assert again.label(copy) == "offline"  # until it sends a heartbeat to this router
+
+
+@pytest.mark.parametrize("payload", [{}, {"id": "x", "host": "h", "port": "80"}, {"id": "x", "host": "h", "port": 1,
+                                                                                    "models": "m"},
+                                     {"id": "x", "host": "h", "port": 1, "vram_used_bytes": -5}])
+def test_bad_heartbeats(registry, payload):
+    with pytest.raises(BadRequest):
+        registry.heartbeat(payload)
+
+
+def test_claims_never_go_negative_and_queue_is_bounded(registry):
+    async def scenario():
+        node = beat(registry)
+        a = await registry.acquire("org/m")
+        b = await registry.acquire("org/m")
+        assert node.in_flight == 2
+        from llmlb.errors import TooManyRequests, Unavailable
+
+        waiter = asyncio.create_task(registry.acquire("org/m"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(TooManyRequests):  # one already waits: the queue (1) is full
+            await registry.acquire("org/m")
+        registry.release(a, ok=True)
+        assert await waiter is node
+        registry.release(b, ok=False)
+        registry.release(node, ok=True)
+        registry.release(node, ok=True)  # one too many: still 0
+        assert node.in_flight == 0 and node.errors == 1
+        node.in_flight = 2
+        with pytest.raises(Unavailable, match="stayed busy"):
+            await registry.acquire("org/m")
+        with pytest.raises(Unavailable, match="no online node"):
+            await registry.acquire("org/other")
+
+    asyncio.run(scenario())
+
+
+def test_canonical_names(registry):
+    beat(registry)
+    assert registry.canonical("m") == "org/m" and registry.canonical("org/m") == "org/m"
+    from llmlb.errors import ModelNotFound
+
+    with pytest.raises(ModelNotFound):
+        registry.canonical("ghost")

@@ -146,3 +146,50 @@ def test_errors(node):
     assert r.returncode == 1 and r.stderr == "Error: session 'abcdef12' not found\n"
     r = run_cli("node", "run", "tiny", "--think", "--hidethinking", "hi", env=env)
     assert r.returncode == 1 and "cannot be used together" in r.stderr
+
+
+def _png(w: int, h: int) -> bytes:
+    import struct
+    import zlib
+
+    rows = b"".join(b"\x00" + bytes((x * 9 + y * 7) % 256 for x in range(w) for _ in range(3)) for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_vision_end_to_end_with_a_real_projector(tmp_path, tiny_gguf):
+    """A tiny CLIP projector beside the model: the image really goes through llama.cpp."""
+    from tests.support.catalog import register_file
+    from tests.support.procs import ServerProcess
+    from tests.support.tiny_vision import make_tiny_mmproj
+
+    home = tmp_path / "home"
+    make_tiny_mmproj(home / "models" / "org" / "vision" / "mmproj-tiny.gguf")
+    register_file(home, "org/vision", tiny_gguf)
+    img = tmp_path / "photo.png"
+    img.write_bytes(_png(32, 32))
+    with ServerProcess(home) as node:
+        show = httpx.post(node.url + "/api/show", json={"model": "vision"}).json()
+        assert "vision" in show["capabilities"]
+        b64 = base64.b64encode(img.read_bytes()).decode()
+        other = base64.b64encode(_png(16, 40)).decode()
+
+        def reply(images):
+            r = httpx.post(node.url + "/api/chat", timeout=60, json={
+                "model": "vision", "stream": False, "options": {"num_predict": 8, "seed": 1, "temperature": 1.0},
+                "messages": [{"role": "user", "content": "what is this?", "images": images}]})
+            assert r.status_code == 200, r.text
+            return r.json()["message"]["content"]
+
+        # same text and seed: only the pixels differ, so the image reached the model
+        assert reply([b64]) != reply([other])
+        assert reply([b64]) == reply([b64])
+        screen, chat = drive(node, "vision", f"/set max_tokens 3\n{img} describe this\n/bye\n")
+        assert f"Added image '{img}'" in screen and "Error" not in screen
+        stored_msgs = stored(node, chat.session["id"])["messages"]
+        assert stored_msgs[0]["content"] == "describe this" and stored_msgs[0]["images"] == [b64]
+        assert stored_msgs[1]["role"] == "assistant"

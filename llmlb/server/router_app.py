@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
 from anyio import to_thread
 from litestar import Litestar, MediaType, Request, Response, get, post
@@ -62,12 +63,13 @@ class RouterMetrics:
 class RouterState:
     registry: Registry
     history: History
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # probes and fan-out reads
     api_keys: dict[str, str]  # key -> short id for the history (keys themselves are never stored)
     node_token: str | None
     metrics: RouterMetrics = field(default_factory=RouterMetrics)
     started_at: float = field(default_factory=time.time)
     tasks: list[asyncio.Task] = field(default_factory=list)
+    upstream: aiohttp.ClientSession | None = None  # proxied requests (see balancer/proxy.py)
 
 
 def _state(request: Request) -> RouterState:
@@ -252,6 +254,10 @@ def create_router_app(host: str, port: int, home=None) -> Litestar:
                         api_keys=keys, node_token=settings.node_token())
 
     async def startup(app: Litestar) -> None:
+        state.upstream = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=2000, limit_per_host=0, enable_cleanup_closed=True),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=600),
+            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
         await state.history.start()
         state.tasks.append(asyncio.create_task(_watch(state)))
         log.info("llmlb router listening on http://%s:%s (data in %s)", host, port, home)
@@ -261,6 +267,8 @@ def create_router_app(host: str, port: int, home=None) -> Litestar:
             task.cancel()
         await state.history.stop()
         await state.http.aclose()
+        if state.upstream is not None:
+            await state.upstream.close()
         engine.dispose()
 
     from llmlb.server import dashboard

@@ -146,7 +146,7 @@ async def primed(pieces: AsyncIterator[tuple[str, str]]) -> AsyncIterator[tuple[
     return chain()
 
 
-def chat_messages(raw: Any, supports_images: bool, model_name: str, openai: bool = False) -> list[dict]:
+def chat_messages(raw: Any, supports_images: bool, model_name: str) -> list[dict]:
     """Validate chat messages and turn them into llama-cpp-python's format."""
     if not isinstance(raw, list) or not raw:
         raise BadRequest("field 'messages' must be a non-empty list")

@@ -116,6 +116,16 @@ async def _load_only(state, name: str, data: dict, endpoint: str, shape) -> Resp
     return Response({"model": name, "created_at": _now(), **shape("content", ""), "done": True, "done_reason": reason})
 
 
+def _options(data: dict) -> inf.GenOptions:
+    """ollama's `options` object, with num_predict as the token limit."""
+    options = data.get("options") or {}
+    if not isinstance(options, dict):
+        raise BadRequest("field 'options' must be an object")
+    opts = inf.options_from(options, "options.")
+    opts.max_tokens = inf.max_tokens(options.get("num_predict"), "options.num_predict")
+    return opts
+
+
 def _chat_shape(kind: str, text: str) -> dict:
     return {"message": {"role": "assistant", "content": text if kind == "content" else "",
                         **({"thinking": text} if kind == "thinking" else {})}}
@@ -130,10 +140,7 @@ async def chat(request: Request) -> Response:
     state = request.app.state.node
     data = await json_object(request)
     name = model_field(data)
-    opts = inf.options_from(data.get("options") or {}, "options.") if isinstance(data.get("options") or {}, dict) else None
-    if opts is None:
-        raise BadRequest("field 'options' must be an object")
-    opts.max_tokens = inf.max_tokens((data.get("options") or {}).get("num_predict"), "options.num_predict")
+    opts = _options(data)
     if not data.get("messages"):
         return await _load_only(state, name, data, "/api/chat", _chat_shape)
     model = await _resolve(state, name)
@@ -153,11 +160,7 @@ async def generate(request: Request) -> Response:
     state = request.app.state.node
     data = await json_object(request)
     name = model_field(data)
-    options = data.get("options") or {}
-    if not isinstance(options, dict):
-        raise BadRequest("field 'options' must be an object")
-    opts = inf.options_from(options, "options.")
-    opts.max_tokens = inf.max_tokens(options.get("num_predict"), "options.num_predict")
+    opts = _options(data)
     prompt = field(data, "prompt", str, default="")
     images = field(data, "images", list, default=[])
     if not prompt and not images:

@@ -9,16 +9,15 @@ import uuid
 from typing import Any, AsyncIterator
 
 import numpy as np
-from anyio import to_thread
 from litestar import Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
-from llmlb.errors import BadRequest, ModelNotFound
+from llmlb.errors import BadRequest
 from llmlb.server import inference as inf
 from llmlb.server.body import field, json_object
 from llmlb.server.metrics_api import metrics_of
-from llmlb.server.ollama_api import _lease, _record, _resolve, _scheduler, embed_inputs
+from llmlb.server.ollama_api import _embed, _lease, _record, _resolve, _scheduler, embed_inputs
 from llmlb.store import catalog
 
 SSE = "text/event-stream"
@@ -60,7 +59,7 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
     opts = _options(data)
     model = await _resolve(state, name)
     if kind == "chat":
-        messages = inf.chat_messages(data.get("messages"), bool(model.projector_path), model.name, openai=True)
+        messages = inf.chat_messages(data.get("messages"), bool(model.projector_path), model.name)
     else:
         prompt = data.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
@@ -158,11 +157,7 @@ async def embeddings(request: Request) -> dict:
     if fmt not in ("float", "base64"):
         raise BadRequest("field 'encoding_format' must be 'float' or 'base64'")
     inputs = embed_inputs(data.get("input"))
-    lease, _ = await _lease(state, name, "embed", data)
-    try:
-        vectors, tokens = await to_thread.run_sync(lease.backend.embed, inputs)
-    finally:
-        await lease.release()
+    vectors, tokens, _ = await _embed(state, name, inputs, data)
     metrics_of(state).request("/v1/embeddings", 200)
     return {"object": "list", "model": name,
             "data": [{"object": "embedding", "index": i, "embedding": _encode(v, fmt)} for i, v in enumerate(vectors)],
@@ -195,9 +190,7 @@ def models(request: Request) -> dict:
 @get("/v1/models/{model_id:path}", sync_to_thread=True)
 def model(request: Request, model_id: str) -> dict:
     name = model_id.lstrip("/")
-    m = catalog.resolve(request.app.state.node.catalog, name)
-    if m is None:
-        raise ModelNotFound(name)
+    m = catalog.resolve(request.app.state.node.catalog, name)  # ModelNotFound when unknown
     return _model_obj(m.name, m.created_at)
 
 

@@ -1,7 +1,6 @@
 """The dashboard in a real headless Chromium, with a router and two real nodes."""
 
 import shutil
-import time
 
 import httpx
 import pytest

@@ -9,7 +9,6 @@ import pytest
 from tests.support.catalog import register_file
 from tests.support.fake_ollama import add_model, snapshot
 from tests.support.procs import ServerProcess, run_cli
-from tests.support.tiny_model import make_tiny_gguf
 from tests.support.tiny_safetensors import make_tiny_safetensors
 
 

@@ -9,7 +9,7 @@ from llmlb.errors import ModelNotFound, ValidationError
 from llmlb.sources import metadata as meta
 from llmlb.store import catalog, db
 from tests.support.fake_ollama import add_model, snapshot
-from tests.support.tiny_model import TinySpec, make_tiny_gguf, param_count
+from tests.support.tiny_model import TinySpec, param_count
 from tests.support.tiny_safetensors import make_tiny_safetensors
 
 

@@ -21,7 +21,9 @@ import threading
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,9 +35,11 @@ KEY = "sk-llmlb-bench-7f3c9a1e5b2d4c6a8e0f1a2b3c4d5e6f"  # LiteLLM refuses to st
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 32}
 
 
-def start_backends(n: int) -> tuple[list[int], list[subprocess.Popen]]:
+def start_backends(n: int, *args: str) -> tuple[list[int], list[subprocess.Popen]]:
+    """`n` fake backends; `args` go to each (see tests/support/fake_backend.py)."""
     ports = [free_port() for _ in range(n)]
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.support.fake_backend", str(p)], cwd=ROOT) for p in ports]
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.support.fake_backend", str(p), *args], cwd=ROOT)
+             for p in ports]
     for p in ports:
         for _ in range(100):
             try:
@@ -83,23 +87,27 @@ def start_litellm(exe: str, ports: list[int], tmp: Path) -> tuple[subprocess.Pop
 
 
 async def load(urls: list[str], concurrency: int, total: int) -> tuple[float, list[float]]:
-    """Run `total` streamed requests, `concurrency` at a time; (requests/s, latencies in ms)."""
+    """Run `total` streamed requests, `concurrency` at a time; (requests/s, latencies in ms).
+
+    The client is aiohttp (a C HTTP parser) on uvloop: on two cores a pure-Python client would
+    take most of a core at 128 streams and its own slowness would show up as everyone's latency.
+    """
     latencies: list[float] = []
     errors: list[str] = []
-    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as client:
         async def worker(jobs) -> None:
             for i in jobs:
                 url = urls[i % len(urls)]
                 t = time.perf_counter()
                 try:
-                    async with client.stream("POST", url + "/v1/chat/completions", json=BODY,
-                                             headers={"Authorization": f"Bearer {KEY}"}) as r:
-                        async for _ in r.aiter_raw():
+                    async with client.post(url + "/v1/chat/completions", json=BODY,
+                                           headers={"Authorization": f"Bearer {KEY}"}) as r:
+                        async for _ in r.content.iter_any():
                             pass
-                        if r.status_code != 200:
-                            raise httpx.HTTPStatusError(str(r.status_code), request=r.request, response=r)
-                except httpx.HTTPError as exc:
+                        if r.status != 200:
+                            raise aiohttp.ClientError(f"HTTP {r.status}")
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                     errors.append(f"{url}: {type(exc).__name__} {exc}")
                     continue
                 latencies.append((time.perf_counter() - t) * 1000)
@@ -125,7 +133,10 @@ def main() -> None:
     ap.add_argument("--litellm", default="/tmp/litellm-venv/bin/litellm")
     ap.add_argument("--no-litellm", action="store_true")
     ap.add_argument("--backends", type=int, default=2)
+    ap.add_argument("--streams", default="1,16,128", help="concurrency levels, comma-separated")
+    ap.add_argument("--rounds", type=int, default=3, help="targets take turns this many times; samples are pooled")
     opts = ap.parse_args()
+    levels = [int(x) for x in opts.streams.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ports, procs = start_backends(opts.backends)
@@ -140,12 +151,15 @@ def main() -> None:
             litellm = start_litellm(opts.litellm, ports, tmp)
             if litellm:
                 targets["LiteLLM proxy"] = [litellm[1]]
-        results = {}
+        results: dict[tuple[str, int], tuple[float, list[float]]] = {}
         try:
-            for c in (1, 16, 128):
-                total = max(40, c * 4)
-                for name, urls in targets.items():
-                    results[(name, c)] = asyncio.run(load(urls, c, total))
+            for c in levels:
+                total = max(50, c * 8)
+                for _ in range(opts.rounds):  # taking turns spreads the machine's noise over every target
+                    for name, urls in targets.items():
+                        rps, lat = uvloop.run(load(urls, c, total))
+                        before = results.get((name, c), (0.0, []))
+                        results[(name, c)] = (before[0] + rps / opts.rounds, before[1] + lat)
         finally:
             stop.set()
             router.stop()
@@ -155,7 +169,7 @@ def main() -> None:
                 p.terminate()
     print(f"backends: {opts.backends} fake streams of 32 tokens, 20 ms TTFT, 200 tokens/s (~180 ms each)")
     print(f"{'streams':>7} {'target':14} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10}")
-    for c in (1, 16, 128):
+    for c in levels:
         base = results[("direct", c)][1]
         for name in targets:
             rps, lat = results[(name, c)]

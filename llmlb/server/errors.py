@@ -16,12 +16,16 @@ def _openai_style(request: Request) -> bool:
     return request.url.path.startswith("/v1")
 
 
+def error_body(openai: bool, status: int, message: str, kind: str = "invalid_request_error") -> dict:
+    """OpenAI's error object under /v1, ollama's plain {"error": message} elsewhere."""
+    if openai:
+        return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return {"error": message}
+
+
 def error_response(request: Request, status: int, message: str, kind: str = "invalid_request_error",
                    headers: dict[str, str] | None = None) -> Response:
-    if _openai_style(request):
-        body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
-    else:
-        body = {"error": message}
+    body = error_body(_openai_style(request), status, message, kind)
     return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 

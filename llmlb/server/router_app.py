@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -12,10 +11,10 @@ from typing import Any
 import aiohttp
 import httpx
 from anyio import to_thread
-from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar import Litestar, MediaType, Request, get, post
 
 from llmlb import settings
-from llmlb.balancer import proxy
+from llmlb.balancer import auth, proxy
 from llmlb.balancer.history import History
 from llmlb.balancer.registry import Registry
 from llmlb.errors import Unauthorized
@@ -24,7 +23,6 @@ from llmlb.server.errors import exception_handlers
 from llmlb.store import db
 
 log = logging.getLogger("llmlb.router")
-MAX_BODY = 64 * 1024 * 1024
 
 
 class RouterMetrics:
@@ -77,15 +75,7 @@ def _state(request: Request) -> RouterState:
 
 
 def client_key(request: Request) -> str | None:
-    """Check the client's API key when keys are configured; returns its id for the history."""
-    state = _state(request)
-    if not state.api_keys:
-        return None
-    auth = request.headers.get("authorization", "")
-    key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    if key not in state.api_keys:
-        raise Unauthorized("a valid API key is required (Authorization: Bearer <key> or X-API-Key)")
-    return state.api_keys[key]
+    return auth.client_key(_state(request).api_keys, request.headers)
 
 
 def _node_auth(request: Request) -> None:
@@ -117,18 +107,6 @@ async def stopped(request: Request, node_id: str) -> dict:
     if node is not None:
         await to_thread.run_sync(state.registry.persist, node)
     return {"id": node_id, "status": "Stopped"}
-
-
-def _make_proxy(path: str):
-    @post(path, status_code=200, name=f"proxy{path.replace('/', '_')}")
-    async def handler(request: Request) -> Response:
-        key_id = client_key(request)
-        return await proxy.forward(_state(request), request, path, key_id)
-
-    return handler
-
-
-PROXIED = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat", "/api/generate", "/api/embed"]
 
 
 @get("/v1/models")
@@ -239,19 +217,18 @@ async def _watch(state: RouterState) -> None:
                     await to_thread.run_sync(state.registry.persist, node)
 
 
-def create_router_app(host: str, port: int, home=None) -> Litestar:
+def create_router_app(host: str, port: int, home=None) -> proxy.ProxyApp:
     home = home or settings.home()
     home.mkdir(parents=True, exist_ok=True)
     engine = db.open_catalog(home / "router.db")
     registry = Registry(engine, settings.node_max_in_flight(), settings.heartbeat_timeout_secs(),
                         settings.router_queue(), settings.router_queue_timeout())
     registry.load()
-    keys = {k: "key-" + hashlib.sha256(k.encode()).hexdigest()[:8] for k in settings.api_keys()}
     state = RouterState(registry=registry, history=History(engine, settings.history_days()),
                         http=httpx.AsyncClient(timeout=httpx.Timeout(600, connect=3),
                                                limits=httpx.Limits(max_connections=2000,
                                                                    max_keepalive_connections=500)),
-                        api_keys=keys, node_token=settings.node_token())
+                        api_keys=auth.key_ids(settings.api_keys()), node_token=settings.node_token())
 
     async def startup(app: Litestar) -> None:
         state.upstream = aiohttp.ClientSession(
@@ -275,9 +252,9 @@ def create_router_app(host: str, port: int, home=None) -> Litestar:
 
     app = Litestar(
         route_handlers=[root, heartbeat, stopped, models, tags, nodes_view, models_view, status_view, requests_view,
-                        timeseries_view, metrics, *[_make_proxy(p) for p in PROXIED], *dashboard.routes],
+                        timeseries_view, metrics, *dashboard.routes],
         on_startup=[startup], on_shutdown=[shutdown], exception_handlers=exception_handlers,
-        request_max_body_size=MAX_BODY, openapi_config=None,
+        request_max_body_size=proxy.MAX_BODY, openapi_config=None,
     )
     app.state.router = state
-    return app
+    return proxy.ProxyApp(app, state)

@@ -1,7 +1,8 @@
 """A tiny OpenAI-compatible streaming server for load tests: fixed TTFT and token rate.
 
 Plain asyncio and hand-written HTTP/1.1 so that the backend itself costs next to nothing.
-Run: python -m tests.support.fake_backend PORT [--ttft-ms 20] [--tokens 32] [--tps 200]
+Run: python -m tests.support.fake_backend PORT [--ttft-ms 20] [--tokens 32] [--tps 200] [--status 500]
+(--status answers every POST with that HTTP status: a failing node.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ttft: float, tokens: int,
-                 gap: float) -> None:
+                 gap: float, status: int) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -27,16 +28,30 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ttf
                              + str(len(payload)).encode() + b"\r\n\r\n" + payload)
                 await writer.drain()
                 continue
+            if status != 200:
+                payload = b'{"error":"failing on purpose"}'
+                writer.write(b"HTTP/1.1 %d Failing\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                             % (status, len(payload), payload))
+                await writer.drain()
+                continue
             req = json.loads(body or b"{}")
             n = int(req.get("max_tokens") or tokens)
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
-            await asyncio.sleep(ttft)
+            # Tokens go out on a fixed schedule from the request's arrival, not after a sleep each:
+            # sleeps overshoot a little under load, and summed over a stream that drift would be
+            # noise in every latency measured through this backend.
+            loop = asyncio.get_running_loop()
+            start = loop.time()
             for i in range(n):
+                delay = start + ttft + i * gap - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
                 event = b'data: {"choices":[{"index":0,"delta":{"content":"tok "}}]}\n\n'
                 writer.write(b"%x\r\n%s\r\n" % (len(event), event))
                 await writer.drain()
-                if gap:
-                    await asyncio.sleep(gap)
+            delay = start + ttft + n * gap - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
             tail = b"data: [DONE]\n\n"
             writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
             await writer.drain()
@@ -46,10 +61,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ttf
         writer.close()
 
 
-async def serve(port: int, ttft_ms: float, tokens: int, tps: float) -> None:
+async def serve(port: int, ttft_ms: float, tokens: int, tps: float, status: int = 200) -> None:
     gap = 1.0 / tps if tps else 0.0
-    server = await asyncio.start_server(lambda r, w: handle(r, w, ttft_ms / 1000, tokens, gap), "127.0.0.1", port,
-                                        backlog=1024)
+    server = await asyncio.start_server(lambda r, w: handle(r, w, ttft_ms / 1000, tokens, gap, status), "127.0.0.1",
+                                        port, backlog=1024)
     async with server:
         await server.serve_forever()
 
@@ -60,8 +75,9 @@ def main() -> None:
     ap.add_argument("--ttft-ms", type=float, default=20)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--tps", type=float, default=200)
+    ap.add_argument("--status", type=int, default=200)
     a = ap.parse_args()
-    asyncio.run(serve(a.port, a.ttft_ms, a.tokens, a.tps))
+    asyncio.run(serve(a.port, a.ttft_ms, a.tokens, a.tps, a.status))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from dataclasses import dataclass, field
 
 log = logging.getLogger("llmlb.gpu")
@@ -70,7 +71,9 @@ class Gpus:
             return self._nvml
         self._tried = True
         try:
-            import pynvml
+            with warnings.catch_warnings():  # pynvml 12+ says to use nvidia-ml-py, which it wraps
+                warnings.simplefilter("ignore", FutureWarning)
+                import pynvml
 
             pynvml.nvmlInit()
             self._nvml = pynvml

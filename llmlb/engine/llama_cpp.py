@@ -56,7 +56,9 @@ class LlamaBackend:
             self.llm = Llama(
                 model_path=str(model.path), n_ctx=n_ctx, n_gpu_layers=-1 if self.gpu else 0,
                 embedding=embedding, chat_handler=handler, verbose=False,
-                n_threads=settings.threads(), n_batch=min(512, n_ctx),
+                # prompt processing too: llama.cpp's default there is every core, which
+                # oversubscribes the CPU when several nodes or models share a machine
+                n_threads=settings.threads(), n_threads_batch=settings.threads(), n_batch=min(512, n_ctx),
             )
         except (ValueError, RuntimeError) as exc:
             raise LlmlbError(f"failed to load model '{model.name}': {exc}") from exc

@@ -26,7 +26,7 @@ def slow_gguf(tmp_path_factory) -> Path:
 
 
 def start_node(home: Path, models: dict[str, Path], env: dict | None = None,
-               extra_args: tuple[str, ...] = ()) -> ServerProcess:
+               extra_args: tuple[str, ...] = (), cpus: set[int] | None = None) -> ServerProcess:
     for name, path in models.items():
         register_file(home, name, path)
-    return ServerProcess(home, env=env, extra_args=extra_args).start()
+    return ServerProcess(home, env=env, extra_args=extra_args, cpus=cpus).start()

@@ -33,8 +33,9 @@ class ServerProcess:
     """`llmlb node serve` (or `router serve`) in a child process with its log in a file."""
 
     def __init__(self, home: Path, kind: str = "node", port: int | None = None,
-                 extra_args: tuple[str, ...] = (), env: dict | None = None):
+                 extra_args: tuple[str, ...] = (), env: dict | None = None, cpus: set[int] | None = None):
         self.home = Path(home)
+        self.cpus = cpus  # pin the process (all its threads) to these CPUs
         self.kind = kind
         self.port = port or free_port()
         self.extra_args = extra_args
@@ -61,6 +62,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [*LLMLB, self.kind, "serve", "--port", str(self.port), *self.extra_args],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None,
         )
         self.wait_ready(timeout)
         return self

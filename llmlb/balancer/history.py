@@ -95,7 +95,7 @@ class History:
             if key in buckets:
                 b = buckets[key]
                 b[0] += 1
-                b[1] += status >= 400
+                b[1] += status >= 400 and status != 499  # a client hanging up is not an error
                 b[2] += duration
         return [{"minute": k.isoformat(), "requests": v[0], "errors": v[1],
                  "latency_ms": round(v[2] / v[0], 1) if v[0] else None} for k, v in buckets.items()]

@@ -1,7 +1,8 @@
 """Pick a node for a request: a pure function over a snapshot, so it is tested without servers.
 
-Order: online nodes that have the model; prefer those where it is already loaded; then the
-fewest in-flight requests; then the least recently used; then the most free VRAM.
+Order: online nodes that have the model; nodes cooling down after a failure only when no other
+node has a free slot; then those where the model is already loaded; then the fewest in-flight
+requests; then the least recently used; then the most free VRAM.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class NodeView:
     capacity: int = 8
     last_used: float = 0.0
     vram_free: int = 0
+    cooling: bool = False  # failed recently (connection error or 5xx): used only as a last resort
 
     @property
     def saturated(self) -> bool:
@@ -41,4 +43,4 @@ def choose(nodes: list[NodeView], model: str, exclude: frozenset[str] = frozense
     free = [n for n in pool if not n.saturated]
     if not free:
         raise Saturated(model)
-    return min(free, key=lambda n: (model not in n.loaded, n.in_flight, n.last_used, -n.vram_free, n.id))
+    return min(free, key=lambda n: (n.cooling, model not in n.loaded, n.in_flight, n.last_used, -n.vram_free, n.id))

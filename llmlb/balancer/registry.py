@@ -25,6 +25,10 @@ from llmlb.store.router_models import RouterNode
 
 log = logging.getLogger("llmlb.router")
 PROBE_FAILURES_FOR_ERROR = 2
+# A node that fails a request (connection error, 5xx) cools down: 1 s, doubling with each
+# further failure in a row, up to 30 s. Without it, a dead node that is still "online" until its
+# heartbeats time out has the fewest requests in flight and would be every request's first try.
+COOL_FIRST, COOL_MAX = 1.0, 30.0
 
 
 @dataclass
@@ -50,6 +54,8 @@ class NodeEntry:
     requests: int = 0
     errors: int = 0
     failed_probes: int = 0
+    failures: int = 0  # failed requests in a row
+    cool_until: float = 0.0  # time.monotonic()
 
     @property
     def url(self) -> str:
@@ -96,9 +102,13 @@ class Registry:
             return "online"
         return "error" if node.status == "Error" else "offline"
 
+    def cooling(self, node: NodeEntry) -> bool:
+        return node.cool_until > time.monotonic()
+
     def views(self) -> list[NodeView]:
         return [NodeView(n.id, self.online(n), frozenset(n.names().values()), frozenset(n.loaded), n.in_flight,
-                         self.capacity, n.last_used, max(0, n.vram_total_bytes - n.vram_used_bytes))
+                         self.capacity, n.last_used, max(0, n.vram_total_bytes - n.vram_used_bytes),
+                         self.cooling(n))
                 for n in self.nodes.values()]
 
     def canonical(self, model: str) -> str:
@@ -136,6 +146,7 @@ class Registry:
             log.info("node %s registered from %s:%s", node_id[:8], host, port)
         elif node.status != "Running" or not self.online(node):
             log.info("node %s is back (%s -> Running)", node_id[:8], node.status)
+            node.failures, node.cool_until = 0, 0.0  # restarted: a fresh start
         node.host, node.port, node.status = host, port, "Running"
         node.models = [{"name": m["name"], "alias": m.get("alias")} for m in models]
         node.loaded = [str(x) for x in payload.get("loaded_models") or []]
@@ -223,8 +234,12 @@ class Registry:
         """Synchronous, so that it also runs in the `finally` of a cancelled request."""
         node.in_flight = max(0, node.in_flight - 1)
         node.requests += 1
-        if not ok:
+        if ok:
+            node.failures, node.cool_until = 0, 0.0
+        else:
             node.errors += 1
+            node.failures += 1
+            node.cool_until = time.monotonic() + min(COOL_MAX, COOL_FIRST * 2 ** min(node.failures - 1, 8))
         asyncio.get_running_loop().create_task(self._wake())
 
     async def _wake(self) -> None:

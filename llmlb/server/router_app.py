@@ -132,7 +132,7 @@ def node_json(state: RouterState, n) -> dict[str, Any]:
         "vram_used_bytes": n.vram_used_bytes, "gpu_temperature": n.gpu_temperature,
         "models": [m["name"] for m in n.models], "loaded_models": n.loaded, "in_flight": n.in_flight,
         "node_in_flight": n.node_in_flight, "queued": n.node_queued, "uptime_secs": n.uptime_secs,
-        "requests": n.requests, "errors": n.errors,
+        "requests": n.requests, "errors": n.errors, "cooling_down": state.registry.cooling(n),
         "last_seen": n.last_seen_at.isoformat() if n.last_seen_at else None,
     }
 

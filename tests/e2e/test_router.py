@@ -4,7 +4,6 @@ import asyncio
 import json
 import os
 import signal
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,7 +12,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import start_node
-from tests.support.procs import ServerProcess, run_cli
+from tests.support.procs import ServerProcess, run_cli, wait_for
 
 # offline after 3 missed beats + 1 s; one thread per node
 BEAT = {"LLMLB_HEARTBEAT_MS": "300", "LLMLB_THREADS": "1"}
@@ -21,15 +20,6 @@ BEAT = {"LLMLB_HEARTBEAT_MS": "300", "LLMLB_THREADS": "1"}
 # Left to the OS, three single-threaded nodes on two cores end up two on one core and one alone
 # on the other, twice as fast; the balancer then rightly sends that node about half the work.
 NODE_CPUS = {min(os.sched_getaffinity(0))}
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def statuses(router) -> dict[int, str]:

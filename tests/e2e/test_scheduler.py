@@ -10,16 +10,7 @@ import pytest
 
 from llmlb.store import catalog, db
 from tests.e2e.conftest import start_node
-from tests.support.procs import run_cli
-
-
-def wait_for(predicate, timeout=20.0, every=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
+from tests.support.procs import run_cli, wait_for
 
 
 def loaded(server) -> dict:

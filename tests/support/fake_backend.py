@@ -42,16 +42,18 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ttf
             # noise in every latency measured through this backend.
             loop = asyncio.get_running_loop()
             start = loop.time()
-            for i in range(n):
-                delay = start + ttft + i * gap - loop.time()
+
+            async def until(offset: float) -> None:
+                delay = start + offset - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
+
+            for i in range(n):
+                await until(ttft + i * gap)
                 event = b'data: {"choices":[{"index":0,"delta":{"content":"tok "}}]}\n\n'
                 writer.write(b"%x\r\n%s\r\n" % (len(event), event))
                 await writer.drain()
-            delay = start + ttft + n * gap - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await until(ttft + n * gap)
             tail = b"data: [DONE]\n\n"
             writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
             await writer.drain()

@@ -21,6 +21,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(predicate, timeout: float = 20.0, every: float = 0.1) -> bool:
+    """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
 def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 60):
     """Run `llmlb ARGS` as a user would, in a child process."""
     return subprocess.run(

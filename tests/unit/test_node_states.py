@@ -93,3 +93,25 @@ def test_canonical_names(registry):
 
     with pytest.raises(ModelNotFound):
         registry.canonical("ghost")
+
+
+def test_failures_cool_a_node_down_and_success_or_restart_ends_it(registry):
+    import time
+
+    async def scenario():
+        node = beat(registry)
+        for expected in (1.0, 2.0, 4.0):  # doubling with each failure in a row
+            registry.release(await registry.acquire("org/m"), ok=False)
+            assert registry.cooling(node)
+            assert expected - 0.5 < node.cool_until - time.monotonic() <= expected
+        assert (await registry.acquire("org/m")) is node  # still the only node: a last resort
+        registry.release(node, ok=True)
+        assert node.failures == 0 and not registry.cooling(node)
+        for _ in range(50):
+            registry.release(node, ok=False)
+        assert reg.COOL_MAX - 0.5 < node.cool_until - time.monotonic() <= reg.COOL_MAX
+        registry.stopped("n1")
+        beat(registry)  # it came back
+        assert node.failures == 0 and not registry.cooling(node)
+
+    asyncio.run(scenario())

@@ -70,6 +70,10 @@ def test_dashboard_follows_the_cluster_live(tmp_path, browser_page, endless_gguf
               "p => p.textContent === 'offline' || p.textContent === 'error')")
         assert page.locator("#health").inner_text() == "degraded"
         assert page.url == url_before  # updated in place, never reloaded
+        # a node cooling down after a failed request says so (rendered from the nodes JSON)
+        row = httpx.get(router.url + "/admin/cluster/nodes").json()["nodes"][0]
+        assert page.evaluate("""row => { nodes([{...row, status: "online", cooling_down: true}]);
+            return document.querySelector("#nodes tbody .cool").textContent; }""", row) == "cooling down"
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
         router.stop()

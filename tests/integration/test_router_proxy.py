@@ -77,7 +77,9 @@ def test_failing_node_is_retried_before_the_first_byte(tmp_path):
         # request's first try: without that it would have failed all 8
         by_errors = sorted(n["errors"] for n in nodes(router))
         assert by_errors[0] == 0 and 1 <= by_errors[1] <= 2, by_errors
-        assert [n["cooling_down"] for n in nodes(router)].count(True) <= 1
+        assert httpx.post(router.url + CHAT, json=body()).status_code == 200
+        # tried and failed just now, or skipped because it still cools down: cooling either way
+        assert sorted((n["errors"], n["cooling_down"]) for n in nodes(router))[1][1] is True
         assert all(n["in_flight"] == 0 for n in nodes(router))
 
 

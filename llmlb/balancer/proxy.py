@@ -105,7 +105,7 @@ async def send_error(send, path: str, exc: LlmlbError) -> None:
     if exc.status >= 500:
         log.warning("POST %s: %s", path, exc.message)
     extra = [(b"retry-after", b"1")] if exc.status in (429, 503) else []
-    await _send_json(send, exc.status, error_body(path.startswith("/v1"), exc.status, exc.message, exc.kind), extra)
+    await _send_json(send, exc.status, error_body(path, exc.status, exc.message, exc.kind), extra)
 
 
 async def handle(state, scope, receive, send) -> None:
@@ -113,7 +113,7 @@ async def handle(state, scope, receive, send) -> None:
     path = scope["path"]
     if scope["method"] != "POST":
         message = f"method {scope['method']} is not allowed on {path}"
-        return await _send_json(send, 405, error_body(path.startswith("/v1"), 405, message), [(b"allow", b"POST")])
+        return await _send_json(send, 405, error_body(path, 405, message), [(b"allow", b"POST")])
     started = finished = False
 
     async def tracked_send(message) -> None:
@@ -136,7 +136,6 @@ async def handle(state, scope, receive, send) -> None:
 
         watcher = asyncio.create_task(watch())
         await _forward(state, scope, body, tracked_send)
-        finished = True
     except ClientGone:
         pass
     except asyncio.CancelledError:
@@ -150,7 +149,7 @@ async def handle(state, scope, receive, send) -> None:
         if not started:
             await send_error(send, path, LlmlbError("internal error"))
     finally:
-        finished = True
+        finished = True  # before the watcher can run again: a hang-up now cancels nothing
         if watcher is not None:
             watcher.cancel()
 

@@ -12,20 +12,16 @@ from llmlb.errors import LlmlbError
 log = logging.getLogger("llmlb.server")
 
 
-def _openai_style(request: Request) -> bool:
-    return request.url.path.startswith("/v1")
-
-
-def error_body(openai: bool, status: int, message: str, kind: str = "invalid_request_error") -> dict:
+def error_body(path: str, status: int, message: str, kind: str = "invalid_request_error") -> dict:
     """OpenAI's error object under /v1, ollama's plain {"error": message} elsewhere."""
-    if openai:
+    if path.startswith("/v1"):
         return {"error": {"message": message, "type": kind, "param": None, "code": status}}
     return {"error": message}
 
 
 def error_response(request: Request, status: int, message: str, kind: str = "invalid_request_error",
                    headers: dict[str, str] | None = None) -> Response:
-    body = error_body(_openai_style(request), status, message, kind)
+    body = error_body(request.url.path, status, message, kind)
     return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 

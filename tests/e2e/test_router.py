@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import start_node
-from tests.support.procs import ServerProcess, run_cli, wait_for
+from tests.support.procs import ServerProcess, metric, run_cli, wait_for
 
 # offline after 3 missed beats + 1 s; one thread per node
 BEAT = {"LLMLB_HEARTBEAT_MS": "300", "LLMLB_THREADS": "1"}
@@ -113,8 +113,7 @@ def test_graceful_stop_is_offline(cluster):
 
 
 def node_in_flight(node) -> int:
-    line = next(x for x in httpx.get(node.url + "/metrics").text.splitlines() if x.startswith("llmlb_in_flight "))
-    return int(float(line.split()[1]))
+    return int(metric(node.url, "llmlb_in_flight"))
 
 
 def test_client_hanging_up_stops_the_node(cluster):

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bench.router import MODEL, keep_registered, start_backends
-from tests.support.procs import ServerProcess, wait_for
+from tests.support.procs import ServerProcess, metric, wait_for
 
 CHAT = "/v1/chat/completions"
 
@@ -43,9 +43,7 @@ def nodes(router) -> list[dict]:
 
 
 def queue_depth(router) -> int:
-    line = next(x for x in httpx.get(router.url + "/metrics").text.splitlines()
-                if x.startswith("llmlb_router_queue_depth "))
-    return int(line.split()[1])
+    return int(metric(router.url, "llmlb_router_queue_depth"))
 
 
 def body(tokens=8, stream=True) -> dict:

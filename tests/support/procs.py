@@ -31,6 +31,14 @@ def wait_for(predicate, timeout: float = 20.0, every: float = 0.1) -> bool:
     return False
 
 
+def metric(url: str, name: str) -> float:
+    """One unlabelled value from a server's Prometheus `/metrics`."""
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name} at {url}/metrics")
+
+
 def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 60):
     """Run `llmlb ARGS` as a user would, in a child process."""
     return subprocess.run(

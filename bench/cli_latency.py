@@ -34,8 +34,15 @@ def fill(home: Path, n: int) -> str:
     engine = db.open_catalog(home / "llmlb.db")
     with db.session(engine) as s:
         for i in range(1, n):
-            s.add(Model(**{**first.model_dump(exclude={"id"}), "name": f"bench/model-{i:04d}",
-                           "alias": f"model-{i:04d}"}))
+            s.add(
+                Model(
+                    **{
+                        **first.model_dump(exclude={"id"}),
+                        "name": f"bench/model-{i:04d}",
+                        "alias": f"model-{i:04d}",
+                    }
+                )
+            )
         s.commit()
     engine.dispose()
     return "bench/model-0500"
@@ -65,7 +72,9 @@ def main() -> None:
             base = median_time(["--version"], env, opts.runs)
             rows = [("llmlb --version (baseline)", base, 0.15)]
             rows.append(("llmlb node list", median_time(["node", "list"], env, opts.runs), 0.3))
-            rows.append(("llmlb node show", median_time(["node", "show", show_name], env, opts.runs), 0.3))
+            rows.append(
+                ("llmlb node show", median_time(["node", "show", show_name], env, opts.runs), 0.3)
+            )
     print(f"{opts.models} models in the catalog, median of {opts.runs} runs")
     print(f"{'command':30} {'median':>9} {'x baseline':>11} {'target':>8}")
     for name, t, target in rows:

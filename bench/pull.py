@@ -47,27 +47,48 @@ def make_file(path: Path, size: int) -> Path:
 
 def start_hub(path: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.hub_server", "--port", str(port),
-                             f"{REPO}/{FILE}={path}"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.hub_server",
+            "--port",
+            str(port),
+            f"{REPO}/{FILE}={path}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     proc.stdout.readline()  # "serving ... at URL": hashing done, listening
     return proc, f"http://127.0.0.1:{port}"
 
 
 def time_curl(url: str, out: Path) -> float:
     t = time.perf_counter()
-    subprocess.run(["curl", "-sSfL", "-o", str(out), f"{url}/{REPO}/resolve/main/{FILE}"], check=True)
+    subprocess.run(
+        ["curl", "-sSfL", "-o", str(out), f"{url}/{REPO}/resolve/main/{FILE}"], check=True
+    )
     dt = time.perf_counter() - t
     out.unlink()
     return dt
 
 
 def time_hf(url: str, cache: Path) -> float:
-    code = ("import sys, time; from huggingface_hub import hf_hub_download as d; t = time.perf_counter(); "
-            f"d({REPO!r}, {FILE!r}, endpoint={url!r}, cache_dir={str(cache)!r}); "
-            "print(time.perf_counter() - t)")
-    env = {**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-           "HF_XET_HIGH_PERFORMANCE": "1"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    code = (
+        "import sys, time; from huggingface_hub import hf_hub_download as d; t = time.perf_counter(); "
+        f"d({REPO!r}, {FILE!r}, endpoint={url!r}, cache_dir={str(cache)!r}); "
+        "print(time.perf_counter() - t)"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_XET_HIGH_PERFORMANCE": "1",
+    }
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     shutil.rmtree(cache, ignore_errors=True)
     return float(r.stdout.strip().splitlines()[-1])
 
@@ -78,7 +99,9 @@ def time_llmlb(node: ServerProcess) -> float:
     dt = time.perf_counter() - t
     if r.status_code != 200 or r.json().get("status") != "success":
         raise SystemExit(f"llmlb pull failed: {r.text}")
-    httpx.request("DELETE", node.url + "/api/delete", json={"model": REPO}, timeout=60).raise_for_status()
+    httpx.request(
+        "DELETE", node.url + "/api/delete", json={"model": REPO}, timeout=60
+    ).raise_for_status()
     return dt
 
 
@@ -86,7 +109,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "llmlb-bench-pull")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "llmlb-bench-pull"
+    )
     args = parser.parse_args()
     size = args.size_mib << 20
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -110,8 +135,10 @@ def main() -> None:
     base = statistics.median(results["curl"])
     for name, times in results.items():
         med = statistics.median(times)
-        print(f"  {name:16s} {size / med / 1e6:8.0f} MB/s  ({size / min(times) / 1e6:.0f})  "
-              f"{med:6.2f} s  {base / med:5.2f}x curl")
+        print(
+            f"  {name:16s} {size / med / 1e6:8.0f} MB/s  ({size / min(times) / 1e6:.0f})  "
+            f"{med:6.2f} s  {base / med:5.2f}x curl"
+        )
     ratio = base / statistics.median(results["llmlb pull"])
     print(f"llmlb pull / curl = {ratio:.2f}x (target >= 0.90x, sha256 verification included)")
 

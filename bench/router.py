@@ -32,14 +32,23 @@ from tests.support.procs import ServerProcess, free_port  # noqa: E402
 
 MODEL = "fake/model"
 KEY = "sk-llmlb-bench-7f3c9a1e5b2d4c6a8e0f1a2b3c4d5e6f"  # LiteLLM refuses to start without a master key
-BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 32}
+BODY = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "hi"}],
+    "stream": True,
+    "max_tokens": 32,
+}
 
 
 def start_backends(n: int, *args: str) -> tuple[list[int], list[subprocess.Popen]]:
     """`n` fake backends; `args` go to each (see tests/support/fake_backend.py)."""
     ports = [free_port() for _ in range(n)]
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.support.fake_backend", str(p), *args], cwd=ROOT)
-             for p in ports]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.support.fake_backend", str(p), *args], cwd=ROOT
+        )
+        for p in ports
+    ]
     for p in ports:
         for _ in range(100):
             try:
@@ -53,24 +62,43 @@ def start_backends(n: int, *args: str) -> tuple[list[int], list[subprocess.Popen
 def keep_registered(router_url: str, ports: list[int], stop: threading.Event) -> None:
     while not stop.is_set():
         for p in ports:
-            httpx.post(router_url + "/admin/nodes/heartbeat", json={
-                "id": f"fake-{p}", "host": "127.0.0.1", "port": p, "models": [{"name": MODEL, "alias": None}],
-                "loaded_models": [MODEL]})
+            httpx.post(
+                router_url + "/admin/nodes/heartbeat",
+                json={
+                    "id": f"fake-{p}",
+                    "host": "127.0.0.1",
+                    "port": p,
+                    "models": [{"name": MODEL, "alias": None}],
+                    "loaded_models": [MODEL],
+                },
+            )
         stop.wait(1.0)
 
 
 def start_litellm(exe: str, ports: list[int], tmp: Path) -> tuple[subprocess.Popen, str] | None:
     port = free_port()
     cfg = tmp / "litellm.yaml"
-    cfg.write_text("model_list:\n" + "".join(
-        f"  - model_name: {MODEL}\n    litellm_params:\n      model: openai/{MODEL}\n"
-        f"      api_base: http://127.0.0.1:{p}/v1\n      api_key: none\n" for p in ports)
-        + "litellm_settings:\n  drop_params: true\n  telemetry: false\n")
-    log = open(tmp / "litellm.log", "wb")
-    proc = subprocess.Popen([exe, "--config", str(cfg), "--port", str(port), "--num_workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
-                                 "LITELLM_MASTER_KEY": KEY})
+    cfg.write_text(
+        "model_list:\n"
+        + "".join(
+            f"  - model_name: {MODEL}\n    litellm_params:\n      model: openai/{MODEL}\n"
+            f"      api_base: http://127.0.0.1:{p}/v1\n      api_key: none\n"
+            for p in ports
+        )
+        + "litellm_settings:\n  drop_params: true\n  telemetry: false\n"
+    )
+    with open(tmp / "litellm.log", "wb") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [exe, "--config", str(cfg), "--port", str(port), "--num_workers", "1"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "LITELLM_LOG": "ERROR",
+                "LITELLM_TELEMETRY": "False",
+                "LITELLM_MASTER_KEY": KEY,
+            },
+        )
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -95,19 +123,25 @@ async def load(urls: list[str], concurrency: int, total: int) -> tuple[float, li
     latencies: list[float] = []
     errors: list[str] = []
     connector = aiohttp.TCPConnector(limit=concurrency * 2)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as client:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+    ) as client:
+
         async def worker(jobs) -> None:
             for i in jobs:
                 url = urls[i % len(urls)]
                 t = time.perf_counter()
                 try:
-                    async with client.post(url + "/v1/chat/completions", json=BODY,
-                                           headers={"Authorization": f"Bearer {KEY}"}) as r:
+                    async with client.post(
+                        url + "/v1/chat/completions",
+                        json=BODY,
+                        headers={"Authorization": f"Bearer {KEY}"},
+                    ) as r:
                         async for _ in r.content.iter_any():
                             pass
                         if r.status != 200:
                             raise aiohttp.ClientError(f"HTTP {r.status}")
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     errors.append(f"{url}: {type(exc).__name__} {exc}")
                     continue
                 latencies.append((time.perf_counter() - t) * 1000)
@@ -120,7 +154,9 @@ async def load(urls: list[str], concurrency: int, total: int) -> tuple[float, li
         await asyncio.gather(*(worker(jobs) for _ in range(concurrency)))
         wall = time.perf_counter() - start
     if errors:
-        print(f"  {len(errors)} of {total} requests failed at {concurrency} streams, e.g. {errors[0]}")
+        print(
+            f"  {len(errors)} of {total} requests failed at {concurrency} streams, e.g. {errors[0]}"
+        )
     return len(latencies) / wall, latencies
 
 
@@ -134,16 +170,26 @@ def main() -> None:
     ap.add_argument("--no-litellm", action="store_true")
     ap.add_argument("--backends", type=int, default=2)
     ap.add_argument("--streams", default="1,16,128", help="concurrency levels, comma-separated")
-    ap.add_argument("--rounds", type=int, default=3, help="targets take turns this many times; samples are pooled")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="targets take turns this many times; samples are pooled",
+    )
     opts = ap.parse_args()
     levels = [int(x) for x in opts.streams.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ports, procs = start_backends(opts.backends)
-        router = ServerProcess(tmp / "router", kind="router",
-                               env={"LLMLB_NODE_MAX_IN_FLIGHT": "1000", "LLMLB_ROUTER_MAX_QUEUE": "10000"}).start()
+        router = ServerProcess(
+            tmp / "router",
+            kind="router",
+            env={"LLMLB_NODE_MAX_IN_FLIGHT": "1000", "LLMLB_ROUTER_MAX_QUEUE": "10000"},
+        ).start()
         stop = threading.Event()
-        threading.Thread(target=keep_registered, args=(router.url, ports, stop), daemon=True).start()
+        threading.Thread(
+            target=keep_registered, args=(router.url, ports, stop), daemon=True
+        ).start()
         time.sleep(0.5)
         targets = {"direct": [f"http://127.0.0.1:{p}" for p in ports], "llmlb router": [router.url]}
         litellm = None
@@ -155,7 +201,9 @@ def main() -> None:
         try:
             for c in levels:
                 total = max(50, c * 8)
-                for _ in range(opts.rounds):  # taking turns spreads the machine's noise over every target
+                for _ in range(
+                    opts.rounds
+                ):  # taking turns spreads the machine's noise over every target
                     for name, urls in targets.items():
                         rps, lat = uvloop.run(load(urls, c, total))
                         before = results.get((name, c), (0.0, []))
@@ -167,13 +215,21 @@ def main() -> None:
                 litellm[0].terminate()
             for p in procs:
                 p.terminate()
-    print(f"backends: {opts.backends} fake streams of 32 tokens, 20 ms TTFT, 200 tokens/s (~180 ms each)")
-    print(f"{'streams':>7} {'target':14} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10}")
+    print(
+        f"backends: {opts.backends} fake streams of 32 tokens, 20 ms TTFT, 200 tokens/s (~180 ms each)"
+    )
+    print(
+        f"{'streams':>7} {'target':14} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10}"
+    )
     for c in levels:
         base = results[("direct", c)][1]
         for name in targets:
             rps, lat = results[(name, c)]
-            added = "" if name == "direct" else f"{pct(lat, 50) - pct(base, 50):+9.1f} {pct(lat, 99) - pct(base, 99):+10.1f}"
+            added = (
+                ""
+                if name == "direct"
+                else f"{pct(lat, 50) - pct(base, 50):+9.1f} {pct(lat, 99) - pct(base, 99):+10.1f}"
+            )
             print(f"{c:>7} {name:14} {rps:8.1f} {pct(lat, 50):8.1f} {pct(lat, 99):8.1f} {added}")
         if ("LiteLLM proxy", c) in results:
             ratio = results[("llmlb router", c)][0] / results[("LiteLLM proxy", c)][0]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import http.client
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from llmlb import settings
 from llmlb.errors import CannotConnect, LlmlbError, from_status
@@ -27,26 +28,33 @@ def error_message(body: Any, fallback: str) -> str:
 
 
 class Client:
-    def __init__(self, address: settings.Address, what: str = "llmlb server", timeout: float = 30.0):
+    def __init__(
+        self, address: settings.Address, what: str = "llmlb server", timeout: float = 30.0
+    ):
         self.address = address
         self.what = what
         self.timeout = timeout
 
     @classmethod
-    def node(cls) -> "Client":
+    def node(cls) -> Client:
         return cls(settings.node_address(), "llmlb server")
 
     @classmethod
-    def router(cls) -> "Client":
+    def router(cls) -> Client:
         return cls(settings.router_address(), "llmlb router")
 
     def _connect(self, timeout: float | None) -> http.client.HTTPConnection:
         host = self.address.host.strip("[]")
-        cls = http.client.HTTPSConnection if self.address.scheme == "https" else http.client.HTTPConnection
+        cls = (
+            http.client.HTTPSConnection
+            if self.address.scheme == "https"
+            else http.client.HTTPConnection
+        )
         return cls(host, self.address.port, timeout=timeout)
 
-    def _send(self, method: str, path: str, body: Any, timeout: float | None,
-              headers: dict | None = None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _send(
+        self, method: str, path: str, body: Any, timeout: float | None, headers: dict | None = None
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         conn = self._connect(timeout)
         data = None if body is None else json.dumps(body).encode()
         hdrs = {"Accept": "application/json", **(headers or {})}
@@ -71,8 +79,14 @@ class Client:
             body = None
         return from_status(response.status, error_message(body, f"HTTP {response.status}"))
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
-                headers: dict | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float | None = None,
+        headers: dict | None = None,
+    ) -> Any:
         conn, response = self._send(method, path, body, timeout or self.timeout, headers)
         try:
             if response.status >= 400:
@@ -96,8 +110,14 @@ class Client:
         return self.request("DELETE", path, body, **kwargs)
 
     @contextmanager
-    def stream(self, method: str, path: str, body: Any = None, timeout: float | None = None,
-               headers: dict | None = None) -> Iterator[Iterator[dict]]:
+    def stream(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float | None = None,
+        headers: dict | None = None,
+    ) -> Iterator[Iterator[dict]]:
         """NDJSON lines as dicts; an `{"error": ...}` line raises. timeout=None waits forever."""
         conn, response = self._send(method, path, body, timeout, headers)
         try:

@@ -12,7 +12,9 @@ from llmlb.errors import BadRequest
 DEFAULT_NODE_PORT = 32769
 DEFAULT_ROUTER_PORT = 32768
 
-_ADDR = re.compile(r"^(?:(?P<scheme>https?)://)?(?P<host>\[[0-9a-fA-F:]+\]|[^:/\s\[\]]*)?(?::(?P<port>\d+))?/?$")
+_ADDR = re.compile(
+    r"^(?:(?P<scheme>https?)://)?(?P<host>\[[0-9a-fA-F:]+\]|[^:/\s\[\]]*)?(?::(?P<port>\d+))?/?$"
+)
 
 
 class SettingsError(BadRequest):
@@ -38,7 +40,9 @@ def parse_address(value: str, default_port: int, name: str = "LLMLB_HOST") -> Ad
     text = value.strip()
     m = _ADDR.match(text)
     if not text or not m:
-        raise SettingsError(f"{name} must look like host:port, :port or http://host:port (got {value!r})")
+        raise SettingsError(
+            f"{name} must look like host:port, :port or http://host:port (got {value!r})"
+        )
     port_text = m.group("port")
     port = int(port_text) if port_text else default_port
     if not 0 < port < 65536:
@@ -72,7 +76,9 @@ def node_address() -> Address:
 
 def router_address() -> Address:
     return parse_address(
-        _env("LLMLB_ROUTER") or f"127.0.0.1:{DEFAULT_ROUTER_PORT}", DEFAULT_ROUTER_PORT, "LLMLB_ROUTER"
+        _env("LLMLB_ROUTER") or f"127.0.0.1:{DEFAULT_ROUTER_PORT}",
+        DEFAULT_ROUTER_PORT,
+        "LLMLB_ROUTER",
     )
 
 
@@ -121,7 +127,9 @@ def parse_duration(value: object, name: str = "keep_alive") -> float:
         total += float(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
         matched += number + unit
     if not matched or matched != text.lstrip("-"):
-        raise SettingsError(f"{name} must be a number of seconds or a duration like 5m (got {value!r})")
+        raise SettingsError(
+            f"{name} must be a number of seconds or a duration like 5m (got {value!r})"
+        )
     return sign * total
 
 

@@ -1,10 +1,9 @@
 """Alembic environment: SQLite with batch mode, metadata from llmlb.store.models."""
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
-import llmlb.store.models  # noqa: F401  (registers the tables)
+import llmlb.store.models
 import llmlb.store.router_models  # noqa: F401
 
 config = context.config
@@ -21,8 +20,9 @@ def _url() -> str:
 
 
 def run_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, render_as_batch=True,
-                      literal_binds=True)
+    context.configure(
+        url=_url(), target_metadata=target_metadata, render_as_batch=True, literal_binds=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -38,8 +38,9 @@ def run_online() -> None:
 
     engine = make_engine(_url().removeprefix("sqlite:///"))
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=True)
+        context.configure(
+            connection=connection, target_metadata=target_metadata, render_as_batch=True
+        )
         with context.begin_transaction():
             context.run_migrations()
 

@@ -15,8 +15,16 @@ def llmlb_env(tmp_path, monkeypatch):
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "ollama-models"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    for name in ("LLMLB_HOST", "LLMLB_ROUTER", "LLMLB_ROUTER_URL", "LLMLB_DEBUG", "HF_TOKEN",
-                 "LLMLB_API_KEYS", "LLMLB_NODE_TOKEN", "HF_ENDPOINT"):
+    for name in (
+        "LLMLB_HOST",
+        "LLMLB_ROUTER",
+        "LLMLB_ROUTER_URL",
+        "LLMLB_DEBUG",
+        "HF_TOKEN",
+        "LLMLB_API_KEYS",
+        "LLMLB_NODE_TOKEN",
+        "HF_ENDPOINT",
+    ):
         monkeypatch.delenv(name, raising=False)
     return home
 

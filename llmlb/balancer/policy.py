@@ -31,11 +31,15 @@ class Saturated(Exception):
     """Every node that has the model is at capacity: wait, then try again."""
 
 
-def candidates(nodes: list[NodeView], model: str, exclude: frozenset[str] = frozenset()) -> list[NodeView]:
+def candidates(
+    nodes: list[NodeView], model: str, exclude: frozenset[str] = frozenset()
+) -> list[NodeView]:
     return [n for n in nodes if n.online and model in n.models and n.id not in exclude]
 
 
-def choose(nodes: list[NodeView], model: str, exclude: frozenset[str] = frozenset()) -> NodeView | None:
+def choose(
+    nodes: list[NodeView], model: str, exclude: frozenset[str] = frozenset()
+) -> NodeView | None:
     """The node to use, None when no online node has the model; Saturated when all are full."""
     pool = candidates(nodes, model, exclude)
     if not pool:
@@ -43,4 +47,14 @@ def choose(nodes: list[NodeView], model: str, exclude: frozenset[str] = frozense
     free = [n for n in pool if not n.saturated]
     if not free:
         raise Saturated(model)
-    return min(free, key=lambda n: (n.cooling, model not in n.loaded, n.in_flight, n.last_used, -n.vram_free, n.id))
+    return min(
+        free,
+        key=lambda n: (
+            n.cooling,
+            model not in n.loaded,
+            n.in_flight,
+            n.last_used,
+            -n.vram_free,
+            n.id,
+        ),
+    )

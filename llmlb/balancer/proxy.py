@@ -26,11 +26,27 @@ from llmlb.server.errors import error_body
 log = logging.getLogger("llmlb.router")
 MAX_TRIES = 3
 MAX_BODY = 64 * 1024 * 1024
-PROXIED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat", "/api/generate",
-                     "/api/embed"})
+PROXIED = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/api/chat",
+        "/api/generate",
+        "/api/embed",
+    }
+)
 STREAMING = ("text/event-stream", "application/x-ndjson")
-HOP_BY_HOP = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "authorization",
-              "x-api-key", "accept-encoding"}
+HOP_BY_HOP = {
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "authorization",
+    "x-api-key",
+    "accept-encoding",
+}
 _TOKENS_IN = re.compile(rb'"(?:prompt_eval_count|prompt_tokens)":\s*(\d+)')
 _TOKENS_OUT = re.compile(rb'"(?:eval_count|completion_tokens)":\s*(\d+)')
 
@@ -43,7 +59,9 @@ def _last_int(pattern: re.Pattern, data: bytes) -> int:
 class Claim:
     """One request's hold on a node; released exactly once, whatever happens to the client."""
 
-    def __init__(self, state, node: NodeEntry, path: str, model: str, key_id: str | None, started: float):
+    def __init__(
+        self, state, node: NodeEntry, path: str, model: str, key_id: str | None, started: float
+    ):
         self.state, self.node, self.path, self.model, self.key_id = state, node, path, model, key_id
         self.started, self.first_byte = started, None
         self.status, self.tail, self.done = 0, b"", False
@@ -54,16 +72,24 @@ class Claim:
         self.done = True
         ok = ok and self.status < 500
         if ok and self.status < 400 and self.model not in self.node.loaded:
-            self.node.loaded.append(self.model)  # it loads on first use; the next heartbeat confirms
+            self.node.loaded.append(
+                self.model
+            )  # it loads on first use; the next heartbeat confirms
         self.state.registry.release(self.node, ok)
         duration = (time.perf_counter() - self.started) * 1000
         ttft = (self.first_byte - self.started) * 1000 if self.first_byte else None
         self.state.metrics.observe(self.node.id, self.status if ok else 502, duration)
-        self.state.history.record(endpoint=self.path, model=self.model, node_id=self.node.id,
-                                  status=self.status if ok else 502, duration_ms=round(duration, 2),
-                                  ttft_ms=round(ttft, 2) if ttft is not None else None,
-                                  tokens_in=_last_int(_TOKENS_IN, self.tail),
-                                  tokens_out=_last_int(_TOKENS_OUT, self.tail), key_id=self.key_id)
+        self.state.history.record(
+            endpoint=self.path,
+            model=self.model,
+            node_id=self.node.id,
+            status=self.status if ok else 502,
+            duration_ms=round(duration, 2),
+            ttft_ms=round(ttft, 2) if ttft is not None else None,
+            tokens_in=_last_int(_TOKENS_IN, self.tail),
+            tokens_out=_last_int(_TOKENS_OUT, self.tail),
+            key_id=self.key_id,
+        )
 
 
 class ClientGone(Exception):
@@ -96,8 +122,17 @@ async def _read_body(scope, receive) -> bytes:
 
 async def _send_json(send, status: int, body: Any, headers: list | None = None) -> None:
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -179,7 +214,7 @@ async def _forward(state, scope, body: bytes, send) -> None:
         claim = Claim(state, node, path, model, key_id, started)
         try:
             upstream = await state.upstream.post(node.url + path, data=body, headers=forwarded)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             last_error = f"{node.host}:{node.port}: {type(exc).__name__}"
             claim.release(ok=False)
             tried.add(node.id)
@@ -207,18 +242,36 @@ async def _respond(claim: Claim, upstream: aiohttp.ClientResponse, send) -> None
         if not (ctype.startswith(STREAMING) and upstream.status < 400):
             try:
                 content = await upstream.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 ok = False
-                raise Unavailable(f"node {claim.node.id[:8]} failed during the response: {exc!r}") from exc
+                raise Unavailable(
+                    f"node {claim.node.id[:8]} failed during the response: {exc!r}"
+                ) from exc
             finished = True
             claim.tail = content[-2048:]  # no time to first token: the answer came whole
-            await send({"type": "http.response.start", "status": upstream.status, "headers": [
-                (b"content-type", ctype.encode("latin-1")), (b"content-length", str(len(content)).encode()),
-                (b"x-llmlb-node", claim.node.id[:8].encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": upstream.status,
+                    "headers": [
+                        (b"content-type", ctype.encode("latin-1")),
+                        (b"content-length", str(len(content)).encode()),
+                        (b"x-llmlb-node", claim.node.id[:8].encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": content})
             return
-        await send({"type": "http.response.start", "status": upstream.status, "headers": [
-            (b"content-type", ctype.encode("latin-1")), (b"x-llmlb-node", claim.node.id[:8].encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": upstream.status,
+                "headers": [
+                    (b"content-type", ctype.encode("latin-1")),
+                    (b"x-llmlb-node", claim.node.id[:8].encode()),
+                ],
+            }
+        )
         try:
             async for chunk in upstream.content.iter_any():
                 if claim.first_byte is None:
@@ -226,12 +279,19 @@ async def _respond(claim: Claim, upstream: aiohttp.ClientResponse, send) -> None
                 claim.tail = (claim.tail + chunk)[-2048:]
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             finished = True
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # the node went away mid-stream
+        except (TimeoutError, aiohttp.ClientError) as exc:  # the node went away mid-stream
             ok = False
             log.warning("node %s failed mid-stream: %s", claim.node.id[:8], exc)
-            await send({"type": "http.response.body", "more_body": True, "body": _error_event(
-                ctype.startswith("application/x-ndjson"),
-                f"node {claim.node.id[:8]} failed during the response: {exc!r}")})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "more_body": True,
+                    "body": _error_event(
+                        ctype.startswith("application/x-ndjson"),
+                        f"node {claim.node.id[:8]} failed during the response: {exc!r}",
+                    ),
+                }
+            )
         await send({"type": "http.response.body", "body": b""})
     finally:
         if finished:

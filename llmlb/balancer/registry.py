@@ -9,10 +9,11 @@ heartbeats are late is shown offline and gets no traffic until they resume.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -72,7 +73,7 @@ class NodeEntry:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _int(payload: dict, key: str) -> int:
@@ -83,7 +84,9 @@ def _int(payload: dict, key: str) -> int:
 
 
 class Registry:
-    def __init__(self, engine: Engine, capacity: int, timeout: float, max_queue: int, queue_timeout: float):
+    def __init__(
+        self, engine: Engine, capacity: int, timeout: float, max_queue: int, queue_timeout: float
+    ):
         self.engine = engine
         self.capacity = capacity
         self.timeout = timeout
@@ -106,10 +109,20 @@ class Registry:
         return node.cool_until > time.monotonic()
 
     def views(self) -> list[NodeView]:
-        return [NodeView(n.id, self.online(n), frozenset(n.names().values()), frozenset(n.loaded), n.in_flight,
-                         self.capacity, n.last_used, max(0, n.vram_total_bytes - n.vram_used_bytes),
-                         self.cooling(n))
-                for n in self.nodes.values()]
+        return [
+            NodeView(
+                n.id,
+                self.online(n),
+                frozenset(n.names().values()),
+                frozenset(n.loaded),
+                n.in_flight,
+                self.capacity,
+                n.last_used,
+                max(0, n.vram_total_bytes - n.vram_used_bytes),
+                self.cooling(n),
+            )
+            for n in self.nodes.values()
+        ]
 
     def canonical(self, model: str) -> str:
         """A model's full name from any node's names and aliases; online nodes first."""
@@ -125,10 +138,20 @@ class Registry:
         with db.session(self.engine) as s:
             for row in s.exec(select(RouterNode)).all():
                 self.nodes[row.id] = NodeEntry(
-                    id=row.id, host=row.host, port=row.port, status=row.status, gpu_name=row.gpu_name,
-                    vram_total_bytes=row.vram_total_bytes, vram_used_bytes=row.vram_used_bytes,
-                    gpu_temperature=row.gpu_temperature, uptime_secs=row.uptime_secs, models=row.models,
-                    loaded=row.loaded_models, last_seen_at=row.last_seen, registered_at=row.registered_at)
+                    id=row.id,
+                    host=row.host,
+                    port=row.port,
+                    status=row.status,
+                    gpu_name=row.gpu_name,
+                    vram_total_bytes=row.vram_total_bytes,
+                    vram_used_bytes=row.vram_used_bytes,
+                    gpu_temperature=row.gpu_temperature,
+                    uptime_secs=row.uptime_secs,
+                    models=row.models,
+                    loaded=row.loaded_models,
+                    last_seen_at=row.last_seen,
+                    registered_at=row.registered_at,
+                )
 
     def heartbeat(self, payload: dict[str, Any]) -> NodeEntry:
         node_id, host = payload.get("id"), payload.get("host")
@@ -138,11 +161,15 @@ class Registry:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise BadRequest("field 'port' must be a port number")
         models = payload.get("models") or []
-        if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str) for m in models):
+        if not isinstance(models, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("name"), str) for m in models
+        ):
             raise BadRequest("field 'models' must be a list of {name, alias}")
         node = self.nodes.get(node_id)
         if node is None:
-            node = self.nodes[node_id] = NodeEntry(id=node_id, host=host, port=port, registered_at=_now())
+            node = self.nodes[node_id] = NodeEntry(
+                id=node_id, host=host, port=port, registered_at=_now()
+            )
             log.info("node %s registered from %s:%s", node_id[:8], host, port)
         elif node.status != "Running" or not self.online(node):
             log.info("node %s is back (%s -> Running)", node_id[:8], node.status)
@@ -151,10 +178,17 @@ class Registry:
         node.models = [{"name": m["name"], "alias": m.get("alias")} for m in models]
         node.loaded = [str(x) for x in payload.get("loaded_models") or []]
         node.node_in_flight, node.node_queued = _int(payload, "in_flight"), _int(payload, "queued")
-        node.vram_total_bytes, node.vram_used_bytes = _int(payload, "vram_total_bytes"), _int(payload, "vram_used_bytes")
-        node.gpu_name = payload.get("gpu_name") if isinstance(payload.get("gpu_name"), str) else None
+        node.vram_total_bytes, node.vram_used_bytes = (
+            _int(payload, "vram_total_bytes"),
+            _int(payload, "vram_used_bytes"),
+        )
+        node.gpu_name = (
+            payload.get("gpu_name") if isinstance(payload.get("gpu_name"), str) else None
+        )
         temp = payload.get("gpu_temperature")
-        node.gpu_temperature = float(temp) if isinstance(temp, (int, float)) and not isinstance(temp, bool) else None
+        node.gpu_temperature = (
+            float(temp) if isinstance(temp, (int, float)) and not isinstance(temp, bool) else None
+        )
         node.uptime_secs = _int(payload, "uptime_secs")
         node.last_seen, node.last_seen_at, node.failed_probes = time.monotonic(), _now(), 0
         return node
@@ -167,9 +201,15 @@ class Registry:
 
     def persist(self, node: NodeEntry) -> None:
         with db.session(self.engine) as s:
-            row = s.get(RouterNode, node.id) or RouterNode(id=node.id, host=node.host, port=node.port)
+            row = s.get(RouterNode, node.id) or RouterNode(
+                id=node.id, host=node.host, port=node.port
+            )
             row.host, row.port, row.status = node.host, node.port, node.status
-            row.gpu_name, row.gpu_temperature, row.uptime_secs = node.gpu_name, node.gpu_temperature, node.uptime_secs
+            row.gpu_name, row.gpu_temperature, row.uptime_secs = (
+                node.gpu_name,
+                node.gpu_temperature,
+                node.uptime_secs,
+            )
             row.vram_total_bytes, row.vram_used_bytes = node.vram_total_bytes, node.vram_used_bytes
             row.models, row.loaded_models = node.models, node.loaded
             row.last_seen = node.last_seen_at or _now()
@@ -186,7 +226,9 @@ class Registry:
         node.failed_probes += 1
         if node.failed_probes >= PROBE_FAILURES_FOR_ERROR and node.status == "Running":
             node.status = "Error"
-            log.warning("node %s at %s:%s stopped answering: Error", node.id[:8], node.host, node.port)
+            log.warning(
+                "node %s at %s:%s stopped answering: Error", node.id[:8], node.host, node.port
+            )
             return True
         return False
 
@@ -215,17 +257,19 @@ class Registry:
                         return node
                     if not queued:
                         if self.waiting >= self.max_queue:
-                            raise TooManyRequests(f"every node with '{model}' is busy and the queue is full")
+                            raise TooManyRequests(
+                                f"every node with '{model}' is busy and the queue is full"
+                            )
                         self.waiting += 1
                         queued = True
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise Unavailable(f"every node with '{model}' stayed busy for {self.queue_timeout:.0f}s")
-                    try:
-                        # the timeout also covers nodes coming back online, which notify nobody
+                        raise Unavailable(
+                            f"every node with '{model}' stayed busy for {self.queue_timeout:.0f}s"
+                        )
+                    # the timeout also covers nodes coming back online, which notify nobody
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._changed.wait(), timeout=min(left, 1.0))
-                    except asyncio.TimeoutError:
-                        pass
             finally:
                 if queued:
                     self.waiting -= 1
@@ -239,7 +283,9 @@ class Registry:
         else:
             node.errors += 1
             node.failures += 1
-            node.cool_until = time.monotonic() + min(COOL_MAX, COOL_FIRST * 2 ** min(node.failures - 1, 8))
+            node.cool_until = time.monotonic() + min(
+                COOL_MAX, COOL_FIRST * 2 ** min(node.failures - 1, 8)
+            )
         asyncio.get_running_loop().create_task(self._wake())
 
     async def _wake(self) -> None:

@@ -7,6 +7,7 @@ retried at the next beat, which also re-registers the node when the router comes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from urllib.parse import urlparse
@@ -35,16 +36,27 @@ def advertised_host(bind_host: str, router_url: str) -> str:
 
 
 def payload(state, host: str) -> dict:
-    models = [{"name": m.name, "alias": m.alias} for m in catalog.all_models(state.catalog) if m.format == "GGUF"]
+    models = [
+        {"name": m.name, "alias": m.alias}
+        for m in catalog.all_models(state.catalog)
+        if m.format == "GGUF"
+    ]
     models += [{"name": e.display, "alias": None} for e in catalog.ollama_models()]
     scheduler = state.services.get("scheduler")
     snap = scheduler.snapshot() if scheduler is not None else {}
     return {
-        "id": state.node_id, "host": host, "port": state.config.port, "status": "Running", "models": models,
+        "id": state.node_id,
+        "host": host,
+        "port": state.config.port,
+        "status": "Running",
+        "models": models,
         "loaded_models": sorted({m["name"] for m in snap.get("loaded_models", [])}),
-        "in_flight": snap.get("in_flight", 0), "queued": snap.get("queued", 0),
-        "vram_total_bytes": snap.get("vram_total_bytes", 0), "vram_used_bytes": snap.get("vram_used_bytes", 0),
-        "gpu_name": snap.get("gpu_name"), "gpu_temperature": snap.get("gpu_temperature"),
+        "in_flight": snap.get("in_flight", 0),
+        "queued": snap.get("queued", 0),
+        "vram_total_bytes": snap.get("vram_total_bytes", 0),
+        "vram_used_bytes": snap.get("vram_used_bytes", 0),
+        "gpu_name": snap.get("gpu_name"),
+        "gpu_temperature": snap.get("gpu_temperature"),
         "uptime_secs": state.uptime_secs,
     }
 
@@ -72,7 +84,9 @@ async def start(state) -> None:
                 failing = False
             except Exception as exc:  # the router being down must never stop the node
                 if not failing:
-                    log.warning("cannot reach the router at %s (%s); serving on, will retry", url, exc)
+                    log.warning(
+                        "cannot reach the router at %s (%s); serving on, will retry", url, exc
+                    )
                 failing = True
             await asyncio.sleep(settings.heartbeat_secs())
 
@@ -81,10 +95,8 @@ async def start(state) -> None:
 
     async def stop(state) -> None:
         task.cancel()
-        try:
+        with contextlib.suppress(httpx.HTTPError):
             await client.post(f"/admin/nodes/{state.node_id}/stopped", timeout=2)
-        except httpx.HTTPError:
-            pass
         await client.aclose()
 
     state.on_stop(stop)

@@ -72,7 +72,7 @@ def extract(prompt: str) -> Extracted:
             continue
         out.images.append(base64.b64encode(data).decode())
         out.added.append(typed)
-        pieces.append(prompt[last:m.start()])
+        pieces.append(prompt[last : m.start()])
         last = m.end()
     if out.added:
         pieces.append(prompt[last:])

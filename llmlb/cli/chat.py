@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from urllib.parse import urlencode
 from typing import Any, TextIO
+from urllib.parse import urlencode
 
 from llmlb.client import Client
 from llmlb.errors import LlmlbError, NotFound
@@ -16,8 +16,16 @@ DIM, RESET = "\x1b[2m", "\x1b[0m"
 class Chat:
     """A session's conversation: builds requests from its history and records each turn."""
 
-    def __init__(self, client: Client, model: dict, session: dict, out: TextIO, styled: bool,
-                 show_thinking: bool = False, verbose: bool = False):
+    def __init__(
+        self,
+        client: Client,
+        model: dict,
+        session: dict,
+        out: TextIO,
+        styled: bool,
+        show_thinking: bool = False,
+        verbose: bool = False,
+    ):
         self.client, self.model, self.out, self.styled = client, model, out, styled
         self.session = session
         self.show_thinking = show_thinking
@@ -62,8 +70,13 @@ class Chat:
     def turn(self, text: str, images: list[str] | None = None) -> str | None:
         """Stream one reply; record it. Ctrl+C stops the reply and keeps what arrived."""
         images = images or []
-        body = {"model": self.name, "messages": self.request_messages(text, images), "stream": True,
-                "think": True, "options": self.options()}
+        body = {
+            "model": self.name,
+            "messages": self.request_messages(text, images),
+            "stream": True,
+            "think": True,
+            "options": self.options(),
+        }
         content, thinking, final = [], [], None
         started, first = time.perf_counter(), None
         in_thinking = False
@@ -89,7 +102,9 @@ class Chat:
                             self.write("\n...done thinking.\n\n", dim=True)
                             in_thinking = False
                         if not content:
-                            msg["content"] = msg["content"].lstrip("\n") if thinking else msg["content"]
+                            msg["content"] = (
+                                msg["content"].lstrip("\n") if thinking else msg["content"]
+                            )
                         content.append(msg["content"])
                         self.write(msg["content"])
         except KeyboardInterrupt:
@@ -103,8 +118,10 @@ class Chat:
         tokens = (final or {}).get("prompt_eval_count", 0) + (final or {}).get("eval_count", 0)
         user_msg: dict[str, Any] = {"role": "user", "content": text, "images": images or None}
         bot_msg = {"role": "assistant", "content": reply, "thinking": "".join(thinking) or None}
-        self.client.post(f"/api/sessions/{self.session['id']}/messages",
-                         {"messages": [user_msg, bot_msg], "tokens": tokens})
+        self.client.post(
+            f"/api/sessions/{self.session['id']}/messages",
+            {"messages": [user_msg, bot_msg], "tokens": tokens},
+        )
         self.session["messages"] += [user_msg, bot_msg]
         if self.verbose and final:
             self.stats(final, started, first)
@@ -118,14 +135,18 @@ class Chat:
             f"prompt tokens:       {final.get('prompt_eval_count', 0)}\n"
             f"completion tokens:   {evals}\n"
             f"time to first token: {ttft:.0f} ms\n"
-            f"eval rate:           {rate:.2f} tokens/s\n", dim=True)
+            f"eval rate:           {rate:.2f} tokens/s\n",
+            dim=True,
+        )
 
 
 def open_session(client: Client, model: str, session_id: str | None, resume_last: bool) -> dict:
     if session_id:
         session = client.get(f"/api/sessions/{session_id}")
         if session["model"] != model:
-            raise LlmlbError(f"session '{session_id}' belongs to model '{session['model']}', not '{model}'")
+            raise LlmlbError(
+                f"session '{session_id}' belongs to model '{session['model']}', not '{model}'"
+            )
         return session
     if resume_last:
         recent = client.get("/api/sessions?" + urlencode({"model": model, "limit": 1}))["sessions"]
@@ -134,16 +155,33 @@ def open_session(client: Client, model: str, session_id: str | None, resume_last
     return client.post("/api/sessions", {"model": model})
 
 
-def run_chat(model: str, prompt: str, *, think: bool, session_id: str | None, resume_last: bool,
-             verbose: bool) -> None:
+def run_chat(
+    model: str,
+    prompt: str,
+    *,
+    think: bool,
+    session_id: str | None,
+    resume_last: bool,
+    verbose: bool,
+) -> None:
     client = Client.node()
     try:
         info = client.post("/api/show", {"model": model})
     except NotFound:
-        raise LlmlbError(f"model '{model}' not found; download it with `llmlb node pull {model}`") from None
+        raise LlmlbError(
+            f"model '{model}' not found; download it with `llmlb node pull {model}`"
+        ) from None
     session = open_session(client, info["name"], session_id, resume_last)
     interactive = not prompt and sys.stdin.isatty()
-    chat = Chat(client, info, session, sys.stdout, styled=sys.stdout.isatty(), show_thinking=think, verbose=verbose)
+    chat = Chat(
+        client,
+        info,
+        session,
+        sys.stdout,
+        styled=sys.stdout.isatty(),
+        show_thinking=think,
+        verbose=verbose,
+    )
     if not interactive:
         text = prompt or sys.stdin.read()
         if not text.strip():

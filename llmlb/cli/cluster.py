@@ -17,7 +17,9 @@ def _get(path: str):
 
 def show_nodes() -> None:
     nodes = _get("/admin/cluster/nodes")["nodes"]
-    rows = [[n["id"][:8], n["address"], n["status"], n["gpu"], str(len(n["models"]))] for n in nodes]
+    rows = [
+        [n["id"][:8], n["address"], n["status"], n["gpu"], str(len(n["models"]))] for n in nodes
+    ]
     click.echo(render.table(["ID", "HOST", "STATUS", "GPU", "MODELS"], rows))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import click
 
 from llmlb.errors import EXIT_ERROR, LlmlbError

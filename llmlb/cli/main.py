@@ -36,7 +36,9 @@ class LazyGroup(click.Group):
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-@click.version_option(__version__, "--version", "-v", prog_name="llmlb", message="%(prog)s %(version)s")
+@click.version_option(
+    __version__, "--version", "-v", prog_name="llmlb", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """Run local LLMs like ollama, and balance many nodes behind one endpoint.
 

@@ -57,7 +57,9 @@ def show_model(model: str, item: str | None) -> None:
         click.echo(_block(info))
         return
     value = (info.get(item) or "").strip("\n")
-    click.echo(value if value.strip() else NO_ITEM.get(item, f"No {item} was specified for this model."))
+    click.echo(
+        value if value.strip() else NO_ITEM.get(item, f"No {item} was specified for this model.")
+    )
 
 
 def remove_model(model: str) -> None:

@@ -21,12 +21,27 @@ def node() -> None:
 
 
 @node.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. 0.0.0.0 exposes the API to your network.")
-@click.option("--port", default=DEFAULT_NODE_PORT, show_default=True, type=click.IntRange(1, 65535),
-              help="Port to listen on.")
-@click.option("--router", "router_url", envvar="LLMLB_ROUTER_URL", default=None, metavar="URL",
-              help="Register with this load balancer and send heartbeats (env: LLMLB_ROUTER_URL).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. 0.0.0.0 exposes the API to your network.",
+)
+@click.option(
+    "--port",
+    default=DEFAULT_NODE_PORT,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on.",
+)
+@click.option(
+    "--router",
+    "router_url",
+    envvar="LLMLB_ROUTER_URL",
+    default=None,
+    metavar="URL",
+    help="Register with this load balancer and send heartbeats (env: LLMLB_ROUTER_URL).",
+)
 def serve(host: str, port: int, router_url: str | None) -> None:
     """Start the node server in the foreground; logs go to stdout. Ctrl+C stops it."""
     from llmlb.server.serve import serve_node
@@ -38,12 +53,32 @@ def serve(host: str, port: int, router_url: str | None) -> None:
 @click.argument("model")
 @click.argument("prompt", nargs=-1)
 @click.option("--think", is_flag=True, help="Show the model's thinking before the answer.")
-@click.option("--hidethinking", is_flag=True, help="Show only the answer, not the thinking (default).")
-@click.option("--session", "session_id", metavar="ID", help="Resume a saved chat session (a unique id prefix works).")
-@click.option("--continue", "resume_last", is_flag=True, help="Resume the most recent session of this model.")
-@click.option("--verbose", is_flag=True, help="After each reply print token counts, time to first token and tokens/s.")
-def run(model: str, prompt: tuple[str, ...], think: bool, hidethinking: bool,
-        session_id: str | None, resume_last: bool, verbose: bool) -> None:
+@click.option(
+    "--hidethinking", is_flag=True, help="Show only the answer, not the thinking (default)."
+)
+@click.option(
+    "--session",
+    "session_id",
+    metavar="ID",
+    help="Resume a saved chat session (a unique id prefix works).",
+)
+@click.option(
+    "--continue", "resume_last", is_flag=True, help="Resume the most recent session of this model."
+)
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="After each reply print token counts, time to first token and tokens/s.",
+)
+def run(
+    model: str,
+    prompt: tuple[str, ...],
+    think: bool,
+    hidethinking: bool,
+    session_id: str | None,
+    resume_last: bool,
+    verbose: bool,
+) -> None:
     """Chat with MODEL (name or alias) in an interactive REPL.
 
     With a PROMPT, or with text on standard input, print one reply and exit.
@@ -53,8 +88,14 @@ def run(model: str, prompt: tuple[str, ...], think: bool, hidethinking: bool,
 
     if think and hidethinking:
         raise click.UsageError("--think and --hidethinking cannot be used together")
-    run_chat(model, " ".join(prompt), think=think, session_id=session_id,
-             resume_last=resume_last, verbose=verbose)
+    run_chat(
+        model,
+        " ".join(prompt),
+        think=think,
+        session_id=session_id,
+        resume_last=resume_last,
+        verbose=verbose,
+    )
 
 
 @node.command()

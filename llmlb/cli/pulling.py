@@ -90,7 +90,9 @@ def pull_model(model: str) -> None:
     last: dict = {}
     try:
         # No timeout: a big pull takes as long as it takes; the server keeps the stream alive.
-        with client.stream("POST", "/api/pull", {"model": model, "stream": True}, headers=headers) as events:
+        with client.stream(
+            "POST", "/api/pull", {"model": model, "stream": True}, headers=headers
+        ) as events:
             for event in events:
                 last = event
                 display.event(event)
@@ -100,9 +102,14 @@ def pull_model(model: str) -> None:
         raise
     except KeyboardInterrupt:
         display.finish()
-        click.echo(f"\nThe download continues in the background; run `llmlb node pull {model}` "
-                   "again to see its progress.", err=True)
+        click.echo(
+            f"\nThe download continues in the background; run `llmlb node pull {model}` "
+            "again to see its progress.",
+            err=True,
+        )
         raise click.exceptions.Exit(130) from None  # 130: interrupted, as shells report Ctrl+C
     if last.get("status") != "success":
-        raise LlmlbError("the server closed the connection before the pull finished; "
-                         f"run `llmlb node pull {model}` again to see its progress")
+        raise LlmlbError(
+            "the server closed the connection before the pull finished; "
+            f"run `llmlb node pull {model}` again to see its progress"
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def size(n: int | float | None) -> str:
@@ -27,13 +27,19 @@ def ago(when: datetime | str | None, now: datetime | None = None) -> str:
     if isinstance(when, str):
         when = datetime.fromisoformat(when.replace("Z", "+00:00"))
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
     secs = max(0, int((now - when).total_seconds()))
     if secs < 60:
         return "Less than a minute ago"
-    for word, unit in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400),
-                       ("day", 86400), ("hour", 3600), ("minute", 60)):
+    for word, unit in (
+        ("year", 365 * 86400),
+        ("month", 30 * 86400),
+        ("week", 7 * 86400),
+        ("day", 86400),
+        ("hour", 3600),
+        ("minute", 60),
+    ):
         if secs >= unit:
             return f"{_plural(secs // unit, word)} ago"
     return "Less than a minute ago"
@@ -61,7 +67,9 @@ def table(headers: list[str], rows: list[list[str]], gap: int = 3) -> str:
             widths[i] = max(widths[i], len(str(cell)))
     lines = []
     for row in [headers, *rows]:
-        cells = [str(c).ljust(widths[i] + gap) if i < len(row) - 1 else str(c) for i, c in enumerate(row)]
+        cells = [
+            str(c).ljust(widths[i] + gap) if i < len(row) - 1 else str(c) for i, c in enumerate(row)
+        ]
         lines.append("".join(cells).rstrip())
     return "\n".join(lines)
 
@@ -69,7 +77,7 @@ def table(headers: list[str], rows: list[list[str]], gap: int = 3) -> str:
 def bar(fraction: float, width: int = 20) -> str:
     """`▓▓▓▓▓▓▓▓░░░░░░░░░░░░` for 40%."""
     fraction = min(1.0, max(0.0, fraction))
-    full = int(round(fraction * width))
+    full = round(fraction * width)
     return "▓" * full + "░" * (width - full)
 
 

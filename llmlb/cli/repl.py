@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlencode
-from typing import Callable
 
 from llmlb import settings as env
 from llmlb.cli import render
@@ -42,9 +42,11 @@ def make_prompt_session(**kwargs):
     path = env.history_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     trim_history(path)
-    return PromptSession(history=FileHistory(str(path)),
-                         placeholder=HTML("<style color='ansibrightblack'>Send a message (/? for help)</style>"),
-                         **kwargs)
+    return PromptSession(
+        history=FileHistory(str(path)),
+        placeholder=HTML("<style color='ansibrightblack'>Send a message (/? for help)</style>"),
+        **kwargs,
+    )
 
 
 def trim_history(path, limit: int = HISTORY_LIMIT) -> None:
@@ -55,7 +57,7 @@ def trim_history(path, limit: int = HISTORY_LIMIT) -> None:
         return
     entries = text.split("\n\n# ")
     if len(entries) > limit:
-        path.write_text("\n\n# ".join([""] + entries[-limit:]).lstrip("\n"))
+        path.write_text("\n\n# ".join(["", *entries[-limit:]]).lstrip("\n"))
 
 
 def is_command(text: str) -> bool:
@@ -75,7 +77,9 @@ class Repl:
         if not line.lstrip().startswith('"""'):
             return line
         lines = [line.lstrip()[3:]]
-        while not lines[-1].rstrip().endswith('"""') or (len(lines) == 1 and lines[0].strip() == ""):
+        while not lines[-1].rstrip().endswith('"""') or (
+            len(lines) == 1 and lines[0].strip() == ""
+        ):
             lines.append(self.session.prompt("... ", placeholder=None))
         lines[-1] = lines[-1].rstrip()[:-3]
         return "\n".join(lines).strip("\n")
@@ -130,7 +134,9 @@ class Repl:
         return None
 
     def _update(self, **changes) -> None:
-        row = self.chat.client.request("PATCH", f"/api/sessions/{self.chat.session['id']}", {"settings": changes})
+        row = self.chat.client.request(
+            "PATCH", f"/api/sessions/{self.chat.session['id']}", {"settings": changes}
+        )
         self.chat.session["settings"] = row["settings"]
 
     def set(self, rest: str) -> None:
@@ -168,8 +174,13 @@ class Repl:
         self.say(_block(self.chat.client.post("/api/show", {"model": self.chat.name})))
 
     def sessions(self) -> None:
-        rows = self.chat.client.get("/api/sessions?" + urlencode({"model": self.chat.name, "limit": 10}))["sessions"]
-        table = [[r["id"][:8], str(r["message_count"]), render.ago(r["updated_at"]), r["preview"]] for r in rows]
+        rows = self.chat.client.get(
+            "/api/sessions?" + urlencode({"model": self.chat.name, "limit": 10})
+        )["sessions"]
+        table = [
+            [r["id"][:8], str(r["message_count"]), render.ago(r["updated_at"]), r["preview"]]
+            for r in rows
+        ]
         self.say(render.table(["ID", "MESSAGES", "UPDATED", "FIRST MESSAGE"], table))
 
     def load(self, ident: str) -> None:

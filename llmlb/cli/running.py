@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -16,7 +16,7 @@ def _until(m: dict) -> str:
     if not m.get("expires_at"):
         return "Forever"
     when = datetime.fromisoformat(m["expires_at"].replace("Z", "+00:00"))
-    left = (when - datetime.now(timezone.utc)).total_seconds()
+    left = (when - datetime.now(UTC)).total_seconds()
     return "Stopping..." if left <= 0 else render.duration(left)
 
 
@@ -33,9 +33,20 @@ def list_running() -> None:
     rows = []
     for m in data["models"]:
         name = m["name"] + (" (embed)" if m.get("kind") == "embed" else "")
-        rows.append([name, (m.get("digest") or "-")[:12] or "-", render.size(m["size"]),
-                     m.get("processor") or "100% CPU", _until(m), vram, temp])
-    click.echo(render.table(["NAME", "ID", "SIZE", "PROCESSOR", "UNTIL", "VRAM", "TEMP"], rows, gap=2))
+        rows.append(
+            [
+                name,
+                (m.get("digest") or "-")[:12] or "-",
+                render.size(m["size"]),
+                m.get("processor") or "100% CPU",
+                _until(m),
+                vram,
+                temp,
+            ]
+        )
+    click.echo(
+        render.table(["NAME", "ID", "SIZE", "PROCESSOR", "UNTIL", "VRAM", "TEMP"], rows, gap=2)
+    )
 
 
 def stop_model(model: str) -> None:

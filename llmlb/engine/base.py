@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 
 @dataclass
@@ -33,11 +34,17 @@ class Backend(Protocol):
     processor: str
     supports_images: bool
 
-    def chat(self, messages: list[dict[str, Any]], opts: GenOptions, cancel: threading.Event,
-             stats: GenStats) -> Iterator[str]: ...
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        opts: GenOptions,
+        cancel: threading.Event,
+        stats: GenStats,
+    ) -> Iterator[str]: ...
 
-    def complete(self, prompt: str, opts: GenOptions, cancel: threading.Event,
-                 stats: GenStats) -> Iterator[str]: ...
+    def complete(
+        self, prompt: str, opts: GenOptions, cancel: threading.Event, stats: GenStats
+    ) -> Iterator[str]: ...
 
     def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]: ...
 

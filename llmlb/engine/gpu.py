@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import warnings
@@ -42,7 +43,9 @@ class GpuInfo:
 
     @property
     def vram_percent(self) -> float | None:
-        return 100.0 * self.vram_used_bytes / self.vram_total_bytes if self.vram_total_bytes else None
+        return (
+            100.0 * self.vram_used_bytes / self.vram_total_bytes if self.vram_total_bytes else None
+        )
 
     @property
     def temperature(self) -> float | None:
@@ -52,7 +55,8 @@ class GpuInfo:
     def as_dict(self) -> dict:
         return {
             "gpu_name": self.name if self.available else None,
-            "vram_total_bytes": self.vram_total_bytes, "vram_used_bytes": self.vram_used_bytes,
+            "vram_total_bytes": self.vram_total_bytes,
+            "vram_used_bytes": self.vram_used_bytes,
             "gpu_temperature": self.temperature,
             "devices": [d.__dict__ for d in self.devices],
         }
@@ -101,8 +105,16 @@ class Gpus:
                         util = float(nvml.nvmlDeviceGetUtilizationRates(h).gpu)
                     except Exception:
                         util = None
-                    devices.append(GpuDevice(i, name.decode() if isinstance(name, bytes) else name,
-                                             int(mem.total), int(mem.used), temp, util))
+                    devices.append(
+                        GpuDevice(
+                            i,
+                            name.decode() if isinstance(name, bytes) else name,
+                            int(mem.total),
+                            int(mem.used),
+                            temp,
+                            util,
+                        )
+                    )
             except Exception as exc:
                 log.warning("reading GPU telemetry failed: %s", exc)
                 return GpuInfo()
@@ -111,8 +123,6 @@ class Gpus:
     def close(self) -> None:
         with self._lock:
             if self._nvml is not None:
-                try:
+                with contextlib.suppress(Exception):
                     self._nvml.nvmlShutdown()
-                except Exception:
-                    pass
                 self._nvml = None

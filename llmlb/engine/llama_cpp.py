@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -54,11 +55,17 @@ class LlamaBackend:
         n_ctx = min(n_ctx, model.context_length) if model.context_length else n_ctx
         try:
             self.llm = Llama(
-                model_path=str(model.path), n_ctx=n_ctx, n_gpu_layers=-1 if self.gpu else 0,
-                embedding=embedding, chat_handler=handler, verbose=False,
+                model_path=str(model.path),
+                n_ctx=n_ctx,
+                n_gpu_layers=-1 if self.gpu else 0,
+                embedding=embedding,
+                chat_handler=handler,
+                verbose=False,
                 # prompt processing too: llama.cpp's default there is every core, which
                 # oversubscribes the CPU when several nodes or models share a machine
-                n_threads=settings.threads(), n_threads_batch=settings.threads(), n_batch=min(512, n_ctx),
+                n_threads=settings.threads(),
+                n_threads_batch=settings.threads(),
+                n_batch=min(512, n_ctx),
             )
         except (ValueError, RuntimeError) as exc:
             raise LlmlbError(f"failed to load model '{model.name}': {exc}") from exc
@@ -103,15 +110,24 @@ class LlamaBackend:
         return LogitsProcessorList([count_and_cancel])
 
     def _params(self, opts: GenOptions) -> dict[str, Any]:
-        return dict(temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k,
-                    max_tokens=opts.max_tokens, seed=opts.seed, stop=opts.stop or None,
-                    repeat_penalty=opts.repeat_penalty, stream=True)
+        return dict(
+            temperature=opts.temperature,
+            top_p=opts.top_p,
+            top_k=opts.top_k,
+            max_tokens=opts.max_tokens,
+            seed=opts.seed,
+            stop=opts.stop or None,
+            repeat_penalty=opts.repeat_penalty,
+            stream=True,
+        )
 
     def _count(self, message: dict[str, Any]) -> int:
         content = message.get("content") or ""
         if isinstance(content, list):
             content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        return len(self.llm.tokenize(content.encode(), add_bos=False)) + 8  # + the template's markers
+        return (
+            len(self.llm.tokenize(content.encode(), add_bos=False)) + 8
+        )  # + the template's markers
 
     def fit(self, messages: list[dict[str, Any]], opts: GenOptions) -> list[dict[str, Any]]:
         """Drop the oldest turns (never the system prompt or the last message) until the
@@ -125,21 +141,35 @@ class LlamaBackend:
                 break
             keep.remove(droppable[0])
         if len(keep) < len(messages):
-            log.info("%s: dropped %d old messages to fit the context of %d tokens", self.name,
-                     len(messages) - len(keep), self.n_ctx)
+            log.info(
+                "%s: dropped %d old messages to fit the context of %d tokens",
+                self.name,
+                len(messages) - len(keep),
+                self.n_ctx,
+            )
         return [messages[i] for i in keep]
 
     def _check_fits(self, n_prompt: int) -> None:
         if n_prompt >= self.n_ctx:
-            raise BadRequest(f"the prompt is {n_prompt} tokens; the context window of '{self.name}' "
-                             f"is {self.n_ctx} (LLMLB_CONTEXT_LENGTH)")
+            raise BadRequest(
+                f"the prompt is {n_prompt} tokens; the context window of '{self.name}' "
+                f"is {self.n_ctx} (LLMLB_CONTEXT_LENGTH)"
+            )
 
-    def chat(self, messages: list[dict[str, Any]], opts: GenOptions, cancel: threading.Event,
-             stats: GenStats) -> Iterator[str]:
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        opts: GenOptions,
+        cancel: threading.Event,
+        stats: GenStats,
+    ) -> Iterator[str]:
         messages = self.fit(messages, opts)
         self._check_fits(sum(self._count(m) for m in messages))
         chunks = self.llm.create_chat_completion(
-            messages=messages, logits_processor=self._hooks(opts, cancel, stats), **self._params(opts))
+            messages=messages,
+            logits_processor=self._hooks(opts, cancel, stats),
+            **self._params(opts),
+        )
         for chunk in chunks:
             choice = chunk["choices"][0]
             text = choice.get("delta", {}).get("content")
@@ -158,11 +188,13 @@ class LlamaBackend:
         if opts.max_tokens and stats.completion_tokens > opts.max_tokens:
             stats.completion_tokens = opts.max_tokens
 
-    def complete(self, prompt: str, opts: GenOptions, cancel: threading.Event,
-                 stats: GenStats) -> Iterator[str]:
+    def complete(
+        self, prompt: str, opts: GenOptions, cancel: threading.Event, stats: GenStats
+    ) -> Iterator[str]:
         self._check_fits(len(self.llm.tokenize(prompt.encode())))
         chunks = self.llm.create_completion(
-            prompt=prompt, logits_processor=self._hooks(opts, cancel, stats), **self._params(opts))
+            prompt=prompt, logits_processor=self._hooks(opts, cancel, stats), **self._params(opts)
+        )
         for chunk in chunks:
             choice = chunk["choices"][0]
             if choice.get("finish_reason"):

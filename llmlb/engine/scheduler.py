@@ -12,9 +12,10 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from anyio import to_thread
 
@@ -40,6 +41,7 @@ class Slot:
     expires_at: float | None = None  # time.time(); None = forever or in use
     last_used: float = field(default_factory=time.monotonic)
     backend: Any = None
+    loading: asyncio.Task | None = None  # held so the load task is not garbage-collected
 
     @property
     def loaded(self) -> bool:
@@ -58,7 +60,7 @@ class Lease:
     generations at once.
     """
 
-    def __init__(self, scheduler: "Scheduler", slot: Slot, keep_alive: float | None):
+    def __init__(self, scheduler: Scheduler, slot: Slot, keep_alive: float | None):
         self.scheduler, self.slot, self.keep_alive = scheduler, slot, keep_alive
         self.released = False
         self.worker: asyncio.Future | None = None
@@ -77,9 +79,16 @@ class Lease:
 
 
 class Scheduler:
-    def __init__(self, engine, loader: Callable[..., Any], gpus: Gpus | None = None,
-                 max_loaded: int | None = None, max_queue: int | None = None,
-                 keep_alive: float | None = None, n_ctx: int | None = None):
+    def __init__(
+        self,
+        engine,
+        loader: Callable[..., Any],
+        gpus: Gpus | None = None,
+        max_loaded: int | None = None,
+        max_queue: int | None = None,
+        keep_alive: float | None = None,
+        n_ctx: int | None = None,
+    ):
         self.engine = engine
         self.loader = loader
         self.gpus = gpus or Gpus()
@@ -112,7 +121,9 @@ class Scheduler:
             await self._unload(self.slots[key])
 
     # -- claiming a model -----------------------------------------------------
-    async def acquire(self, name: str, kind: str = "chat", keep_alive: float | None = None) -> Lease:
+    async def acquire(
+        self, name: str, kind: str = "chat", keep_alive: float | None = None
+    ) -> Lease:
         model = await to_thread.run_sync(catalog.resolve, self.engine, name)
         key = (model.name, kind)
         async with self._guard:
@@ -121,9 +132,11 @@ class Scheduler:
                 await self._make_room()
                 slot = Slot(model.name, kind, model, asyncio.get_running_loop().create_future())
                 self.slots[key] = slot
-                asyncio.create_task(self._load(slot))
+                slot.loading = asyncio.create_task(self._load(slot))
             elif slot.waiting + slot.busy > self.max_queue:  # one runs, max_queue wait behind it
-                raise Unavailable(f"model '{model.name}' is busy: {self.max_queue} requests already queued")
+                raise Unavailable(
+                    f"model '{model.name}' is busy: {self.max_queue} requests already queued"
+                )
             slot.waiting += 1
             slot.expires_at = None
         try:
@@ -163,7 +176,9 @@ class Scheduler:
     async def _load(self, slot: Slot) -> None:
         try:
             started = time.perf_counter()
-            backend = await to_thread.run_sync(self.loader, slot.model, self.n_ctx, slot.kind == "embed")
+            backend = await to_thread.run_sync(
+                self.loader, slot.model, self.n_ctx, slot.kind == "embed"
+            )
             slot.backend = backend
             slot.keep_alive = self.default_keep_alive
             log.info("loaded %s (%s) in %.2fs", slot.name, slot.kind, time.perf_counter() - started)
@@ -171,7 +186,9 @@ class Scheduler:
         except BaseException as exc:
             self.slots.pop((slot.name, slot.kind), None)
             if not slot.ready.done():
-                slot.ready.set_exception(exc if isinstance(exc, Exception) else LlmlbError("load cancelled"))
+                slot.ready.set_exception(
+                    exc if isinstance(exc, Exception) else LlmlbError("load cancelled")
+                )
                 slot.ready.exception()  # mark retrieved: waiters re-raise it
 
     async def _make_room(self) -> None:
@@ -179,7 +196,8 @@ class Scheduler:
             idle = [s for s in self.slots.values() if s.idle]
             if not idle:
                 raise Unavailable(
-                    f"all {self.max_loaded} loaded models are busy (LLMLB_MAX_LOADED_MODELS); try again shortly")
+                    f"all {self.max_loaded} loaded models are busy (LLMLB_MAX_LOADED_MODELS); try again shortly"
+                )
             victim = min(idle, key=lambda s: s.last_used)
             log.info("evicting %s to make room", victim.name)
             await self._unload(victim)
@@ -213,7 +231,9 @@ class Scheduler:
                     await self._unload(slot)
 
     # -- running work -------------------------------------------------------
-    async def stream(self, lease: Lease, produce: Callable[[threading.Event], Iterator[str]]) -> AsyncIterator[str]:
+    async def stream(
+        self, lease: Lease, produce: Callable[[threading.Event], Iterator[str]]
+    ) -> AsyncIterator[str]:
         """Run a blocking token iterator in a thread; stop it when the consumer goes away."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -237,7 +257,9 @@ class Scheduler:
             while True:
                 item = await queue.get()
                 # a consumer that fell behind takes the backlog as one piece: fewer writes
-                while isinstance(item, str) and not queue.empty() and isinstance(queue._queue[0], str):
+                while (
+                    isinstance(item, str) and not queue.empty() and isinstance(queue._queue[0], str)
+                ):
                     item += queue.get_nowait()
                 if item is done:
                     return
@@ -253,14 +275,24 @@ class Scheduler:
         for slot in self.slots.values():
             if not slot.loaded or slot.backend is None:
                 continue
-            out.append({
-                "name": slot.name, "kind": slot.kind, "model": slot.model, "size": slot.backend.size_bytes,
-                "processor": slot.backend.processor, "busy": slot.busy, "waiting": slot.waiting,
-                "expires_at": None if slot.keep_alive is not None and slot.keep_alive < 0 else (
-                    datetime.fromtimestamp(slot.expires_at, timezone.utc) if slot.expires_at else None),
-                "context_length": getattr(slot.backend, "n_ctx", None),
-                "stopping": slot.keep_alive == 0 and slot.busy,
-            })
+            out.append(
+                {
+                    "name": slot.name,
+                    "kind": slot.kind,
+                    "model": slot.model,
+                    "size": slot.backend.size_bytes,
+                    "processor": slot.backend.processor,
+                    "busy": slot.busy,
+                    "waiting": slot.waiting,
+                    "expires_at": None
+                    if slot.keep_alive is not None and slot.keep_alive < 0
+                    else (
+                        datetime.fromtimestamp(slot.expires_at, UTC) if slot.expires_at else None
+                    ),
+                    "context_length": getattr(slot.backend, "n_ctx", None),
+                    "stopping": slot.keep_alive == 0 and slot.busy,
+                }
+            )
         return out
 
     def queued(self) -> int:
@@ -270,11 +302,17 @@ class Scheduler:
         gpu = self.gpus.read()
         return {
             "loaded_models": [
-                {"name": r["name"], "size": r["size"], "processor": r["processor"],
-                 "expires_at": r["expires_at"].isoformat() if r["expires_at"] else None}
+                {
+                    "name": r["name"],
+                    "size": r["size"],
+                    "processor": r["processor"],
+                    "expires_at": r["expires_at"].isoformat() if r["expires_at"] else None,
+                }
                 for r in self.running()
             ],
-            "in_flight": self.in_flight, "queued": self.queued(), **gpu.as_dict(),
+            "in_flight": self.in_flight,
+            "queued": self.queued(),
+            **gpu.as_dict(),
         }
 
 

@@ -29,7 +29,7 @@ class ThinkingSplitter:
             at = text.find(tag)
             if at >= 0:
                 (thinking if self.inside else content).append(text[:at])
-                text = text[at + len(tag):]
+                text = text[at + len(tag) :]
                 if not self.inside and not "".join(content).strip() and not self.seen_content:
                     content.clear()  # whitespace before <think> is noise
                 self.inside = not self.inside

@@ -14,6 +14,7 @@ costs no extra pass over the data and no extra time (hashing is faster than any 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import http.client
@@ -24,9 +25,9 @@ import ssl
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urljoin, urlsplit
 
 from llmlb.errors import LlmlbError, NotFound, Unauthorized
@@ -36,11 +37,11 @@ log = logging.getLogger("llmlb.pull")
 MIN_PART = 8 << 20
 MAX_PARTS = 16
 HASH_CHUNK = 4 << 20
-READ_CHUNK = 1 << 20       # one readinto() per MiB: Python overhead per byte stays negligible
+READ_CHUNK = 1 << 20  # one readinto() per MiB: Python overhead per byte stays negligible
 MAX_REDIRECTS = 5
-MAX_ATTEMPTS = 6          # consecutive failures of one part without progress
+MAX_ATTEMPTS = 6  # consecutive failures of one part without progress
 BACKOFF = (0.5, 1, 2, 4, 8, 15)
-REPORT_EVERY = 0.25       # seconds between progress reports (they become SQLite writes)
+REPORT_EVERY = 0.25  # seconds between progress reports (they become SQLite writes)
 
 
 class DownloadError(LlmlbError):
@@ -74,12 +75,22 @@ def split(size: int) -> list[list[int]]:
 
 
 class FileDownload:
-    def __init__(self, url: str, dest: Path, size: int, *, sha256: str | None = None,
-                 blob_id: str | None = None, parts: list[list[int]] | None = None,
-                 headers: dict[str, str] | None = None, connections: int = 8, stall_secs: float = 30,
-                 stop: threading.Event | None = None,
-                 on_progress: Callable[["FileDownload"], None] | None = None,
-                 on_unauthorized: Callable[[], LlmlbError] | None = None):
+    def __init__(
+        self,
+        url: str,
+        dest: Path,
+        size: int,
+        *,
+        sha256: str | None = None,
+        blob_id: str | None = None,
+        parts: list[list[int]] | None = None,
+        headers: dict[str, str] | None = None,
+        connections: int = 8,
+        stall_secs: float = 30,
+        stop: threading.Event | None = None,
+        on_progress: Callable[[FileDownload], None] | None = None,
+        on_unauthorized: Callable[[], LlmlbError] | None = None,
+    ):
         self.url = url
         self.dest = Path(dest)
         self.size = size
@@ -92,7 +103,7 @@ class FileDownload:
         self.stop = stop or threading.Event()
         self.on_progress = on_progress
         self.on_unauthorized = on_unauthorized
-        self.fetched = 0              # bytes received in this run (for speed and the tests)
+        self.fetched = 0  # bytes received in this run (for speed and the tests)
         self.digest: str | None = None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -149,11 +160,16 @@ class FileDownload:
                     # Never append a whole body to a partial file: start this file over, in one stream.
                     restarts += 1
                     if restarts > MAX_ATTEMPTS:
-                        raise DownloadError(f"download of {self.dest.name} failed after {MAX_ATTEMPTS} "
-                                            f"attempts: {exc}") from None
+                        raise DownloadError(
+                            f"download of {self.dest.name} failed after {MAX_ATTEMPTS} "
+                            f"attempts: {exc}"
+                        ) from None
                     if ranged:
-                        log.warning("%s ignores Range requests: downloading %s again from the start",
-                                    self.url, self.dest.name)
+                        log.warning(
+                            "%s ignores Range requests: downloading %s again from the start",
+                            self.url,
+                            self.dest.name,
+                        )
                     elif self.stop.wait(BACKOFF[min(restarts - 1, len(BACKOFF) - 1)]):
                         raise Stopped() from None
                     ranged = False
@@ -168,13 +184,13 @@ class FileDownload:
             self._fd = -1
 
     def _fail_digest(self, expected: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.dest.unlink()
-        except FileNotFoundError:
-            pass
         kind = "sha256" if self.sha256 else "git blob id"
-        raise DigestMismatch(f"digest mismatch for {self.dest.name} ({kind} {self.digest} != {expected}); "
-                             "the file was deleted and must be downloaded again")
+        raise DigestMismatch(
+            f"digest mismatch for {self.dest.name} ({kind} {self.digest} != {expected}); "
+            "the file was deleted and must be downloaded again"
+        )
 
     def _restart_clean(self) -> None:
         with self._lock:
@@ -229,10 +245,8 @@ class FileDownload:
             self._cond.notify_all()
             socks = list(self._sockets)
         for sock in socks:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def interrupt(self) -> None:
         """Called (from any thread) after setting `stop`: don't wait for a slow read to end."""
@@ -240,7 +254,11 @@ class FileDownload:
 
     # --- hashing -------------------------------------------------------------------------
     def _hash(self) -> None:
-        h = hashlib.sha256() if self.sha256 or not self.blob_id else hashlib.sha1(f"blob {self.size}\0".encode())
+        h = (
+            hashlib.sha256()
+            if self.sha256 or not self.blob_id
+            else hashlib.sha1(f"blob {self.size}\0".encode())
+        )
         buf = bytearray(HASH_CHUNK)
         view = memoryview(buf)
         pos = 0
@@ -251,7 +269,7 @@ class FileDownload:
             if self._abort.is_set() and frontier <= pos:
                 return
             while pos < frontier:
-                n = os.preadv(self._fd, [view[:min(HASH_CHUNK, frontier - pos)]], pos)
+                n = os.preadv(self._fd, [view[: min(HASH_CHUNK, frontier - pos)]], pos)
                 if n <= 0:
                     return
                 h.update(view[:n])
@@ -274,8 +292,10 @@ class FileDownload:
                 return
             except (_Retry, OSError, http.client.HTTPException) as exc:
                 if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                    raise DownloadError(f"no space left on the disk while writing {self.dest.name}; "
-                                        "free some space and pull again to resume") from exc
+                    raise DownloadError(
+                        f"no space left on the disk while writing {self.dest.name}; "
+                        "free some space and pull again to resume"
+                    ) from exc
                 if self.stop.is_set() or self._abort.is_set():
                     raise Stopped() from exc
                 if not ranged:  # the server cannot resume: the whole file starts over
@@ -284,11 +304,18 @@ class FileDownload:
                     progressed = self.parts[index][2] > before
                 failures = 1 if progressed else failures + 1
                 if failures > MAX_ATTEMPTS:
-                    raise DownloadError(f"download of {self.dest.name} failed after {MAX_ATTEMPTS} attempts: "
-                                        f"{_describe(exc)}") from exc
+                    raise DownloadError(
+                        f"download of {self.dest.name} failed after {MAX_ATTEMPTS} attempts: "
+                        f"{_describe(exc)}"
+                    ) from exc
                 delay = BACKOFF[min(failures - 1, len(BACKOFF) - 1)]
-                log.info("retrying %s from byte %d in %.1fs: %s", self.dest.name,
-                         start + self.parts[index][2], delay, _describe(exc))
+                log.info(
+                    "retrying %s from byte %d in %.1fs: %s",
+                    self.dest.name,
+                    start + self.parts[index][2],
+                    delay,
+                    _describe(exc),
+                )
                 if self.stop.wait(delay):
                     raise Stopped() from exc
 
@@ -300,7 +327,11 @@ class FileDownload:
         try:
             status = resp.status
             if status in (401, 403):
-                raise self.on_unauthorized() if self.on_unauthorized else Unauthorized(f"HTTP {status} for {self.url}")
+                raise (
+                    self.on_unauthorized()
+                    if self.on_unauthorized
+                    else Unauthorized(f"HTTP {status} for {self.url}")
+                )
             if status == 404:
                 raise NotFound(f"{self.dest.name} is no longer on Hugging Face (404)")
             if status == 429 or status >= 500:
@@ -309,7 +340,9 @@ class FileDownload:
                 raise _RangeIgnored("the server ignored a Range request")
             if status not in (200, 206):
                 raise DownloadError(f"unexpected HTTP {status} while downloading {self.dest.name}")
-            if ranged and not (resp.getheader("content-range") or "").startswith(f"bytes {offset}-"):
+            if ranged and not (resp.getheader("content-range") or "").startswith(
+                f"bytes {offset}-"
+            ):
                 raise _RangeIgnored("the server answered another range")
             self._copy(resp, index, offset, end, buf)
         finally:
@@ -317,13 +350,19 @@ class FileDownload:
                 self._sockets.discard(conn.sock)
             conn.close()
 
-    def _open(self, headers: dict[str, str]) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _open(
+        self, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """GET self.url, following redirects; the token is never sent to another host (a CDN)."""
         url = self.url
         origin = urlsplit(url).netloc
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(url)
-            send = headers if parts.netloc == origin else {k: v for k, v in headers.items() if k != "Authorization"}
+            send = (
+                headers
+                if parts.netloc == origin
+                else {k: v for k, v in headers.items() if k != "Authorization"}
+            )
             conn = _connect(parts, self.stall_secs)
             try:
                 target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -348,12 +387,14 @@ class FileDownload:
             return conn, resp
         raise DownloadError(f"too many redirects while downloading {self.dest.name}")
 
-    def _copy(self, resp: http.client.HTTPResponse, index: int, offset: int, end: int, buf: bytearray) -> None:
+    def _copy(
+        self, resp: http.client.HTTPResponse, index: int, offset: int, end: int, buf: bytearray
+    ) -> None:
         view = memoryview(buf)
         while offset < end:
             if self.stop.is_set() or self._abort.is_set():
                 raise Stopped()
-            n = resp.readinto(view[:min(len(view), end - offset)])
+            n = resp.readinto(view[: min(len(view), end - offset)])
             if not n:
                 break
             written = os.pwrite(self._fd, view[:n], offset)
@@ -383,7 +424,9 @@ def _connect(parts, timeout: float) -> http.client.HTTPConnection:
     if proxy:
         p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         if https:
-            conn = http.client.HTTPSConnection(p.hostname, p.port or 80, timeout=timeout, context=_SSL)
+            conn = http.client.HTTPSConnection(
+                p.hostname, p.port or 80, timeout=timeout, context=_SSL
+            )
             conn.set_tunnel(parts.hostname, port)
             return conn
         conn = http.client.HTTPConnection(p.hostname, p.port or 80, timeout=timeout)

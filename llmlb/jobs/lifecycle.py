@@ -10,7 +10,9 @@ from llmlb.jobs import queue
 from llmlb.jobs.pull import Pulls
 
 log = logging.getLogger("llmlb.pull")
-WORKERS = 2  # pulls that run at the same time; more wait in the queue (each uses several connections)
+WORKERS = (
+    2  # pulls that run at the same time; more wait in the queue (each uses several connections)
+)
 
 
 class Downloads:
@@ -40,8 +42,12 @@ async def start(state) -> None:
     await to_thread.run_sync(huey.flush)
     unfinished = await to_thread.run_sync(pulls.active_rows)
     for row in unfinished:
-        log.info("resuming the download of %s (%d of %d bytes on disk)", row.model_name,
-                 row.downloaded_bytes, row.total_bytes)
+        log.info(
+            "resuming the download of %s (%d of %d bytes on disk)",
+            row.model_name,
+            row.downloaded_bytes,
+            row.total_bytes,
+        )
         task(row.id)
     consumer.start()
     state.services["pulls"] = pulls

@@ -46,8 +46,11 @@ class Running:
 
 
 def _fresh_state(plan: hf.Plan) -> dict:
-    return {"plan": plan.to_json(), "files": {f.path: {"parts": None, "done": False, "digest": None}
-                                              for f in plan.files}, "phase": "downloading"}
+    return {
+        "plan": plan.to_json(),
+        "files": {f.path: {"parts": None, "done": False, "digest": None} for f in plan.files},
+        "phase": "downloading",
+    }
 
 
 def downloaded_bytes(state: dict) -> int:
@@ -91,7 +94,9 @@ class Pulls:
     # --- rows --------------------------------------------------------------------------------
     def row(self, name: str) -> DownloadProgress | None:
         with db.session(self.engine) as s:
-            return s.exec(select(DownloadProgress).where(DownloadProgress.model_name == name)).first()
+            return s.exec(
+                select(DownloadProgress).where(DownloadProgress.model_name == name)
+            ).first()
 
     def row_by_id(self, download_id: int) -> DownloadProgress | None:
         with db.session(self.engine) as s:
@@ -118,7 +123,9 @@ class Pulls:
             if token:
                 self.tokens[plan.name] = token
             with db.session(self.engine) as s:
-                row = s.exec(select(DownloadProgress).where(DownloadProgress.model_name == plan.name)).first()
+                row = s.exec(
+                    select(DownloadProgress).where(DownloadProgress.model_name == plan.name)
+                ).first()
                 if row is not None and row.status in ACTIVE:
                     return row.id, True
                 state = row.plan if row is not None else None
@@ -151,8 +158,10 @@ class Pulls:
         needed = plan.total - downloaded_bytes(state)
         free = free_bytes(self.home)
         if needed > free:
-            raise NoSpace(f"not enough disk space to pull '{plan.name}': it needs {size(needed)} "
-                          f"but only {size(free)} is free in {self.home}")
+            raise NoSpace(
+                f"not enough disk space to pull '{plan.name}': it needs {size(needed)} "
+                f"but only {size(free)} is free in {self.home}"
+            )
 
     # --- the task ----------------------------------------------------------------------------
     def run(self, download_id: int) -> None:
@@ -181,14 +190,23 @@ class Pulls:
         clock = _Speed(downloaded_bytes(state))
         try:
             for f in plan.files:
-                st = state["files"].setdefault(f.path, {"parts": None, "done": False, "digest": None})
+                st = state["files"].setdefault(
+                    f.path, {"parts": None, "done": False, "digest": None}
+                )
                 if st.get("done"):
                     continue
                 dl = FileDownload(
-                    hf.file_url(plan, f.path), self.staging(name) / f.path, f.size, sha256=f.sha256,
-                    blob_id=f.blob_id, parts=st.get("parts"), headers=hf.auth_headers(token),
-                    connections=settings.pull_connections(), stall_secs=settings.pull_stall_secs(),
-                    stop=job.stop, on_unauthorized=lambda: hf.unauthorized(token),
+                    hf.file_url(plan, f.path),
+                    self.staging(name) / f.path,
+                    f.size,
+                    sha256=f.sha256,
+                    blob_id=f.blob_id,
+                    parts=st.get("parts"),
+                    headers=hf.auth_headers(token),
+                    connections=settings.pull_connections(),
+                    stall_secs=settings.pull_stall_secs(),
+                    stop=job.stop,
+                    on_unauthorized=lambda: hf.unauthorized(token),
                     on_progress=lambda d, p=f.path: self._progress(download_id, state, p, d, clock),
                 )
                 job.download = dl
@@ -197,7 +215,9 @@ class Pulls:
                 try:
                     digest = dl.run()
                 except DigestMismatch:
-                    st.update(parts=None, done=False)  # the file was deleted: start it over next time
+                    st.update(
+                        parts=None, done=False
+                    )  # the file was deleted: start it over next time
                     raise
                 except BaseException:
                     st["parts"] = dl.snapshot()
@@ -207,12 +227,23 @@ class Pulls:
             self._phase(download_id, state, "verifying")
             self._phase(download_id, state, "writing")
             self._install(plan, state)
-            self._update(download_id, status=DownloadStatus.COMPLETED.value, plan={**state, "phase": "done"},
-                         downloaded_bytes=plan.total, speed_bps=0.0, eta_secs=0.0)
+            self._update(
+                download_id,
+                status=DownloadStatus.COMPLETED.value,
+                plan={**state, "phase": "done"},
+                downloaded_bytes=plan.total,
+                speed_bps=0.0,
+                eta_secs=0.0,
+            )
             log.info("pulled %s (%d bytes)", name, plan.total)
         except Stopped:
             if not job.cancelled:
-                self._update(download_id, plan=_copy(state), downloaded_bytes=downloaded_bytes(state), speed_bps=0.0)
+                self._update(
+                    download_id,
+                    plan=_copy(state),
+                    downloaded_bytes=downloaded_bytes(state),
+                    speed_bps=0.0,
+                )
                 log.info("download of %s paused; it continues when the server starts again", name)
         except LlmlbError as exc:
             self._fail(download_id, state, name, exc.message)
@@ -222,18 +253,28 @@ class Pulls:
 
     def _fail(self, download_id: int, state: dict, name: str, message: str) -> None:
         log.warning("pull of %s failed: %s", name, message)
-        self._update(download_id, status=DownloadStatus.FAILED.value, error=message, plan=_copy(state),
-                     downloaded_bytes=downloaded_bytes(state), speed_bps=0.0, eta_secs=None)
+        self._update(
+            download_id,
+            status=DownloadStatus.FAILED.value,
+            error=message,
+            plan=_copy(state),
+            downloaded_bytes=downloaded_bytes(state),
+            speed_bps=0.0,
+            eta_secs=None,
+        )
 
-    def _progress(self, download_id: int, state: dict, path: str, dl: FileDownload | None,
-                  clock: "_Speed") -> None:
+    def _progress(
+        self, download_id: int, state: dict, path: str, dl: FileDownload | None, clock: _Speed
+    ) -> None:
         if dl is not None:
             state["files"][path]["parts"] = dl.snapshot()
         done = downloaded_bytes(state)
         speed = clock.update(done)
         total = sum(f["size"] for f in state["plan"]["files"])
         eta = (total - done) / speed if speed > 0 else None
-        self._update(download_id, plan=_copy(state), downloaded_bytes=done, speed_bps=speed, eta_secs=eta)
+        self._update(
+            download_id, plan=_copy(state), downloaded_bytes=done, speed_bps=speed, eta_secs=eta
+        )
 
     def _phase(self, download_id: int, state: dict, phase: str) -> None:
         state["phase"] = phase
@@ -259,8 +300,14 @@ class Pulls:
         path = target if plan.format == "Safetensors" else target / main.path
         digest = state["files"][main.path].get("digest") if main else None
         try:
-            catalog.register_model(self.engine, name=plan.name, path=path, format=plan.format,
-                                   source="HuggingFace", digest=digest)
+            catalog.register_model(
+                self.engine,
+                name=plan.name,
+                path=path,
+                format=plan.format,
+                source="HuggingFace",
+                digest=digest,
+            )
         except Exception:
             if fresh:
                 shutil.rmtree(target, ignore_errors=True)
@@ -336,7 +383,9 @@ def _copy(state: dict) -> dict:
 def _prune(directory: Path, root: Path) -> None:
     """Remove empty parents left by nested names (owner/repo/...), never `root` itself."""
     root = root.resolve()
-    while directory.exists() and directory.resolve() != root and root in directory.resolve().parents:
+    while (
+        directory.exists() and directory.resolve() != root and root in directory.resolve().parents
+    ):
         try:
             directory.rmdir()
         except OSError:

@@ -8,8 +8,8 @@ task lost in a kill -9 (dequeued, never finished) is never lost for good.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from huey import SqliteHuey
 from huey.consumer import Consumer, Worker
@@ -69,6 +69,14 @@ def register_pull(huey: SqliteHuey, run: Callable[[int], None]):
 
 def make_consumer(huey: SqliteHuey, workers: int = 2) -> Consumer:
     # Idle workers poll every 2 s at most; enqueuing through `wake` starts a pull at once.
-    return InProcessConsumer(huey, workers=workers, worker_type="thread", periodic=False,
-                             initial_delay=0.1, backoff=1.5, max_delay=2.0,
-                             check_worker_health=False, shutdown_timeout=5)
+    return InProcessConsumer(
+        huey,
+        workers=workers,
+        worker_type="thread",
+        periodic=False,
+        initial_delay=0.1,
+        backoff=1.5,
+        max_delay=2.0,
+        check_worker_health=False,
+        shutdown_timeout=5,
+    )

@@ -17,13 +17,21 @@ async def json_object(request: Request) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except ValueError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+        raise BadRequest(
+            f"request body is not valid JSON: {exc.msg} at position {exc.pos}"
+        ) from exc
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     return data
 
 
-def field(data: dict, name: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+def field(
+    data: dict,
+    name: str,
+    kind: type | tuple[type, ...],
+    default: Any = None,
+    required: bool = False,
+) -> Any:
     """`data[name]` checked against `kind`; a wrong type names the field."""
     if name not in data or data[name] is None:
         if required:
@@ -41,8 +49,14 @@ def field(data: dict, name: str, kind: type | tuple[type, ...], default: Any = N
 
 
 def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list",
-             dict: "an object"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        list: "a list",
+        dict: "an object",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 

@@ -19,8 +19,13 @@ def error_body(path: str, status: int, message: str, kind: str = "invalid_reques
     return {"error": message}
 
 
-def error_response(request: Request, status: int, message: str, kind: str = "invalid_request_error",
-                   headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    headers: dict[str, str] | None = None,
+) -> Response:
     body = error_body(request.url.path, status, message, kind)
     return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from llmlb import settings
 from llmlb.engine.base import GenOptions, GenStats
@@ -30,6 +31,7 @@ class Turn:
 
 def options_from(data: dict, prefix: str = "") -> GenOptions:
     """Generation options from an ollama `options` object or OpenAI top-level fields."""
+
     def num(name, lo, hi, kind=(int, float)):
         value = get_field(data, name, kind)
         if value is not None and not lo <= value <= hi:
@@ -94,12 +96,15 @@ def image_data_url(b64: str, field_name: str = "images") -> str:
     if mime is None and raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
         mime = "image/webp"
     if mime is None:
-        raise BadRequest(f"field '{field_name}' holds data that is not a PNG, JPEG, WebP or GIF image")
+        raise BadRequest(
+            f"field '{field_name}' holds data that is not a PNG, JPEG, WebP or GIF image"
+        )
     return f"data:{mime};base64,{b64}"
 
 
-async def generate(scheduler, lease, produce, turn: Turn, think: bool | None,
-                   starts_thinking: bool = False) -> AsyncIterator[tuple[str, str]]:
+async def generate(
+    scheduler, lease, produce, turn: Turn, think: bool | None, starts_thinking: bool = False
+) -> AsyncIterator[tuple[str, str]]:
     """("thinking"|"content", text) pieces; releases the lease when done or abandoned."""
     splitter = ThinkingSplitter(starts_thinking)
     try:
@@ -168,9 +173,15 @@ def chat_messages(raw: Any, supports_images: bool, model_name: str) -> list[dict
                 if part.get("type") == "text":
                     texts.append(str(part.get("text", "")))
                 elif part.get("type") == "image_url":
-                    url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else part.get("image_url")
+                    url = (
+                        (part.get("image_url") or {}).get("url")
+                        if isinstance(part.get("image_url"), dict)
+                        else part.get("image_url")
+                    )
                     if not isinstance(url, str) or not url.startswith("data:"):
-                        raise BadRequest("only data: URLs are accepted for images (no remote fetches)")
+                        raise BadRequest(
+                            "only data: URLs are accepted for images (no remote fetches)"
+                        )
                     images.append(url)
                 else:
                     raise BadRequest(f"unsupported content part type {part.get('type')!r}")
@@ -183,7 +194,7 @@ def chat_messages(raw: Any, supports_images: bool, model_name: str) -> list[dict
             raise BadRequest(f"model '{model_name}' does not support images")
         if images:
             parts = [{"type": "image_url", "image_url": {"url": u}} for u in images]
-            out.append({"role": role, "content": parts + [{"type": "text", "text": content}]})
+            out.append({"role": role, "content": [*parts, {"type": "text", "text": content}]})
         else:
             out.append({"role": role, "content": content})
     return out

@@ -53,7 +53,7 @@ class Metrics:
                 "# HELP llmlb_time_to_first_token_seconds Time from request to first token.",
                 "# TYPE llmlb_time_to_first_token_seconds histogram",
             ]
-            for bound, n in zip(TTFT_BUCKETS, self.ttft_buckets):
+            for bound, n in zip(TTFT_BUCKETS, self.ttft_buckets, strict=False):
                 lines.append(f'llmlb_time_to_first_token_seconds_bucket{{le="{bound}"}} {n}')
             lines += [
                 f'llmlb_time_to_first_token_seconds_bucket{{le="+Inf"}} {self.ttft_count}',

@@ -9,16 +9,16 @@ import importlib
 
 # module -> (attribute with a list of route handlers or None, async start(state) or None)
 PARTS: list[tuple[str, str | None, str | None]] = [
-    ("llmlb.server.node_status", None, "start"),     # the node's own catalog row
-    ("llmlb.server.store_api", "routes", None),      # tags, show, delete
-    ("llmlb.jobs.lifecycle", None, "start"),         # huey consumer for pulls
-    ("llmlb.server.pull_api", "routes", None),       # pull with NDJSON progress
-    ("llmlb.engine.scheduler", None, "start"),       # loaded models, keep-alive, queues
-    ("llmlb.server.ollama_api", "routes", None),     # generate, chat, embed, ps
-    ("llmlb.server.openai_api", "routes", None),     # /v1/*
-    ("llmlb.server.sessions_api", "routes", None),   # chat sessions for the REPL
-    ("llmlb.server.metrics_api", "routes", None),    # /metrics
-    ("llmlb.balancer.router_link", None, "start"),   # registration + heartbeat to a router
+    ("llmlb.server.node_status", None, "start"),  # the node's own catalog row
+    ("llmlb.server.store_api", "routes", None),  # tags, show, delete
+    ("llmlb.jobs.lifecycle", None, "start"),  # huey consumer for pulls
+    ("llmlb.server.pull_api", "routes", None),  # pull with NDJSON progress
+    ("llmlb.engine.scheduler", None, "start"),  # loaded models, keep-alive, queues
+    ("llmlb.server.ollama_api", "routes", None),  # generate, chat, embed, ps
+    ("llmlb.server.openai_api", "routes", None),  # /v1/*
+    ("llmlb.server.sessions_api", "routes", None),  # chat sessions for the REPL
+    ("llmlb.server.metrics_api", "routes", None),  # /metrics
+    ("llmlb.balancer.router_link", None, "start"),  # registration + heartbeat to a router
 ]
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 from anyio import to_thread
 from litestar import Request, Response, get, post
@@ -25,7 +26,7 @@ log = logging.getLogger("llmlb.api")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _scheduler(state):
@@ -39,11 +40,16 @@ def _final(turn: inf.Turn, model: str) -> dict[str, Any]:
     end = time.perf_counter()
     s = turn.stats
     return {
-        "model": model, "created_at": _now(), "done": True,
+        "model": model,
+        "created_at": _now(),
+        "done": True,
         "done_reason": {"length": "length", "cancelled": "stop"}.get(s.finish_reason, "stop"),
-        "total_duration": int((end - turn.started) * 1e9), "load_duration": turn.load_ns,
-        "prompt_eval_count": s.prompt_tokens, "prompt_eval_duration": s.prompt_ns,
-        "eval_count": s.completion_tokens, "eval_duration": s.eval_ns,
+        "total_duration": int((end - turn.started) * 1e9),
+        "load_duration": turn.load_ns,
+        "prompt_eval_count": s.prompt_tokens,
+        "prompt_eval_duration": s.prompt_ns,
+        "eval_count": s.completion_tokens,
+        "eval_duration": s.eval_ns,
     }
 
 
@@ -61,19 +67,32 @@ def _record(state, endpoint: str, turn: inf.Turn) -> None:
     m.generation(turn.stats.prompt_tokens, turn.stats.completion_tokens, ttft)
 
 
-async def _respond(state, endpoint: str, data: dict, lease, produce, turn: inf.Turn, model_name: str,
-                   shape) -> Response:
+async def _respond(
+    state, endpoint: str, data: dict, lease, produce, turn: inf.Turn, model_name: str, shape
+) -> Response:
     """Stream NDJSON (default) or answer one object; `shape(kind, text)` builds a chunk."""
     think = field(data, "think", (bool, str))
     think = None if think is None else think not in (False, "false", "none")
     pieces = await inf.primed(inf.generate(_scheduler(state), lease, produce, turn, think))
     if field(data, "stream", bool, default=True):
+
         async def body() -> AsyncIterator[bytes]:
             try:
                 async for kind, text in pieces:
-                    yield (json.dumps({"model": model_name, "created_at": _now(), **shape(kind, text),
-                                       "done": False}) + "\n").encode()
-            except Exception as exc:  # after the first byte the status is sent: say it in the stream
+                    yield (
+                        json.dumps(
+                            {
+                                "model": model_name,
+                                "created_at": _now(),
+                                **shape(kind, text),
+                                "done": False,
+                            }
+                        )
+                        + "\n"
+                    ).encode()
+            except (
+                Exception
+            ) as exc:  # after the first byte the status is sent: say it in the stream
                 log.warning("%s stream for %s failed: %s", endpoint, model_name, exc)
                 yield (json.dumps({"error": f"generation failed: {exc}"}) + "\n").encode()
                 return
@@ -113,7 +132,15 @@ async def _load_only(state, name: str, data: dict, endpoint: str, shape) -> Resp
         await lease.release()
         reason = "load"
     metrics_of(state).request(endpoint, 200)
-    return Response({"model": name, "created_at": _now(), **shape("content", ""), "done": True, "done_reason": reason})
+    return Response(
+        {
+            "model": name,
+            "created_at": _now(),
+            **shape("content", ""),
+            "done": True,
+            "done_reason": reason,
+        }
+    )
 
 
 def _options(data: dict) -> inf.GenOptions:
@@ -127,8 +154,13 @@ def _options(data: dict) -> inf.GenOptions:
 
 
 def _chat_shape(kind: str, text: str) -> dict:
-    return {"message": {"role": "assistant", "content": text if kind == "content" else "",
-                        **({"thinking": text} if kind == "thinking" else {})}}
+    return {
+        "message": {
+            "role": "assistant",
+            "content": text if kind == "content" else "",
+            **({"thinking": text} if kind == "thinking" else {}),
+        }
+    }
 
 
 def _generate_shape(kind: str, text: str) -> dict:
@@ -174,7 +206,8 @@ async def generate(request: Request) -> Response:
         messages = None
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt, "images": images}]
+            {"role": "user", "content": prompt, "images": images}
+        ]
         messages = inf.chat_messages(messages, bool(model.projector_path), model.name)
     lease, load_ns = await _lease(state, model.name, "chat", data)
     turn = inf.Turn(load_ns=load_ns)
@@ -188,7 +221,9 @@ async def generate(request: Request) -> Response:
     return await _respond(state, "/api/generate", data, lease, produce, turn, name, _generate_shape)
 
 
-async def _embed(state, name: str, inputs: list[str], data: dict) -> tuple[list[list[float]], int, int]:
+async def _embed(
+    state, name: str, inputs: list[str], data: dict
+) -> tuple[list[list[float]], int, int]:
     lease, load_ns = await _lease(state, name, "embed", data)
     try:
         vectors, tokens = await to_thread.run_sync(lease.backend.embed, inputs)
@@ -214,8 +249,13 @@ async def embed(request: Request) -> dict:
     started = time.perf_counter()
     vectors, tokens, load_ns = await _embed(state, name, inputs, data)
     metrics_of(state).request("/api/embed", 200)
-    return {"model": name, "embeddings": vectors, "total_duration": int((time.perf_counter() - started) * 1e9),
-            "load_duration": load_ns, "prompt_eval_count": tokens}
+    return {
+        "model": name,
+        "embeddings": vectors,
+        "total_duration": int((time.perf_counter() - started) * 1e9),
+        "load_duration": load_ns,
+        "prompt_eval_count": tokens,
+    }
 
 
 @post("/api/embeddings", status_code=200)
@@ -235,14 +275,22 @@ async def ps(request: Request) -> dict:
     models = []
     for r in scheduler.running():
         m = r["model"]
-        models.append({
-            "name": r["name"], "model": r["name"], "size": r["size"],
-            "size_vram": r["size"] if r["processor"].endswith("GPU") else 0,
-            "digest": m.digest or "", "details": _details(m),
-            "expires_at": r["expires_at"].isoformat() if r["expires_at"] else None,
-            "context_length": r["context_length"], "kind": r["kind"],
-            "processor": r["processor"], "stopping": r["stopping"], "busy": r["busy"],
-        })
+        models.append(
+            {
+                "name": r["name"],
+                "model": r["name"],
+                "size": r["size"],
+                "size_vram": r["size"] if r["processor"].endswith("GPU") else 0,
+                "digest": m.digest or "",
+                "details": _details(m),
+                "expires_at": r["expires_at"].isoformat() if r["expires_at"] else None,
+                "context_length": r["context_length"],
+                "kind": r["kind"],
+                "processor": r["processor"],
+                "stopping": r["stopping"],
+                "busy": r["busy"],
+            }
+        )
     return {"models": models, "gpu": gpu.as_dict()}
 
 

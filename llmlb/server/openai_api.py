@@ -6,7 +6,8 @@ import base64
 import json
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 from litestar import Request, Response, get, post
@@ -41,8 +42,11 @@ def _options(data: dict) -> inf.GenOptions:
 
 def _usage(turn: inf.Turn) -> dict[str, int]:
     s = turn.stats
-    return {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
-            "total_tokens": s.prompt_tokens + s.completion_tokens}
+    return {
+        "prompt_tokens": s.prompt_tokens,
+        "completion_tokens": s.completion_tokens,
+        "total_tokens": s.prompt_tokens + s.completion_tokens,
+    }
 
 
 def _finish(turn: inf.Turn) -> str:
@@ -67,7 +71,9 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
         if not isinstance(prompt, str):
             raise BadRequest("field 'prompt' must be a string")
     stream = field(data, "stream", bool, default=False)
-    include_usage = bool((data.get("stream_options") or {}).get("include_usage")) if stream else False
+    include_usage = (
+        bool((data.get("stream_options") or {}).get("include_usage")) if stream else False
+    )
     lease, load_ns = await _lease(state, model.name, "chat", data)
     turn = inf.Turn(load_ns=load_ns)
     backend = lease.backend
@@ -89,10 +95,16 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
             choice["delta"] = delta or {}
         else:
             choice["text"] = text
-        return {"id": ident, "object": obj + (".chunk" if kind == "chat" else ""), "created": created,
-                "model": name, "choices": [choice]}
+        return {
+            "id": ident,
+            "object": obj + (".chunk" if kind == "chat" else ""),
+            "created": created,
+            "model": name,
+            "choices": [choice],
+        }
 
     if stream:
+
         async def body() -> AsyncIterator[bytes]:
             if kind == "chat":
                 yield _sse(chunk({"role": "assistant", "content": ""}, None))
@@ -111,19 +123,40 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
                         yield (content_pre + json.dumps(text) + tail).encode()
                     elif kind == "chat":
                         yield (reason_pre + json.dumps(text) + tail).encode()
-            except Exception as exc:  # after the first byte the status is sent: say it in the stream
-                yield _sse({"error": {"message": f"generation failed: {exc}", "type": "server_error",
-                                      "code": 500}})
+            except (
+                Exception
+            ) as exc:  # after the first byte the status is sent: say it in the stream
+                yield _sse(
+                    {
+                        "error": {
+                            "message": f"generation failed: {exc}",
+                            "type": "server_error",
+                            "code": 500,
+                        }
+                    }
+                )
                 return
             yield _sse(chunk({}, _finish(turn)))
             _record(state, endpoint, turn)
             if include_usage:
-                yield _sse({"id": ident, "object": obj + (".chunk" if kind == "chat" else ""), "created": created,
-                            "model": name, "choices": [], "usage": _usage(turn)})
+                yield _sse(
+                    {
+                        "id": ident,
+                        "object": obj + (".chunk" if kind == "chat" else ""),
+                        "created": created,
+                        "model": name,
+                        "choices": [],
+                        "usage": _usage(turn),
+                    }
+                )
             yield b"data: [DONE]\n\n"
 
-        return Stream(body(), media_type=SSE, background=BackgroundTask(lease.release),
-                      headers={"Cache-Control": "no-cache"})
+        return Stream(
+            body(),
+            media_type=SSE,
+            background=BackgroundTask(lease.release),
+            headers={"Cache-Control": "no-cache"},
+        )
     async for _ in pieces:
         pass
     _record(state, endpoint, turn)
@@ -133,9 +166,22 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
             message["reasoning_content"] = turn.thinking
         choice = {"index": 0, "message": message, "finish_reason": _finish(turn), "logprobs": None}
     else:
-        choice = {"index": 0, "text": turn.content, "finish_reason": _finish(turn), "logprobs": None}
-    return Response({"id": ident, "object": obj, "created": created, "model": name,
-                     "choices": [choice], "usage": _usage(turn)})
+        choice = {
+            "index": 0,
+            "text": turn.content,
+            "finish_reason": _finish(turn),
+            "logprobs": None,
+        }
+    return Response(
+        {
+            "id": ident,
+            "object": obj,
+            "created": created,
+            "model": name,
+            "choices": [choice],
+            "usage": _usage(turn),
+        }
+    )
 
 
 @post("/v1/chat/completions", status_code=200)
@@ -159,9 +205,15 @@ async def embeddings(request: Request) -> dict:
     inputs = embed_inputs(data.get("input"))
     vectors, tokens, _ = await _embed(state, name, inputs, data)
     metrics_of(state).request("/v1/embeddings", 200)
-    return {"object": "list", "model": name,
-            "data": [{"object": "embedding", "index": i, "embedding": _encode(v, fmt)} for i, v in enumerate(vectors)],
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {
+        "object": "list",
+        "model": name,
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encode(v, fmt)}
+            for i, v in enumerate(vectors)
+        ],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _encode(vector: list[float], fmt: str):
@@ -172,12 +224,20 @@ def _encode(vector: list[float], fmt: str):
 
 
 def _model_obj(name: str, created) -> dict:
-    return {"id": name, "object": "model", "created": int(created.timestamp()) if created else 0,
-            "owned_by": "llmlb"}
+    return {
+        "id": name,
+        "object": "model",
+        "created": int(created.timestamp()) if created else 0,
+        "owned_by": "llmlb",
+    }
 
 
 def _all(state) -> list[dict]:
-    out = [_model_obj(m.name, m.created_at) for m in catalog.all_models(state.catalog) if m.format == "GGUF"]
+    out = [
+        _model_obj(m.name, m.created_at)
+        for m in catalog.all_models(state.catalog)
+        if m.format == "GGUF"
+    ]
     out += [_model_obj(e.display, e.modified) for e in catalog.ollama_models()]
     return out
 

@@ -8,7 +8,7 @@ goes away leaves the download running, and a second pull of the same model attac
 from __future__ import annotations
 
 import json
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import anyio
 from anyio import to_thread
@@ -29,8 +29,12 @@ TOKEN_HEADER = "x-hf-token"  # the CLI forwards its HF_TOKEN; kept in memory onl
 
 def _file_event(f: hf.PlanFile, completed: int) -> dict:
     digest = f.sha256 or f.blob_id or ""
-    return {"status": f"pulling {digest[:12]}", "digest": f"sha256:{f.sha256}" if f.sha256 else digest,
-            "total": f.size, "completed": completed}
+    return {
+        "status": f"pulling {digest[:12]}",
+        "digest": f"sha256:{f.sha256}" if f.sha256 else digest,
+        "total": f.size,
+        "completed": completed,
+    }
 
 
 def _file_done(state: dict, f: hf.PlanFile) -> int:
@@ -86,7 +90,10 @@ def _start(state, text: str, token: str | None) -> tuple[str, hf.Plan | None]:
         raise Unavailable("downloads are not available on this server")
     ref = hf.parse_ref(text)
     row = pulls.row(ref.model_name)
-    if row is not None and row.status in (DownloadStatus.PENDING.value, DownloadStatus.DOWNLOADING.value):
+    if row is not None and row.status in (
+        DownloadStatus.PENDING.value,
+        DownloadStatus.DOWNLOADING.value,
+    ):
         return ref.model_name, hf.Plan.from_json(row.plan["plan"])  # attach: no second download
     plan = hf.plan_pull(ref, token)
     if _installed(state, plan):
@@ -118,6 +125,7 @@ async def pull(request: Request) -> Response:
     name, plan = await to_thread.run_sync(_start, state, text, token)
     events = _events(state, name, plan)
     if stream:
+
         async def body() -> AsyncIterator[bytes]:
             async for event in events:
                 yield (json.dumps(event) + "\n").encode()

@@ -51,9 +51,12 @@ class RouterMetrics:
         for node, (total, count) in sorted(self.latency.items()):
             lines.append(f'llmlb_router_latency_ms_sum{{node="{node[:8]}"}} {total:.3f}')
             lines.append(f'llmlb_router_latency_ms_count{{node="{node[:8]}"}} {count}')
-        lines += ["# TYPE llmlb_router_queue_depth gauge", f"llmlb_router_queue_depth {registry.waiting}",
-                  "# TYPE llmlb_router_nodes_online gauge",
-                  f"llmlb_router_nodes_online {sum(registry.online(n) for n in registry.nodes.values())}"]
+        lines += [
+            "# TYPE llmlb_router_queue_depth gauge",
+            f"llmlb_router_queue_depth {registry.waiting}",
+            "# TYPE llmlb_router_nodes_online gauge",
+            f"llmlb_router_nodes_online {sum(registry.online(n) for n in registry.nodes.values())}",
+        ]
         return "\n".join(lines) + "\n"
 
 
@@ -113,8 +116,14 @@ async def stopped(request: Request, node_id: str) -> dict:
 async def models(request: Request) -> dict:
     client_key(request)
     names = cluster_models(_state(request))
-    return {"object": "list", "data": [{"id": m["model"], "object": "model", "created": 0, "owned_by": "llmlb"}
-                                       for m in names if m["status"] == "available"]}
+    return {
+        "object": "list",
+        "data": [
+            {"id": m["model"], "object": "model", "created": 0, "owned_by": "llmlb"}
+            for m in names
+            if m["status"] == "available"
+        ],
+    }
 
 
 @get("/api/tags")
@@ -125,14 +134,28 @@ async def tags(request: Request) -> dict:
 
 # -- cluster views (the CLI and the dashboard) -------------------------------------
 
+
 def node_json(state: RouterState, n) -> dict[str, Any]:
     return {
-        "id": n.id, "host": n.host, "port": n.port, "address": f"{n.host}:{n.port}", "status": state.registry.label(n),
-        "state": n.status, "gpu": n.gpu_name or "CPU", "vram_total_bytes": n.vram_total_bytes,
-        "vram_used_bytes": n.vram_used_bytes, "gpu_temperature": n.gpu_temperature,
-        "models": [m["name"] for m in n.models], "loaded_models": n.loaded, "in_flight": n.in_flight,
-        "node_in_flight": n.node_in_flight, "queued": n.node_queued, "uptime_secs": n.uptime_secs,
-        "requests": n.requests, "errors": n.errors, "cooling_down": state.registry.cooling(n),
+        "id": n.id,
+        "host": n.host,
+        "port": n.port,
+        "address": f"{n.host}:{n.port}",
+        "status": state.registry.label(n),
+        "state": n.status,
+        "gpu": n.gpu_name or "CPU",
+        "vram_total_bytes": n.vram_total_bytes,
+        "vram_used_bytes": n.vram_used_bytes,
+        "gpu_temperature": n.gpu_temperature,
+        "models": [m["name"] for m in n.models],
+        "loaded_models": n.loaded,
+        "in_flight": n.in_flight,
+        "node_in_flight": n.node_in_flight,
+        "queued": n.node_queued,
+        "uptime_secs": n.uptime_secs,
+        "requests": n.requests,
+        "errors": n.errors,
+        "cooling_down": state.registry.cooling(n),
         "last_seen": n.last_seen_at.isoformat() if n.last_seen_at else None,
     }
 
@@ -142,7 +165,9 @@ def cluster_models(state: RouterState) -> list[dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for n in reg.nodes.values():
         for m in n.models:
-            entry = out.setdefault(m["name"], {"model": m["name"], "nodes": [], "loaded_on": [], "known_on": []})
+            entry = out.setdefault(
+                m["name"], {"model": m["name"], "nodes": [], "loaded_on": [], "known_on": []}
+            )
             entry["known_on"].append(n.id)
             if reg.online(n):
                 entry["nodes"].append(n.id)
@@ -158,13 +183,23 @@ def cluster_status(state: RouterState) -> dict[str, Any]:
     nodes = list(reg.nodes.values())
     online = [n for n in nodes if reg.online(n)]
     gpus = [n for n in online if n.vram_total_bytes]
-    vram = (sum(100 * n.vram_used_bytes / n.vram_total_bytes for n in gpus) / len(gpus)) if gpus else None
-    health = "healthy" if nodes and len(online) == len(nodes) else ("down" if not online else "degraded")
+    vram = (
+        (sum(100 * n.vram_used_bytes / n.vram_total_bytes for n in gpus) / len(gpus))
+        if gpus
+        else None
+    )
+    health = (
+        "healthy" if nodes and len(online) == len(nodes) else ("down" if not online else "degraded")
+    )
     return {
-        "status": health, "nodes_online": len(online), "nodes_offline": len(nodes) - len(online),
+        "status": health,
+        "nodes_online": len(online),
+        "nodes_offline": len(nodes) - len(online),
         "models_available": sum(1 for m in cluster_models(state) if m["status"] == "available"),
-        "requests_last_hour": state.history.last_hour(), "vram_percent": vram,
-        "queue_depth": reg.waiting, "uptime_secs": int(time.time() - state.started_at),
+        "requests_last_hour": state.history.last_hour(),
+        "vram_percent": vram,
+        "queue_depth": reg.waiting,
+        "uptime_secs": int(time.time() - state.started_at),
     }
 
 
@@ -221,20 +256,34 @@ def create_router_app(host: str, port: int, home=None) -> proxy.ProxyApp:
     home = home or settings.home()
     home.mkdir(parents=True, exist_ok=True)
     engine = db.open_catalog(home / "router.db")
-    registry = Registry(engine, settings.node_max_in_flight(), settings.heartbeat_timeout_secs(),
-                        settings.router_queue(), settings.router_queue_timeout())
+    registry = Registry(
+        engine,
+        settings.node_max_in_flight(),
+        settings.heartbeat_timeout_secs(),
+        settings.router_queue(),
+        settings.router_queue_timeout(),
+    )
     registry.load()
-    state = RouterState(registry=registry, history=History(engine, settings.history_days()),
-                        http=httpx.AsyncClient(timeout=httpx.Timeout(600, connect=3),
-                                               limits=httpx.Limits(max_connections=2000,
-                                                                   max_keepalive_connections=500)),
-                        api_keys=auth.key_ids(settings.api_keys()), node_token=settings.node_token())
+    state = RouterState(
+        registry=registry,
+        history=History(engine, settings.history_days()),
+        http=httpx.AsyncClient(
+            timeout=httpx.Timeout(600, connect=3),
+            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=500),
+        ),
+        api_keys=auth.key_ids(settings.api_keys()),
+        node_token=settings.node_token(),
+    )
 
     async def startup(app: Litestar) -> None:
         state.upstream = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=2000, limit_per_host=0, enable_cleanup_closed=True),
+            connector=aiohttp.TCPConnector(
+                limit=2000, limit_per_host=0, enable_cleanup_closed=True
+            ),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=600),
-            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
         await state.history.start()
         state.tasks.append(asyncio.create_task(_watch(state)))
         log.info("llmlb router listening on http://%s:%s (data in %s)", host, port, home)
@@ -251,10 +300,25 @@ def create_router_app(host: str, port: int, home=None) -> proxy.ProxyApp:
     from llmlb.server import dashboard
 
     app = Litestar(
-        route_handlers=[root, heartbeat, stopped, models, tags, nodes_view, models_view, status_view, requests_view,
-                        timeseries_view, metrics, *dashboard.routes],
-        on_startup=[startup], on_shutdown=[shutdown], exception_handlers=exception_handlers,
-        request_max_body_size=proxy.MAX_BODY, openapi_config=None,
+        route_handlers=[
+            root,
+            heartbeat,
+            stopped,
+            models,
+            tags,
+            nodes_view,
+            models_view,
+            status_view,
+            requests_view,
+            timeseries_view,
+            metrics,
+            *dashboard.routes,
+        ],
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+        exception_handlers=exception_handlers,
+        request_max_body_size=proxy.MAX_BODY,
+        openapi_config=None,
     )
     app.state.router = state
     return proxy.ProxyApp(app, state)

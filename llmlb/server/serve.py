@@ -16,8 +16,10 @@ GRACE_SECS = 5  # in-flight streams get this long to finish at shutdown, then ar
 def setup_logging() -> None:
     level = logging.DEBUG if settings.debug() else logging.INFO
     logging.basicConfig(
-        level=level, stream=sys.stdout,
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S",
+        level=level,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
     )
     for noisy in ("httpx", "httpcore", "huey", "alembic", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if settings.debug() else logging.WARNING)
@@ -51,8 +53,14 @@ def run_uvicorn(app, host: str, port: int, on_drain=None) -> None:
             await super().shutdown(sockets)
 
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=settings.debug(),
-        timeout_graceful_shutdown=GRACE_SECS, lifespan="on", ws="none",
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=settings.debug(),
+        timeout_graceful_shutdown=GRACE_SECS,
+        lifespan="on",
+        ws="none",
     )
     server = Server(config)
     server.run()
@@ -66,10 +74,17 @@ def serve_node(host: str, port: int, router_url: str | None) -> None:
     from llmlb.server.node_app import create_app
     from llmlb.server.node_state import NodeConfig, open_state
 
-    state = open_state(NodeConfig(host=host, port=port, home=settings.home(), router_url=router_url))
-    logging.getLogger("llmlb.node").info(
-        "llmlb node %s listening on http://%s:%s (data in %s)", state.node_id or "", host, port, state.config.home
+    state = open_state(
+        NodeConfig(host=host, port=port, home=settings.home(), router_url=router_url)
     )
+    logging.getLogger("llmlb.node").info(
+        "llmlb node %s listening on http://%s:%s (data in %s)",
+        state.node_id or "",
+        host,
+        port,
+        state.config.home,
+    )
+
     def drain() -> None:
         scheduler = state.services.get("scheduler")
         if scheduler is not None:

@@ -24,7 +24,9 @@ async def create(request: Request) -> dict:
     data = await json_object(request)
     name = field(data, "model", str, required=True)
     model = await to_thread.run_sync(catalog.resolve, _engine(request), name)
-    row = await to_thread.run_sync(sessions.create, _engine(request), model.name, data.get("settings"))
+    row = await to_thread.run_sync(
+        sessions.create, _engine(request), model.name, data.get("settings")
+    )
     return await _full(request, row)
 
 
@@ -46,8 +48,9 @@ async def load(request: Request, ident: str) -> dict:
 async def append(request: Request, ident: str) -> dict:
     data = await json_object(request)
     row = await to_thread.run_sync(sessions.find, _engine(request), ident)
-    row = await to_thread.run_sync(sessions.append, _engine(request), row.id, data.get("messages"),
-                                   data.get("tokens", 0))
+    row = await to_thread.run_sync(
+        sessions.append, _engine(request), row.id, data.get("messages"), data.get("tokens", 0)
+    )
     return sessions.summary(row)
 
 
@@ -62,7 +65,9 @@ async def clear(request: Request, ident: str) -> dict:
 async def settings(request: Request, ident: str) -> dict:
     data = await json_object(request)
     row = await to_thread.run_sync(sessions.find, _engine(request), ident)
-    row = await to_thread.run_sync(sessions.update_settings, _engine(request), row.id, data.get("settings"))
+    row = await to_thread.run_sync(
+        sessions.update_settings, _engine(request), row.id, data.get("settings")
+    )
     return sessions.summary(row)
 
 

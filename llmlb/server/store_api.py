@@ -8,9 +8,9 @@ from anyio import to_thread
 from litestar import Request, Response, delete, get, post
 from sqlmodel import select
 
+from llmlb.errors import ModelNotFound
 from llmlb.server.body import json_object, model_field
 from llmlb.sources.metadata import format_params
-from llmlb.errors import ModelNotFound
 from llmlb.store import catalog, db, validation
 from llmlb.store.models import DownloadProgress, DownloadStatus, Model
 
@@ -21,42 +21,74 @@ def _iso(dt) -> str | None:
 
 def _details(m: Model) -> dict[str, Any]:
     return {
-        "parent_model": "", "format": m.format.lower(), "family": m.architecture,
+        "parent_model": "",
+        "format": m.format.lower(),
+        "family": m.architecture,
         "families": [m.architecture] if m.architecture else None,
-        "parameter_size": format_params(m.parameters), "quantization_level": m.quantization or "",
+        "parameter_size": format_params(m.parameters),
+        "quantization_level": m.quantization or "",
     }
 
 
 def _tag(m: Model, readonly: bool = False) -> dict[str, Any]:
     return {
-        "name": m.name, "model": m.name, "modified_at": _iso(m.created_at), "size": m.size_bytes,
-        "digest": m.digest or "", "details": _details(m), "alias": m.alias, "readonly": readonly,
+        "name": m.name,
+        "model": m.name,
+        "modified_at": _iso(m.created_at),
+        "size": m.size_bytes,
+        "digest": m.digest or "",
+        "details": _details(m),
+        "alias": m.alias,
+        "readonly": readonly,
     }
 
 
 def _tags(state) -> dict:
     models = [_tag(m) for m in catalog.all_models(state.catalog)]
     for entry in catalog.ollama_models():
-        models.append({
-            "name": entry.display, "model": entry.display, "modified_at": _iso(entry.modified),
-            "size": entry.model.size_bytes, "digest": entry.model.blob_digest.removeprefix("sha256:"),
-            "details": {"format": "gguf"}, "alias": None, "readonly": True,
-        })
+        models.append(
+            {
+                "name": entry.display,
+                "model": entry.display,
+                "modified_at": _iso(entry.modified),
+                "size": entry.model.size_bytes,
+                "digest": entry.model.blob_digest.removeprefix("sha256:"),
+                "details": {"format": "gguf"},
+                "alias": None,
+                "readonly": True,
+            }
+        )
     with db.session(state.catalog) as s:
-        active = s.exec(select(DownloadProgress).where(
-            DownloadProgress.status.in_([DownloadStatus.PENDING.value, DownloadStatus.DOWNLOADING.value])
-        )).all()
+        active = s.exec(
+            select(DownloadProgress).where(
+                DownloadProgress.status.in_(
+                    [DownloadStatus.PENDING.value, DownloadStatus.DOWNLOADING.value]
+                )
+            )
+        ).all()
     listed = {m["name"] for m in models}
     for d in active:
         if d.model_name in listed:
             continue
         percent = int(100 * d.downloaded_bytes / d.total_bytes) if d.total_bytes else 0
-        models.append({
-            "name": d.model_name, "model": d.model_name, "modified_at": _iso(d.updated_at),
-            "size": d.total_bytes, "digest": "", "details": {}, "alias": None, "readonly": False,
-            "downloading": {"status": d.status, "percent": percent, "completed": d.downloaded_bytes,
-                            "total": d.total_bytes},
-        })
+        models.append(
+            {
+                "name": d.model_name,
+                "model": d.model_name,
+                "modified_at": _iso(d.updated_at),
+                "size": d.total_bytes,
+                "digest": "",
+                "details": {},
+                "alias": None,
+                "readonly": False,
+                "downloading": {
+                    "status": d.status,
+                    "percent": percent,
+                    "completed": d.downloaded_bytes,
+                    "total": d.total_bytes,
+                },
+            }
+        )
     models.sort(key=lambda m: m["modified_at"] or "", reverse=True)
     return {"models": models}
 
@@ -74,7 +106,11 @@ def _modelfile(m: Model, template: str | None, params: dict) -> str:
         lines.append(f'TEMPLATE """{template}"""')
     if m.system_prompt:
         lines.append(f'SYSTEM """{m.system_prompt}"""')
-    lines += [f"PARAMETER {k} {v}" for k, values in params.items() for v in (values if isinstance(values, list) else [values])]
+    lines += [
+        f"PARAMETER {k} {v}"
+        for k, values in params.items()
+        for v in (values if isinstance(values, list) else [values])
+    ]
     if m.license:
         lines.append(f'LICENSE """{m.license}"""')
     return "\n".join(lines) + "\n"
@@ -94,18 +130,34 @@ def _capabilities(m: Model, template: str | None) -> list[str]:
 def show_body(m: Model) -> dict[str, Any]:
     template = m.chat_template or (m.details or {}).get("ollama_template")
     params = (m.details or {}).get("params") or {}
-    info: dict[str, Any] = {"general.architecture": m.architecture, "general.parameter_count": m.parameters}
+    info: dict[str, Any] = {
+        "general.architecture": m.architecture,
+        "general.parameter_count": m.parameters,
+    }
     if m.architecture and m.context_length:
         info[f"{m.architecture}.context_length"] = m.context_length
     body = {
-        "license": m.license or "", "modelfile": _modelfile(m, template, params),
-        "parameters": "\n".join(f"{k} {v}" for k, values in params.items()
-                                for v in (values if isinstance(values, list) else [values])),
-        "template": template or "", "system": m.system_prompt or "", "details": _details(m),
-        "model_info": info, "capabilities": _capabilities(m, template), "modified_at": _iso(m.created_at),
+        "license": m.license or "",
+        "modelfile": _modelfile(m, template, params),
+        "parameters": "\n".join(
+            f"{k} {v}"
+            for k, values in params.items()
+            for v in (values if isinstance(values, list) else [values])
+        ),
+        "template": template or "",
+        "system": m.system_prompt or "",
+        "details": _details(m),
+        "model_info": info,
+        "capabilities": _capabilities(m, template),
+        "modified_at": _iso(m.created_at),
         # llmlb additions, used by `llmlb node show`
-        "name": m.name, "alias": m.alias, "size": m.size_bytes, "context_length": m.context_length,
-        "parameter_count": m.parameters, "source": m.source, "readonly": m.source == "Ollama",
+        "name": m.name,
+        "alias": m.alias,
+        "size": m.size_bytes,
+        "context_length": m.context_length,
+        "parameter_count": m.parameters,
+        "source": m.source,
+        "readonly": m.source == "Ollama",
     }
     return body
 
@@ -123,7 +175,9 @@ async def remove(request: Request) -> Response:
     state = request.app.state.node
     name = model_field(await json_object(request))
     if name.startswith("ollama:"):
-        await to_thread.run_sync(catalog.delete_model, state.catalog, name, state.config.home / "models")
+        await to_thread.run_sync(
+            catalog.delete_model, state.catalog, name, state.config.home / "models"
+        )
     validation.check_name(name)
     m = await to_thread.run_sync(catalog.find, state.catalog, name)
     if m is not None:
@@ -137,7 +191,9 @@ async def remove(request: Request) -> Response:
     scheduler = state.services.get("scheduler")
     if scheduler is not None:
         await scheduler.unload(name)
-    await to_thread.run_sync(catalog.delete_model, state.catalog, name, state.config.home / "models")
+    await to_thread.run_sync(
+        catalog.delete_model, state.catalog, name, state.config.home / "models"
+    )
     return Response(content=b"", status_code=200)
 
 

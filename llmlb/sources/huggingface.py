@@ -18,21 +18,61 @@ from llmlb.store import validation
 UNAUTHORIZED = "Unauthorized. Set HF_TOKEN environment variable."
 # GGUF quantizations, best default first (ollama's default is Q4_K_M: a good size/quality balance).
 QUANT_PREFERENCE = (
-    "Q4_K_M", "Q4_K_S", "Q4_0", "Q5_K_M", "Q5_K_S", "Q5_0", "Q6_K", "Q8_0", "IQ4_XS", "IQ4_NL",
-    "Q4_K_L", "Q5_K_L", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q3_K_XL", "Q4_1", "Q5_1", "IQ3_M", "IQ3_XS",
-    "IQ3_XXS", "Q2_K", "Q2_K_L", "IQ2_M", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S", "BF16", "F16", "F32",
+    "Q4_K_M",
+    "Q4_K_S",
+    "Q4_0",
+    "Q5_K_M",
+    "Q5_K_S",
+    "Q5_0",
+    "Q6_K",
+    "Q8_0",
+    "IQ4_XS",
+    "IQ4_NL",
+    "Q4_K_L",
+    "Q5_K_L",
+    "Q3_K_L",
+    "Q3_K_M",
+    "Q3_K_S",
+    "Q3_K_XL",
+    "Q4_1",
+    "Q5_1",
+    "IQ3_M",
+    "IQ3_XS",
+    "IQ3_XXS",
+    "Q2_K",
+    "Q2_K_L",
+    "IQ2_M",
+    "IQ2_XS",
+    "IQ2_XXS",
+    "IQ1_M",
+    "IQ1_S",
+    "BF16",
+    "F16",
+    "F32",
 )
 _QUANT = re.compile(
-    r"(?<![A-Za-z0-9])(?:UD-)?((?:I?Q\d(?:_[A-Z0-9]+)*)|BF16|F16|F32|FP16|FP32)(?![A-Za-z0-9])", re.IGNORECASE
+    r"(?<![A-Za-z0-9])(?:UD-)?((?:I?Q\d(?:_[A-Z0-9]+)*)|BF16|F16|F32|FP16|FP32)(?![A-Za-z0-9])",
+    re.IGNORECASE,
 )
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 _PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _REPO = re.compile(rf"^{_PART}/{_PART}$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SAFETENSORS_EXTRAS = (
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-    "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "chat_template.json",
-    "chat_template.jinja", "preprocessor_config.json", "README.md", "LICENSE",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+    "README.md",
+    "LICENSE",
 )
 
 
@@ -47,7 +87,7 @@ class HubError(LlmlbError):
 class HfRef:
     repo: str
     revision: str | None = None
-    tag: str | None = None   # a GGUF quantization, as in owner/repo:Q4_K_M
+    tag: str | None = None  # a GGUF quantization, as in owner/repo:Q4_K_M
     file: str | None = None  # a path inside the repo
 
     @property
@@ -65,11 +105,11 @@ class HfRef:
 
 @dataclass
 class PlanFile:
-    path: str                  # path inside the repo
+    path: str  # path inside the repo
     size: int
     sha256: str | None = None  # LFS files: their content hash
     blob_id: str | None = None  # other files: their git blob id (sha1 of "blob <size>\0" + data)
-    role: str = "model"        # model | part | projector | extra
+    role: str = "model"  # model | part | projector | extra
 
     @property
     def digest(self) -> str:
@@ -79,9 +119,9 @@ class PlanFile:
 @dataclass
 class Plan:
     repo: str
-    revision: str              # the commit: a resumed download never mixes two revisions
+    revision: str  # the commit: a resumed download never mixes two revisions
     name: str
-    format: str                # GGUF | Safetensors
+    format: str  # GGUF | Safetensors
     files: list[PlanFile] = field(default_factory=list)
     gated: bool = False
 
@@ -97,9 +137,11 @@ class Plan:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "Plan":
+    def from_json(cls, data: dict) -> Plan:
         files = [PlanFile(**f) for f in data.get("files", [])]
-        return cls(**{**{k: v for k, v in data.items() if k in cls.__dataclass_fields__}, "files": files})
+        return cls(
+            **{**{k: v for k, v in data.items() if k in cls.__dataclass_fields__}, "files": files}
+        )
 
 
 def _bad(text: str, why: str) -> ValidationError:
@@ -108,16 +150,21 @@ def _bad(text: str, why: str) -> ValidationError:
 
 def _strip_host(text: str) -> str:
     """Drop `https://huggingface.co/`, `hf.co/`, or the HF_ENDPOINT prefix."""
-    endpoints = {settings.hf_endpoint().rstrip("/"), "https://huggingface.co", "http://huggingface.co",
-                 "https://hf.co", "http://hf.co"}
+    endpoints = {
+        settings.hf_endpoint().rstrip("/"),
+        "https://huggingface.co",
+        "http://huggingface.co",
+        "https://hf.co",
+        "http://hf.co",
+    }
     for prefix in sorted(endpoints, key=len, reverse=True):
         if text.lower().startswith(prefix.lower() + "/"):
-            return text[len(prefix) + 1:]
+            return text[len(prefix) + 1 :]
     if re.match(r"^https?://", text, re.IGNORECASE):
         raise _bad(text, "only Hugging Face URLs can be pulled")
     for prefix in ("huggingface.co/", "hf.co/"):
         if text.lower().startswith(prefix):
-            return text[len(prefix):]
+            return text[len(prefix) :]
     return text
 
 
@@ -185,7 +232,13 @@ class Sibling:
 
 
 def _plan_file(s: Sibling, role: str) -> PlanFile:
-    return PlanFile(path=s.path, size=s.size, sha256=s.sha256, blob_id=None if s.sha256 else s.blob_id, role=role)
+    return PlanFile(
+        path=s.path,
+        size=s.size,
+        sha256=s.sha256,
+        blob_id=None if s.sha256 else s.blob_id,
+        role=role,
+    )
 
 
 def _gguf_group(files: dict[str, Sibling], key: str) -> list[PlanFile]:
@@ -215,7 +268,7 @@ def choose_files(ref: HfRef, siblings: list[Sibling]) -> tuple[str, list[PlanFil
             return "GGUF", _gguf_group(files, _group_key(ref.file)) + _projector(files)
         if ref.file.lower().endswith(".safetensors"):
             extras = [_plan_file(files[p], "extra") for p in SAFETENSORS_EXTRAS if p in files]
-            return "Safetensors", [_plan_file(files[ref.file], "model")] + extras
+            return "Safetensors", [_plan_file(files[ref.file], "model"), *extras]
         raise BadRequest(f"{ref.file} is not a GGUF or safetensors file")
     groups: dict[str, str | None] = {}
     for p in files:
@@ -227,7 +280,9 @@ def choose_files(ref: HfRef, siblings: list[Sibling]) -> tuple[str, list[PlanFil
             matches = sorted(k for k, q in groups.items() if q == want)
             if not matches:
                 have = sorted({q for q in groups.values() if q})
-                raise NotFound(f"no {want} file in {label}; available: {', '.join(have) or 'none tagged'}")
+                raise NotFound(
+                    f"no {want} file in {label}; available: {', '.join(have) or 'none tagged'}"
+                )
         elif len(groups) == 1:
             matches = list(groups)
         else:
@@ -239,8 +294,10 @@ def choose_files(ref: HfRef, siblings: list[Sibling]) -> tuple[str, list[PlanFil
             if not matches:
                 matches = sorted(groups)
         if len(matches) > 1:
-            raise BadRequest(f"{label} has several candidate files; pull one of them by path: "
-                             + ", ".join(f"{ref.repo}/{m}" for m in matches))
+            raise BadRequest(
+                f"{label} has several candidate files; pull one of them by path: "
+                + ", ".join(f"{ref.repo}/{m}" for m in matches)
+            )
         return "GGUF", _gguf_group(files, matches[0]) + _projector(files)
     if ref.tag:
         raise NotFound(f"no GGUF files in {label}, so there is no {ref.tag} to choose")
@@ -249,7 +306,9 @@ def choose_files(ref: HfRef, siblings: list[Sibling]) -> tuple[str, list[PlanFil
     if not shards:
         raise NotFound(f"{label} has no GGUF or safetensors files to pull")
     if index in files:
-        chosen = [_plan_file(files[index], "extra")] + [_plan_file(files[p], "model") for p in shards]
+        chosen = [_plan_file(files[index], "extra")] + [
+            _plan_file(files[p], "model") for p in shards
+        ]
     elif "model.safetensors" in files:
         chosen = [_plan_file(files["model.safetensors"], "model")]
     else:
@@ -261,7 +320,9 @@ def choose_files(ref: HfRef, siblings: list[Sibling]) -> tuple[str, list[PlanFil
 def _api():
     from huggingface_hub import HfApi
 
-    return HfApi(endpoint=settings.hf_endpoint(), token=settings.hf_token() or None, library_name="llmlb")
+    return HfApi(
+        endpoint=settings.hf_endpoint(), token=settings.hf_token() or None, library_name="llmlb"
+    )
 
 
 def _hub_error(exc: Exception, ref: HfRef, token: str | None) -> LlmlbError:
@@ -269,8 +330,10 @@ def _hub_error(exc: Exception, ref: HfRef, token: str | None) -> LlmlbError:
 
     if isinstance(exc, hf.GatedRepoError):
         if token:
-            return Unauthorized(f"access to {ref.repo} is gated and your HF_TOKEN is not allowed; "
-                                f"request access on its Hugging Face page")
+            return Unauthorized(
+                f"access to {ref.repo} is gated and your HF_TOKEN is not allowed; "
+                f"request access on its Hugging Face page"
+            )
         return Unauthorized(UNAUTHORIZED)
     if isinstance(exc, hf.RepositoryNotFoundError):
         return NotFound(f"model '{ref.repo}' not found on Hugging Face")
@@ -278,7 +341,9 @@ def _hub_error(exc: Exception, ref: HfRef, token: str | None) -> LlmlbError:
         return NotFound(f"revision '{ref.revision}' of {ref.repo} not found on Hugging Face")
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if status in (401, 403):
-        return Unauthorized(UNAUTHORIZED if not token else f"Hugging Face refused access to {ref.repo} ({status})")
+        return Unauthorized(
+            UNAUTHORIZED if not token else f"Hugging Face refused access to {ref.repo} ({status})"
+        )
     if status == 404:
         return NotFound(f"model '{ref.repo}' not found on Hugging Face")
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -302,16 +367,31 @@ def plan_pull(ref: HfRef, token: str | None = None) -> Plan:
     api = _api()
     token = resolve_token(token)
     try:
-        info = api.model_info(ref.repo, revision=ref.revision, files_metadata=True, token=token or None)
+        info = api.model_info(
+            ref.repo, revision=ref.revision, files_metadata=True, token=token or None
+        )
     except Exception as exc:  # huggingface_hub raises many kinds: map each to one line
         raise _hub_error(exc, ref, token) from exc
     if info.gated and not token:
         raise Unauthorized(UNAUTHORIZED)
-    siblings = [Sibling(s.rfilename, int(s.lfs.size if s.lfs else (s.size or 0)),
-                        s.lfs.sha256 if s.lfs else None, s.blob_id) for s in (info.siblings or [])]
+    siblings = [
+        Sibling(
+            s.rfilename,
+            int(s.lfs.size if s.lfs else (s.size or 0)),
+            s.lfs.sha256 if s.lfs else None,
+            s.blob_id,
+        )
+        for s in (info.siblings or [])
+    ]
     fmt, files = choose_files(ref, siblings)
-    return Plan(repo=ref.repo, revision=info.sha or ref.revision or "main", name=ref.model_name,
-                format=fmt, files=files, gated=bool(info.gated))
+    return Plan(
+        repo=ref.repo,
+        revision=info.sha or ref.revision or "main",
+        name=ref.model_name,
+        format=fmt,
+        files=files,
+        gated=bool(info.gated),
+    )
 
 
 def file_url(plan: Plan, path: str) -> str:
@@ -325,4 +405,6 @@ def auth_headers(token: str | None = None) -> dict[str, str]:
 
 
 def unauthorized(token: str | None) -> Unauthorized:
-    return Unauthorized(UNAUTHORIZED if not token else "Hugging Face refused your HF_TOKEN for this file")
+    return Unauthorized(
+        UNAUTHORIZED if not token else "Hugging Face refused your HF_TOKEN for this file"
+    )

@@ -86,7 +86,9 @@ def read_gguf(path: Path | str) -> ModelMeta:
         if len(t.shape) > 1:
             types[t.tensor_type.name] += int(t.n_elements)
         if int(t.data_offset) + int(t.n_bytes) > size:
-            raise BadModelFile(f"{path.name} is truncated: tensor {t.name} runs past the end of the file")
+            raise BadModelFile(
+                f"{path.name} is truncated: tensor {t.name} runs past the end of the file"
+            )
     license_ = _field(reader, "general.license")
     license_name = _field(reader, "general.license.name")
     license_link = _field(reader, "general.license.link")
@@ -103,7 +105,10 @@ def read_gguf(path: Path | str) -> ModelMeta:
         license=license_text,
         chat_template=_field(reader, "tokenizer.chat_template"),
         is_projector=arch == "clip" or _field(reader, "general.type") == "mmproj",
-        extra={"name": _field(reader, "general.name"), "file_type": _field(reader, "general.file_type")},
+        extra={
+            "name": _field(reader, "general.name"),
+            "file_type": _field(reader, "general.file_type"),
+        },
     )
 
 
@@ -119,7 +124,9 @@ def _safetensors_header(path: Path) -> dict:
         try:
             header = json.loads(fh.read(n))
         except ValueError as exc:
-            raise BadModelFile(f"{path.name} is not a safetensors file (header is not JSON)") from exc
+            raise BadModelFile(
+                f"{path.name} is not a safetensors file (header is not JSON)"
+            ) from exc
     if not isinstance(header, dict):
         raise BadModelFile(f"{path.name} is not a safetensors file (header is not an object)")
     end = 0
@@ -189,7 +196,11 @@ def read_safetensors(path: Path | str) -> ModelMeta:
         except ValueError as exc:
             raise BadModelFile("config.json is not valid JSON") from exc
     arch = config.get("model_type") or (config.get("architectures") or [""])[0]
-    ctx = config.get("max_position_embeddings") or config.get("n_positions") or config.get("seq_length")
+    ctx = (
+        config.get("max_position_embeddings")
+        or config.get("n_positions")
+        or config.get("seq_length")
+    )
     template = None
     tok_cfg = directory / "tokenizer_config.json"
     if tok_cfg.exists():

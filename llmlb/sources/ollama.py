@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from llmlb.errors import ValidationError
@@ -65,7 +65,11 @@ def parse_name(name: str) -> tuple[str, str, str, str]:
 
 
 def display_name(host: str, ns: str, model: str, tag: str) -> str:
-    ref = model if (host, ns) == (DEFAULT_HOST, DEFAULT_NS) else (f"{ns}/{model}" if host == DEFAULT_HOST else f"{host}/{ns}/{model}")
+    ref = (
+        model
+        if (host, ns) == (DEFAULT_HOST, DEFAULT_NS)
+        else (f"{ns}/{model}" if host == DEFAULT_HOST else f"{host}/{ns}/{model}")
+    )
     return PREFIX + (ref if tag == "latest" else f"{ref}:{tag}")
 
 
@@ -82,7 +86,9 @@ def _read_text(root: Path, layer: dict | None) -> str | None:
         return None
 
 
-def _load(root: Path, manifest: Path, host: str, ns: str, model: str, tag: str) -> OllamaEntry | None:
+def _load(
+    root: Path, manifest: Path, host: str, ns: str, model: str, tag: str
+) -> OllamaEntry | None:
     try:
         data = json.loads(manifest.read_text())
         layers = {layer.get("mediaType"): layer for layer in data.get("layers", [])}
@@ -96,11 +102,14 @@ def _load(root: Path, manifest: Path, host: str, ns: str, model: str, tag: str) 
         projector = layers.get(LAYERS["projector"])
         return OllamaEntry(
             model=OllamaModel(
-                name=display_name(host, ns, model, tag), manifest_path=str(manifest),
-                blob_digest=main["digest"], blob_path=str(blob), size_bytes=int(main.get("size") or blob.stat().st_size),
+                name=display_name(host, ns, model, tag),
+                manifest_path=str(manifest),
+                blob_digest=main["digest"],
+                blob_path=str(blob),
+                size_bytes=int(main.get("size") or blob.stat().st_size),
             ),
             display=display_name(host, ns, model, tag),
-            modified=datetime.fromtimestamp(manifest.stat().st_mtime, timezone.utc),
+            modified=datetime.fromtimestamp(manifest.stat().st_mtime, UTC),
             projector_path=str(_blob(root, projector["digest"])) if projector else None,
             template=_read_text(root, layers.get(LAYERS["template"])),
             system=_read_text(root, layers.get(LAYERS["system"])),

@@ -1,7 +1,8 @@
 """Short aliases for model names.
 
 Rule: take the last path segment (for `owner/repo/<tail>`, the repo plus the tail when the tail
-is a quantization), lower-case it, and drop a trailing `-GGUF`/`_GGUF`/`.gguf`. `meta-llama/Llama-3.2-3B-Instruct` -> `llama-3.2-3b-instruct`;
+is a quantization), lower-case it, and drop a trailing `-GGUF`/`_GGUF`/`.gguf`.
+`meta-llama/Llama-3.2-3B-Instruct` -> `llama-3.2-3b-instruct`;
 `Qwen/Qwen2.5-0.5B-Instruct-GGUF` -> `qwen2.5-0.5b-instruct`; `org/repo/Q8_0` -> `repo-q8_0`.
 A taken alias gets `-2`, `-3`, ... appended.
 """
@@ -21,7 +22,11 @@ def base_alias(name: str) -> str:
     if len(parts) >= 3:
         repo = _SUFFIX.sub("", parts[1])
         tail = _SUFFIX.sub("", last)
-        last = f"{repo}-{tail}" if _QUANT.match(tail) or not tail.lower().startswith(repo.lower()) else tail
+        last = (
+            f"{repo}-{tail}"
+            if _QUANT.match(tail) or not tail.lower().startswith(repo.lower())
+            else tail
+        )
     alias = _SUFFIX.sub("", last).lower()
     alias = re.sub(r"[^a-z0-9._-]+", "-", alias).strip("-._")
     return alias or "model"

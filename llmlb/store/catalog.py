@@ -45,13 +45,23 @@ def _sha256(path: Path) -> str:
 def _projector_beside(path: Path) -> str | None:
     if path.is_dir():
         return None
-    found = sorted(p for p in path.parent.glob("*.gguf") if "mmproj" in p.name.lower() and p != path)
+    found = sorted(
+        p for p in path.parent.glob("*.gguf") if "mmproj" in p.name.lower() and p != path
+    )
     return str(found[0]) if found else None
 
 
-def register_model(engine: Engine, *, name: str, path: str | Path, format: str, source: str,
-                   size_bytes: int | None = None, digest: str | None = None,
-                   **fields: Any) -> Model:
+def register_model(
+    engine: Engine,
+    *,
+    name: str,
+    path: str | Path,
+    format: str,
+    source: str,
+    size_bytes: int | None = None,
+    digest: str | None = None,
+    **fields: Any,
+) -> Model:
     """Validate, read the file's metadata, and insert (or replace) the row with a unique alias.
 
     Every check runs before the write: a bad name or a file that is not what it claims
@@ -71,10 +81,19 @@ def register_model(engine: Engine, *, name: str, path: str | Path, format: str, 
     if digest is None and path.is_file():
         digest = _sha256(path)
     values: dict[str, Any] = dict(
-        path=str(path), format=format, source=source, size_bytes=size_bytes, digest=digest,
-        architecture=info.architecture, parameters=info.parameters, quantization=info.quantization,
-        context_length=info.context_length, license=info.license, chat_template=info.chat_template,
-        projector_path=_projector_beside(path), details={k: v for k, v in info.extra.items() if v is not None},
+        path=str(path),
+        format=format,
+        source=source,
+        size_bytes=size_bytes,
+        digest=digest,
+        architecture=info.architecture,
+        parameters=info.parameters,
+        quantization=info.quantization,
+        context_length=info.context_length,
+        license=info.license,
+        chat_template=info.chat_template,
+        projector_path=_projector_beside(path),
+        details={k: v for k, v in info.extra.items() if v is not None},
     )
     values.update(fields)
     with db.session(engine) as s:
@@ -111,11 +130,21 @@ def _from_ollama(entry: ollama.OllamaEntry) -> Model:
     """An unsaved Model describing an ollama blob (never written to the catalog)."""
     info = meta.read_gguf(entry.model.blob_path)
     return Model(
-        name=entry.display, alias=None, path=entry.model.blob_path, format="GGUF",
-        size_bytes=entry.model.size_bytes, architecture=info.architecture, quantization=info.quantization,
-        parameters=info.parameters, context_length=info.context_length, source=Source.OLLAMA.value,
-        digest=entry.model.blob_digest.removeprefix("sha256:"), license=entry.license or info.license,
-        chat_template=info.chat_template, system_prompt=entry.system, projector_path=entry.projector_path,
+        name=entry.display,
+        alias=None,
+        path=entry.model.blob_path,
+        format="GGUF",
+        size_bytes=entry.model.size_bytes,
+        architecture=info.architecture,
+        quantization=info.quantization,
+        parameters=info.parameters,
+        context_length=info.context_length,
+        source=Source.OLLAMA.value,
+        digest=entry.model.blob_digest.removeprefix("sha256:"),
+        license=entry.license or info.license,
+        chat_template=info.chat_template,
+        system_prompt=entry.system,
+        projector_path=entry.projector_path,
         details={"ollama_template": entry.template, "params": entry.params or {}, "readonly": True},
         created_at=entry.modified,
     )
@@ -153,7 +182,7 @@ def touch(engine: Engine, name: str) -> None:
 def model_dir(models_root: Path, name: str) -> Path | None:
     """The directory that holds a model's files, or None if it would not be inside models_root."""
     root = models_root.resolve()
-    candidate = (models_root / name)
+    candidate = models_root / name
     try:
         resolved = candidate.resolve()
     except OSError:

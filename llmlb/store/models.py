@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import JSON, CheckConstraint, Column, ForeignKey, Index, String
 from sqlmodel import Field, SQLModel
@@ -14,7 +14,7 @@ from sqlmodel import Field, SQLModel
 
 def utcnow() -> datetime:
     """Aware UTC: sqlmodel's UTCDateTime columns store UTC and refuse naive values."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_id() -> str:
@@ -59,25 +59,25 @@ class Model(SQLModel, table=True):
         CheckConstraint("source IN ('Local', 'Ollama', 'HuggingFace')", name="ck_model_source"),
     )
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True)
-    alias: Optional[str] = Field(default=None, index=True, unique=True)
+    alias: str | None = Field(default=None, index=True, unique=True)
     path: str
     format: str
     size_bytes: int
     architecture: str = ""
-    quantization: Optional[str] = None
-    parameters: Optional[int] = None
-    context_length: Optional[int] = None
+    quantization: str | None = None
+    parameters: int | None = None
+    context_length: int | None = None
     source: str = Source.LOCAL.value
-    digest: Optional[str] = None
-    license: Optional[str] = None
-    chat_template: Optional[str] = None
-    system_prompt: Optional[str] = None
-    projector_path: Optional[str] = None
+    digest: str | None = None
+    license: str | None = None
+    chat_template: str | None = None
+    system_prompt: str | None = None
+    projector_path: str | None = None
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, index=True)
-    last_used_at: Optional[datetime] = None
+    last_used_at: datetime | None = None
 
 
 class Node(SQLModel, table=True):
@@ -90,9 +90,9 @@ class Node(SQLModel, table=True):
     loaded_models: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     vram_total_bytes: int = 0
     vram_used_bytes: int = 0
-    gpu_temperature: Optional[float] = None
+    gpu_temperature: float | None = None
     uptime_secs: int = 0
-    started_at: Optional[datetime] = None
+    started_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
 
 
@@ -111,29 +111,29 @@ class Message(SQLModel, table=True):
     __tablename__ = "message"
     __table_args__ = (Index("ix_message_session_position", "session_id", "position"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     session_id: str = Field(
         sa_column=Column(String, ForeignKey("session.id", ondelete="CASCADE"), nullable=False)
     )
     position: int = 0
     role: str
     content: str = ""
-    images: Optional[list[str]] = Field(default=None, sa_column=Column(JSON, nullable=True))
-    thinking: Optional[str] = None
+    images: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    thinking: str | None = None
     timestamp: datetime = Field(default_factory=utcnow)
 
 
 class DownloadProgress(SQLModel, table=True):
     __tablename__ = "download_progress"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     model_name: str = Field(index=True, unique=True)
     total_bytes: int = 0
     downloaded_bytes: int = 0
     speed_bps: float = 0.0
-    eta_secs: Optional[float] = None
+    eta_secs: float | None = None
     status: str = DownloadStatus.PENDING.value
-    error: Optional[str] = None
+    error: str | None = None
     plan: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -143,7 +143,7 @@ class DownloadProgress(SQLModel, table=True):
 class SessionSettings:
     temperature: float = 0.7
     top_p: float = 0.9
-    max_tokens: Optional[int] = None
+    max_tokens: int | None = None
     show_thinking: bool = False
     stream: bool = True
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
@@ -18,10 +18,10 @@ class RouterNode(SQLModel, table=True):
     host: str
     port: int
     status: str = "Running"  # the contract's Node states: Running | Stopped | Error
-    gpu_name: Optional[str] = None
+    gpu_name: str | None = None
     vram_total_bytes: int = 0
     vram_used_bytes: int = 0
-    gpu_temperature: Optional[float] = None
+    gpu_temperature: float | None = None
     uptime_secs: int = 0
     models: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     loaded_models: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -32,14 +32,14 @@ class RouterNode(SQLModel, table=True):
 class RequestLog(SQLModel, table=True):
     __tablename__ = "request_log"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     time: datetime = Field(default_factory=utcnow, index=True)
     endpoint: str
     model: str
-    node_id: Optional[str] = None
+    node_id: str | None = None
     status: int
     duration_ms: float
-    ttft_ms: Optional[float] = None
+    ttft_ms: float | None = None
     tokens_in: int = 0
     tokens_out: int = 0
-    key_id: Optional[str] = None
+    key_id: str | None = None

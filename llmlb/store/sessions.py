@@ -12,8 +12,14 @@ from llmlb.errors import BadRequest, Conflict, NotFound
 from llmlb.store import db, validation
 from llmlb.store.models import Message, Role, Session, utcnow
 
-DEFAULT_SETTINGS = {"temperature": 0.7, "top_p": 0.9, "max_tokens": None, "show_thinking": False,
-                    "stream": True, "system": None}
+DEFAULT_SETTINGS = {
+    "temperature": 0.7,
+    "top_p": 0.9,
+    "max_tokens": None,
+    "show_thinking": False,
+    "stream": True,
+    "system": None,
+}
 ROLES = {"user": Role.USER.value, "assistant": Role.ASSISTANT.value, "system": Role.SYSTEM.value}
 MIN_PREFIX = 4
 
@@ -29,7 +35,9 @@ def check_settings(settings: Any) -> dict[str, Any]:
         elif key == "top_p":
             value = validation.check_range("top_p", value, 0.0, 1.0)
         elif key == "max_tokens":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
                 raise BadRequest(f"max_tokens must be a whole number of at least 1 (got {value!r})")
         elif key in ("show_thinking", "stream"):
             if not isinstance(value, bool):
@@ -45,7 +53,9 @@ def check_settings(settings: Any) -> dict[str, Any]:
 
 def create(engine: Engine, model_name: str, settings: dict | None = None) -> Session:
     with db.session(engine) as s:
-        row = Session(model_name=model_name, settings={**DEFAULT_SETTINGS, **check_settings(settings or {})})
+        row = Session(
+            model_name=model_name, settings={**DEFAULT_SETTINGS, **check_settings(settings or {})}
+        )
         s.add(row)
         s.commit()
         s.refresh(row)
@@ -74,23 +84,45 @@ def recent(engine: Engine, model_name: str | None = None, limit: int = 10) -> li
         rows = s.exec(q).all()
         out = []
         for row in rows:
-            count = s.exec(select(func.count()).select_from(Message).where(Message.session_id == row.id)).one()
-            first = s.exec(select(Message.content).where(Message.session_id == row.id, Message.role == Role.USER.value)
-                           .order_by(Message.position).limit(1)).first()
+            count = s.exec(
+                select(func.count()).select_from(Message).where(Message.session_id == row.id)
+            ).one()
+            first = s.exec(
+                select(Message.content)
+                .where(Message.session_id == row.id, Message.role == Role.USER.value)
+                .order_by(Message.position)
+                .limit(1)
+            ).first()
             out.append({**summary(row), "message_count": count, "preview": (first or "")[:60]})
         return out
 
 
 def summary(row: Session) -> dict[str, Any]:
-    return {"id": row.id, "model": row.model_name, "settings": row.settings, "token_count": row.token_count,
-            "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat()}
+    return {
+        "id": row.id,
+        "model": row.model_name,
+        "settings": row.settings,
+        "token_count": row.token_count,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }
 
 
 def messages(engine: Engine, session_id: str) -> list[dict[str, Any]]:
     with db.session(engine) as s:
-        rows = s.exec(select(Message).where(Message.session_id == session_id).order_by(Message.position)).all()
-    return [{"role": r.role.lower(), "content": r.content, "images": r.images or None, "thinking": r.thinking,
-             "timestamp": r.timestamp.isoformat()} for r in rows]
+        rows = s.exec(
+            select(Message).where(Message.session_id == session_id).order_by(Message.position)
+        ).all()
+    return [
+        {
+            "role": r.role.lower(),
+            "content": r.content,
+            "images": r.images or None,
+            "thinking": r.thinking,
+            "timestamp": r.timestamp.isoformat(),
+        }
+        for r in rows
+    ]
 
 
 def _message(raw: Any, i: int) -> dict[str, Any]:
@@ -104,7 +136,9 @@ def _message(raw: Any, i: int) -> dict[str, Any]:
     thinking = raw.get("thinking") or None
     if not isinstance(content, str) or (thinking is not None and not isinstance(thinking, str)):
         raise BadRequest(f"field 'messages[{i}]' content and thinking must be strings")
-    if images is not None and (not isinstance(images, list) or not all(isinstance(x, str) for x in images)):
+    if images is not None and (
+        not isinstance(images, list) or not all(isinstance(x, str) for x in images)
+    ):
         raise BadRequest(f"field 'messages[{i}].images' must be a list of base64 strings")
     return {"role": role, "content": content, "images": images, "thinking": thinking}
 
@@ -120,7 +154,9 @@ def append(engine: Engine, session_id: str, raw_messages: Any, tokens: int = 0) 
         row = s.get(Session, session_id)
         if row is None:
             raise NotFound(f"session '{session_id}' not found")
-        last = s.exec(select(func.max(Message.position)).where(Message.session_id == session_id)).one()
+        last = s.exec(
+            select(func.max(Message.position)).where(Message.session_id == session_id)
+        ).one()
         position = (last if last is not None else -1) + 1
         for item in items:
             s.add(Message(session_id=session_id, position=position, **item))
@@ -136,7 +172,11 @@ def append(engine: Engine, session_id: str, raw_messages: Any, tokens: int = 0) 
 def clear(engine: Engine, session_id: str) -> None:
     """Forget the conversation; the system prompt lives in the settings and stays."""
     with db.session(engine) as s:
-        s.exec(delete(Message).where(Message.session_id == session_id, Message.role != Role.SYSTEM.value))
+        s.exec(
+            delete(Message).where(
+                Message.session_id == session_id, Message.role != Role.SYSTEM.value
+            )
+        )
         row = s.get(Session, session_id)
         if row is None:
             raise NotFound(f"session '{session_id}' not found")

@@ -43,7 +43,9 @@ def check_format(fmt: object) -> str:
 
 def check_source(source: object) -> str:
     if source not in SOURCES:
-        raise ValidationError(f"invalid model source {source!r}: must be one of {', '.join(SOURCES)}")
+        raise ValidationError(
+            f"invalid model source {source!r}: must be one of {', '.join(SOURCES)}"
+        )
     return source  # type: ignore[return-value]
 
 

@@ -20,13 +20,26 @@ def endless_gguf(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def slow_gguf(tmp_path_factory) -> Path:
     """Bigger and never-ending: keeps a model busy for many seconds unless stopped."""
-    spec = TinySpec(n_embd=512, n_layer=8, n_ff=1024, n_head=8, n_head_kv=8, context_length=4096,
-                    never_eos=True, seed=7)
+    spec = TinySpec(
+        n_embd=512,
+        n_layer=8,
+        n_ff=1024,
+        n_head=8,
+        n_head_kv=8,
+        context_length=4096,
+        never_eos=True,
+        seed=7,
+    )
     return make_tiny_gguf(tmp_path_factory.mktemp("slow") / "slow.gguf", spec)
 
 
-def start_node(home: Path, models: dict[str, Path], env: dict | None = None,
-               extra_args: tuple[str, ...] = (), cpus: set[int] | None = None) -> ServerProcess:
+def start_node(
+    home: Path,
+    models: dict[str, Path],
+    env: dict | None = None,
+    extra_args: tuple[str, ...] = (),
+    cpus: set[int] | None = None,
+) -> ServerProcess:
     for name, path in models.items():
         register_file(home, name, path)
     return ServerProcess(home, env=env, extra_args=extra_args, cpus=cpus).start()

@@ -31,16 +31,19 @@ def test_node_help_lists_every_command():
         assert f"  {cmd} " in out
 
 
-@pytest.mark.parametrize("cmd, words", [
-    ("serve", ["--host", "--port", "32769", "--router"]),
-    ("run", ["MODEL", "--think", "--hidethinking", "--session", "--continue", "--verbose"]),
-    ("pull", ["MODEL", "owner/repo", "HF_TOKEN", "Q4_K_M"]),
-    ("list", ["newest first"]),
-    ("show", ["--license", "--parameters", "--modelfile", "--template", "--system"]),
-    ("rm", ["MODEL", "no confirmation"]),
-    ("stop", ["MODEL", "Unload"]),
-    ("ps", ["VRAM", "temperature"]),
-])
+@pytest.mark.parametrize(
+    "cmd, words",
+    [
+        ("serve", ["--host", "--port", "32769", "--router"]),
+        ("run", ["MODEL", "--think", "--hidethinking", "--session", "--continue", "--verbose"]),
+        ("pull", ["MODEL", "owner/repo", "HF_TOKEN", "Q4_K_M"]),
+        ("list", ["newest first"]),
+        ("show", ["--license", "--parameters", "--modelfile", "--template", "--system"]),
+        ("rm", ["MODEL", "no confirmation"]),
+        ("stop", ["MODEL", "Unload"]),
+        ("ps", ["VRAM", "temperature"]),
+    ],
+)
 def test_node_command_help(cmd, words):
     r = run_cli("node", cmd, "--help")
     assert r.returncode == 0, r.stderr
@@ -68,8 +71,17 @@ def test_bad_llmlb_host_is_exit_1():
     assert r.stderr.startswith("Error: LLMLB_HOST")
 
 
-@pytest.mark.parametrize("args", [["node", "list"], ["node", "ps"], ["node", "show", "m"],
-                                  ["node", "rm", "m"], ["node", "stop", "m"], ["node", "pull", "a/b"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["node", "list"],
+        ["node", "ps"],
+        ["node", "show", "m"],
+        ["node", "rm", "m"],
+        ["node", "stop", "m"],
+        ["node", "pull", "a/b"],
+    ],
+)
 def test_no_server_is_exit_2_with_address(args):
     port = free_port()
     env = {**__import__("os").environ, "LLMLB_HOST": f"127.0.0.1:{port}"}
@@ -113,7 +125,12 @@ def test_serve_port_in_use_is_exit_1(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = run_cli("node", "serve", "--port", str(port), env={**__import__("os").environ,
-                                                               "LLMLB_HOME": str(tmp_path / "h")})
+        r = run_cli(
+            "node",
+            "serve",
+            "--port",
+            str(port),
+            env={**__import__("os").environ, "LLMLB_HOME": str(tmp_path / "h")},
+        )
     assert r.returncode == 1
     assert f"port {port}" in r.stderr and "already in use" in r.stderr

@@ -29,8 +29,14 @@ def oll(node):
 
 
 def test_ollama_chat_streaming(oll):
-    chunks = list(oll.chat(model="endless", messages=[{"role": "user", "content": "hi"}], stream=True,
-                           options={"num_predict": 12, "seed": 1}))
+    chunks = list(
+        oll.chat(
+            model="endless",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            options={"num_predict": 12, "seed": 1},
+        )
+    )
     assert chunks[-1].done and chunks[-1].done_reason == "length"
     assert chunks[-1].eval_count == 12 and chunks[-1].prompt_eval_count > 5
     assert chunks[-1].total_duration > 0
@@ -38,8 +44,12 @@ def test_ollama_chat_streaming(oll):
 
 
 def test_ollama_chat_not_streaming_is_deterministic_with_seed(oll):
-    kwargs = dict(model="org/endless", messages=[{"role": "user", "content": "hello"}], stream=False,
-                  options={"num_predict": 10, "seed": 42, "temperature": 0.9})
+    kwargs = dict(
+        model="org/endless",
+        messages=[{"role": "user", "content": "hello"}],
+        stream=False,
+        options={"num_predict": 10, "seed": 42, "temperature": 0.9},
+    )
     a, b = oll.chat(**kwargs), oll.chat(**kwargs)
     assert a.message.role == "assistant" and a.done
     assert a.message.content == b.message.content and a.eval_count == 10
@@ -48,16 +58,22 @@ def test_ollama_chat_not_streaming_is_deterministic_with_seed(oll):
 def test_ollama_generate(oll):
     r = oll.generate(model="endless", prompt="Once", options={"num_predict": 6}, stream=False)
     assert r.done and r.eval_count == 6 and r.response
-    parts = list(oll.generate(model="endless", prompt="Once", options={"num_predict": 6}, stream=True))
+    parts = list(
+        oll.generate(model="endless", prompt="Once", options={"num_predict": 6}, stream=True)
+    )
     assert parts[-1].done and sum(1 for p in parts if p.response) >= 1
     raw = oll.generate(model="endless", prompt="abc", raw=True, options={"num_predict": 3})
     assert raw.prompt_eval_count == 5  # <s> ▁ a b c: no chat template applied
 
 
 def test_ollama_stop_sequence(oll):
-    full = oll.generate(model="endless", prompt="x", options={"num_predict": 40, "seed": 5}).response
+    full = oll.generate(
+        model="endless", prompt="x", options={"num_predict": 40, "seed": 5}
+    ).response
     cut = full[5:7]
-    r = oll.generate(model="endless", prompt="x", options={"num_predict": 40, "seed": 5, "stop": [cut]})
+    r = oll.generate(
+        model="endless", prompt="x", options={"num_predict": 40, "seed": 5, "stop": [cut]}
+    )
     assert cut not in r.response and full.startswith(r.response)
 
 
@@ -77,16 +93,22 @@ def test_ollama_ps_and_version(oll, node):
 
 
 def test_openai_chat(oai):
-    r = oai.chat.completions.create(model="endless", messages=[{"role": "user", "content": "hi"}],
-                                    max_tokens=7, seed=3)
+    r = oai.chat.completions.create(
+        model="endless", messages=[{"role": "user", "content": "hi"}], max_tokens=7, seed=3
+    )
     assert r.choices[0].message.role == "assistant" and r.choices[0].message.content
     assert r.choices[0].finish_reason == "length"
     assert r.usage.completion_tokens == 7 and r.usage.prompt_tokens > 5
 
 
 def test_openai_chat_streaming_with_usage(oai):
-    stream = oai.chat.completions.create(model="endless", messages=[{"role": "user", "content": "hi"}],
-                                         max_tokens=9, stream=True, stream_options={"include_usage": True})
+    stream = oai.chat.completions.create(
+        model="endless",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=9,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].usage.completion_tokens == 9 and chunks[-1].choices == []
@@ -110,30 +132,96 @@ def test_openai_errors(oai, node):
         oai.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
     assert err.value.body["message"] == "model 'nope' not found"
     with pytest.raises(openai.BadRequestError) as err:
-        oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], temperature=5)
+        oai.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], temperature=5
+        )
     assert "temperature" in err.value.body["message"]
     with pytest.raises(openai.NotFoundError):
         oai.models.retrieve("nope")
 
 
-@pytest.mark.parametrize("path, body, status, words", [
-    ("/api/chat", b"{not json", 400, "not valid JSON"),
-    ("/api/chat", b"[1, 2]", 400, "JSON object"),
-    ("/api/chat", json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), 400, "'model'"),
-    ("/api/chat", json.dumps({"model": "tiny", "messages": "hi"}).encode(), 400, "'messages'"),
-    ("/api/chat", json.dumps({"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}).encode(), 400, "role"),
-    ("/api/chat", json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}],
-                              "options": {"temperature": "hot"}}).encode(), 400, "temperature"),
-    ("/api/chat", json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}],
-                              "keep_alive": "forever"}).encode(), 400, "keep_alive"),
-    ("/api/chat", json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x",
-                                                              "images": ["aGVsbG8="]}]}).encode(), 400, "not a PNG"),
-    ("/api/generate", json.dumps({"model": "ghost", "prompt": "x"}).encode(), 404, "model 'ghost' not found"),
-    ("/api/embed", json.dumps({"model": "tiny", "input": 5}).encode(), 400, "'input'"),
-    ("/v1/chat/completions", json.dumps({"model": "tiny", "messages": [], "max_tokens": 2}).encode(), 400, "messages"),
-    ("/v1/chat/completions", json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}],
-                                         "max_tokens": "many"}).encode(), 400, "max_tokens"),
-])
+@pytest.mark.parametrize(
+    "path, body, status, words",
+    [
+        ("/api/chat", b"{not json", 400, "not valid JSON"),
+        ("/api/chat", b"[1, 2]", 400, "JSON object"),
+        (
+            "/api/chat",
+            json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(),
+            400,
+            "'model'",
+        ),
+        ("/api/chat", json.dumps({"model": "tiny", "messages": "hi"}).encode(), 400, "'messages'"),
+        (
+            "/api/chat",
+            json.dumps(
+                {"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}
+            ).encode(),
+            400,
+            "role",
+        ),
+        (
+            "/api/chat",
+            json.dumps(
+                {
+                    "model": "tiny",
+                    "messages": [{"role": "user", "content": "x"}],
+                    "options": {"temperature": "hot"},
+                }
+            ).encode(),
+            400,
+            "temperature",
+        ),
+        (
+            "/api/chat",
+            json.dumps(
+                {
+                    "model": "tiny",
+                    "messages": [{"role": "user", "content": "x"}],
+                    "keep_alive": "forever",
+                }
+            ).encode(),
+            400,
+            "keep_alive",
+        ),
+        (
+            "/api/chat",
+            json.dumps(
+                {
+                    "model": "tiny",
+                    "messages": [{"role": "user", "content": "x", "images": ["aGVsbG8="]}],
+                }
+            ).encode(),
+            400,
+            "not a PNG",
+        ),
+        (
+            "/api/generate",
+            json.dumps({"model": "ghost", "prompt": "x"}).encode(),
+            404,
+            "model 'ghost' not found",
+        ),
+        ("/api/embed", json.dumps({"model": "tiny", "input": 5}).encode(), 400, "'input'"),
+        (
+            "/v1/chat/completions",
+            json.dumps({"model": "tiny", "messages": [], "max_tokens": 2}).encode(),
+            400,
+            "messages",
+        ),
+        (
+            "/v1/chat/completions",
+            json.dumps(
+                {
+                    "model": "tiny",
+                    "messages": [{"role": "user", "content": "x"}],
+                    "max_tokens": "many",
+                }
+            ).encode(),
+            400,
+            "max_tokens",
+        ),
+    ],
+)
 def test_bad_input_is_4xx_with_the_field_named(node, path, body, status, words):
     r = httpx.post(node.url + path, content=body, headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
@@ -144,14 +232,24 @@ def test_bad_input_is_4xx_with_the_field_named(node, path, body, status, words):
 
 def test_images_for_a_model_without_vision(node):
     png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
-    r = httpx.post(node.url + "/api/chat", json={"model": "tiny", "messages": [
-        {"role": "user", "content": "what is this", "images": [png]}]})
-    assert r.status_code == 400 and r.json() == {"error": "model 'org/tiny' does not support images"}
+    r = httpx.post(
+        node.url + "/api/chat",
+        json={
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "what is this", "images": [png]}],
+        },
+    )
+    assert r.status_code == 400 and r.json() == {
+        "error": "model 'org/tiny' does not support images"
+    }
 
 
 def test_too_large_body_is_413(node):
-    r = httpx.post(node.url + "/api/chat", content=b"x" * (65 * 1024 * 1024),
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        node.url + "/api/chat",
+        content=b"x" * (65 * 1024 * 1024),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 413
 
 

@@ -29,7 +29,9 @@ def hub(tmp_path_factory):
     server = HubServer(tmp_path_factory.mktemp("hub")).start()
     q8 = make_tiny_gguf(src / "tiny-Q8_0.gguf", dtype="Q8_0", license="MIT")
     f16 = make_tiny_gguf(src / "tiny-F16.gguf", dtype="F16", license="MIT")
-    server.add_repo("acme/tiny-GGUF", {"tiny-Q8_0.gguf": q8, "tiny-F16.gguf": f16, "README.md": b"# tiny\n"})
+    server.add_repo(
+        "acme/tiny-GGUF", {"tiny-Q8_0.gguf": q8, "tiny-F16.gguf": f16, "README.md": b"# tiny\n"}
+    )
     server.add_repo("acme/gated-GGUF", {"gated-Q8_0.gguf": q8}, gated=True)
     server.add_repo("acme/huge-GGUF", {"huge-Q4_K_M.gguf": q8})
     server.add_repo("acme/bad-GGUF", {"bad-Q8_0.gguf": q8})
@@ -45,7 +47,9 @@ def hub(tmp_path_factory):
 def node(hub, llmlb_env):
     hub.clear_faults()
     hub.reset_stats()
-    with ServerProcess(llmlb_env, env={"HF_ENDPOINT": hub.url, "LLMLB_PULL_STALL_SECS": "5"}) as server:
+    with ServerProcess(
+        llmlb_env, env={"HF_ENDPOINT": hub.url, "LLMLB_PULL_STALL_SECS": "5"}
+    ) as server:
         yield server
 
 
@@ -116,10 +120,16 @@ def test_gated_repo_needs_hf_token(node, hub):
 
 def test_missing_repo_and_bad_names(node):
     r = cli(node, "node", "pull", "acme/nope")
-    assert (r.returncode, r.stderr.strip()) == (1, "Error: model 'acme/nope' not found on Hugging Face")
+    assert (r.returncode, r.stderr.strip()) == (
+        1,
+        "Error: model 'acme/nope' not found on Hugging Face",
+    )
     for bad in ("acme/../x", "llama3", "acme/re po", "https://example.com/a/b"):
         r = cli(node, "node", "pull", bad)
-        assert r.returncode == 1 and r.stderr.startswith("Error: invalid model name"), (bad, r.stderr)
+        assert r.returncode == 1 and r.stderr.startswith("Error: invalid model name"), (
+            bad,
+            r.stderr,
+        )
         assert len(r.stderr.strip().splitlines()) == 1
 
 
@@ -135,10 +145,12 @@ def test_unreachable_hub_is_one_clear_line(llmlb_env):
 
 
 def test_no_disk_space_is_an_error_before_the_first_byte(node, hub):
-    hub.fault("huge-Q4_K_M.gguf", declare_size=10 ** 16)  # the Hub says 10 PB: no disk has that free
+    hub.fault("huge-Q4_K_M.gguf", declare_size=10**16)  # the Hub says 10 PB: no disk has that free
     r = cli(node, "node", "pull", "acme/huge-GGUF")
     assert r.returncode == 1
-    assert r.stderr.startswith("Error: not enough disk space to pull 'acme/huge-GGUF': it needs 10000.0 TB")
+    assert r.stderr.startswith(
+        "Error: not enough disk space to pull 'acme/huge-GGUF': it needs 10000.0 TB"
+    )
     assert " is free in " in r.stderr
     assert cdn_requests(hub) == [] and "acme/huge-GGUF" not in tags(node)
 
@@ -152,16 +164,25 @@ def test_corrupted_download_fails_and_registers_nothing(node, hub, llmlb_env):
     assert "acme/bad-GGUF" not in tags(node)
     assert not (llmlb_env / "models" / "acme" / "bad-GGUF").exists()
     assert not list((llmlb_env / "partial").rglob("*.gguf"))
-    row = sqlite3.connect(llmlb_env / "llmlb.db").execute(
-        "select status, error from download_progress where model_name='acme/bad-GGUF'").fetchone()
+    row = (
+        sqlite3.connect(llmlb_env / "llmlb.db")
+        .execute("select status, error from download_progress where model_name='acme/bad-GGUF'")
+        .fetchone()
+    )
     assert row[0] == "Failed" and "digest mismatch" in row[1]
     hub.clear_faults()  # pulling again starts over and succeeds
     assert cli(node, "node", "pull", "acme/bad-GGUF").returncode == 0
 
 
 def _pull_in_background(server, model: str) -> subprocess.Popen:
-    return subprocess.Popen([*LLMLB, "node", "pull", model], env=server.client_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [*LLMLB, "node", "pull", model],
+        env=server.client_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _wait_downloading(server, name: str, timeout: float = 30) -> dict:
@@ -197,7 +218,10 @@ def test_ctrl_c_detaches_and_a_second_pull_attaches(node, hub, llmlb_env):
     assert second.returncode == 0, second.stderr
     assert second.stdout.splitlines()[-1] == "success"
     size = hub.repos["acme/big-GGUF"].files["big-F32.gguf"].size
-    asked = sum(int(r[2].split("-")[1]) - int(r[2].split("=")[1].split("-")[0]) + 1 for r in cdn_requests(hub))
+    asked = sum(
+        int(r[2].split("-")[1]) - int(r[2].split("=")[1].split("-")[0]) + 1
+        for r in cdn_requests(hub)
+    )
     assert asked == size  # one download, not two
     path = llmlb_env / "models" / "acme" / "big-GGUF" / "big-F32.gguf"
     assert sha256(path) == hub.repos["acme/big-GGUF"].files["big-F32.gguf"].sha256
@@ -210,7 +234,7 @@ def test_rm_cancels_a_running_download(node, hub, llmlb_env):
     assert any((llmlb_env / "partial").rglob("big-F32.gguf"))
     r = cli(node, "node", "rm", "acme/big-GGUF")
     assert r.returncode == 0, r.stderr
-    out, err = puller.communicate(timeout=30)
+    _out, err = puller.communicate(timeout=30)
     assert puller.returncode == 1 and "cancelled" in err
     assert "acme/big-GGUF" not in tags(node)
     assert not any((llmlb_env / "partial").rglob("*.gguf"))

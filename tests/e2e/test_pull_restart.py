@@ -19,7 +19,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def hub(tmp_path):
-    big = make_tiny_gguf(tmp_path / "src" / "big-F32.gguf", TinySpec(n_embd=256, n_layer=4, n_ff=2048, seed=5))
+    big = make_tiny_gguf(
+        tmp_path / "src" / "big-F32.gguf", TinySpec(n_embd=256, n_layer=4, n_ff=2048, seed=5)
+    )
     with HubServer(tmp_path / "hub") as server:
         server.add_repo("acme/big-GGUF", {"big-F32.gguf": big})
         yield server
@@ -28,7 +30,9 @@ def hub(tmp_path):
 def _row(home) -> tuple[str, int, int]:
     con = sqlite3.connect(home / "llmlb.db")
     try:
-        return con.execute("select status, downloaded_bytes, total_bytes from download_progress").fetchone()
+        return con.execute(
+            "select status, downloaded_bytes, total_bytes from download_progress"
+        ).fetchone()
     finally:
         con.close()
 
@@ -50,7 +54,9 @@ def test_kill_9_mid_download_resumes_at_restart(hub, llmlb_env):
     env = {"HF_ENDPOINT": hub.url}
     server = ServerProcess(llmlb_env, env=env).start()
     try:
-        r = httpx.post(server.url + "/api/pull", json={"model": "acme/big-GGUF", "stream": False}, timeout=0.5)
+        r = httpx.post(
+            server.url + "/api/pull", json={"model": "acme/big-GGUF", "stream": False}, timeout=0.5
+        )
     except httpx.ReadTimeout:
         pass  # we only wanted to start it
     else:
@@ -70,7 +76,9 @@ def test_kill_9_mid_download_resumes_at_restart(hub, llmlb_env):
 
     hub.clear_faults()
     hub.reset_stats()
-    server = ServerProcess(llmlb_env, env=env, port=server.port).start()  # no user action after this
+    server = ServerProcess(
+        llmlb_env, env=env, port=server.port
+    ).start()  # no user action after this
     try:
         deadline = time.time() + 60
         while time.time() < deadline and _row(llmlb_env)[0] != "Completed":
@@ -91,11 +99,15 @@ def test_graceful_stop_keeps_the_download_for_the_next_start(hub, llmlb_env):
     hub.fault("big-F32.gguf", rate=1 << 20)
     env = {"HF_ENDPOINT": hub.url}
     server = ServerProcess(llmlb_env, env=env).start()
-    with httpx.stream("POST", server.url + "/api/pull", json={"model": "acme/big-GGUF"}, timeout=30) as resp:
+    with httpx.stream(
+        "POST", server.url + "/api/pull", json={"model": "acme/big-GGUF"}, timeout=30
+    ) as resp:
         for line in resp.iter_lines():
             if '"completed"' in line and '"completed": 0' not in line:
                 break
-    assert server.stop() == 0  # graceful: a slow download does not hold the shutdown (stop() kills after 15 s)
+    assert (
+        server.stop() == 0
+    )  # graceful: a slow download does not hold the shutdown (stop() kills after 15 s)
     status, recorded, _ = _row(llmlb_env)
     assert status == "Downloading" and 0 < recorded < f.size
     hub.clear_faults()

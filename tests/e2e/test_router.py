@@ -35,8 +35,15 @@ def cluster(tmp_path, endless_gguf, tiny_gguf):
         models = {"org/endless": endless_gguf}
         if i == 0:
             models["org/only-here"] = tiny_gguf
-        nodes.append(start_node(tmp_path / f"node{i}", models, env=BEAT,
-                                extra_args=("--router", router.url), cpus=NODE_CPUS))
+        nodes.append(
+            start_node(
+                tmp_path / f"node{i}",
+                models,
+                env=BEAT,
+                extra_args=("--router", router.url),
+                cpus=NODE_CPUS,
+            )
+        )
     assert wait_for(lambda: list(statuses(router).values()).count("online") == 3), router.log()
     yield router, nodes
     for n in nodes:
@@ -62,7 +69,8 @@ def test_spread_views_and_failover(cluster):
 
     def ask(i, tokens=32):
         raw = client.chat.completions.with_raw_response.create(
-            model="endless", messages=[{"role": "user", "content": f"q{i}"}], max_tokens=tokens)
+            model="endless", messages=[{"role": "user", "content": f"q{i}"}], max_tokens=tokens
+        )
         return raw.headers["x-llmlb-node"], raw.parse().usage.completion_tokens
 
     async def burst(n, tokens):  # one thread and an event loop: the client itself stays light
@@ -70,11 +78,15 @@ def test_spread_views_and_failover(cluster):
 
         async def one(i):
             raw = await aclient.chat.completions.with_raw_response.create(
-                model="endless", messages=[{"role": "user", "content": f"q{i}"}], max_tokens=tokens)
+                model="endless", messages=[{"role": "user", "content": f"q{i}"}], max_tokens=tokens
+            )
             return raw.headers["x-llmlb-node"], raw.parse().usage.completion_tokens
+
         return await asyncio.gather(*(one(i) for i in range(n)))
 
-    assert len({node for node, _ in asyncio.run(burst(6, 8))}) == 3  # a first burst loads the model everywhere
+    assert (
+        len({node for node, _ in asyncio.run(burst(6, 8))}) == 3
+    )  # a first burst loads the model everywhere
     results = asyncio.run(burst(60, 8))
     assert all(tokens == 8 for _, tokens in results)
     spread = Counter(node for node, _ in results)
@@ -92,10 +104,15 @@ def test_spread_views_and_failover(cluster):
     assert all(tokens == 4 for _, tokens in again)
     assert wait_for(lambda: statuses(router)[nodes[0].port] != "online", timeout=10)
     assert run_cli("router", "models", env=env).stdout.splitlines()[2].split() == [
-        "org/only-here", "0", "unavailable"]
+        "org/only-here",
+        "0",
+        "unavailable",
+    ]
     assert run_cli("router", "status", env=env).stdout.startswith("Cluster Status: degraded")
-    gone = httpx.post(router.url + "/v1/chat/completions", json={
-        "model": "org/only-here", "messages": [{"role": "user", "content": "x"}]})
+    gone = httpx.post(
+        router.url + "/v1/chat/completions",
+        json={"model": "org/only-here", "messages": [{"role": "user", "content": "x"}]},
+    )
     assert gone.status_code == 503 and "no online node" in gone.json()["error"]["message"]
     assert gone.headers.get("retry-after")
     # it crashed without a goodbye: after failed probes it is in Error
@@ -118,9 +135,16 @@ def node_in_flight(node) -> int:
 
 def test_client_hanging_up_stops_the_node(cluster):
     router, nodes = cluster
-    body = {"model": "org/endless", "messages": [{"role": "user", "content": "go"}], "max_tokens": 100000,
-            "stream": True}
-    ports = {n["id"][:8]: n["port"] for n in httpx.get(router.url + "/admin/cluster/nodes").json()["nodes"]}
+    body = {
+        "model": "org/endless",
+        "messages": [{"role": "user", "content": "go"}],
+        "max_tokens": 100000,
+        "stream": True,
+    }
+    ports = {
+        n["id"][:8]: n["port"]
+        for n in httpx.get(router.url + "/admin/cluster/nodes").json()["nodes"]
+    }
     with httpx.stream("POST", router.url + "/v1/chat/completions", json=body, timeout=30) as r:
         node = next(n for n in nodes if n.port == ports[r.headers["x-llmlb-node"]])
         lines = r.iter_lines()
@@ -131,11 +155,18 @@ def test_client_hanging_up_stops_the_node(cluster):
 
 def test_stream_cut_midway_ends_with_an_error_event(cluster):
     router, nodes = cluster
-    body = {"model": "org/endless", "messages": [{"role": "user", "content": "go"}], "max_tokens": 1500,
-            "stream": True}
+    body = {
+        "model": "org/endless",
+        "messages": [{"role": "user", "content": "go"}],
+        "max_tokens": 1500,
+        "stream": True,
+    }
     with httpx.stream("POST", router.url + "/v1/chat/completions", json=body, timeout=30) as r:
         serving = r.headers["x-llmlb-node"]
-        ports = {n["id"][:8]: n["port"] for n in httpx.get(router.url + "/admin/cluster/nodes").json()["nodes"]}
+        ports = {
+            n["id"][:8]: n["port"]
+            for n in httpx.get(router.url + "/admin/cluster/nodes").json()["nodes"]
+        }
         victim = next(n for n in nodes if n.port == ports[serving])
         lines = r.iter_lines()
         assert next(lines).startswith("data: ")
@@ -152,18 +183,32 @@ def test_unknown_model_and_bad_body(cluster):
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
     tags = httpx.get(router.url + "/api/tags").json()["models"]
     assert {t["name"] for t in tags} == {"org/endless", "org/only-here"}
-    assert {m["id"] for m in httpx.get(router.url + "/v1/models").json()["data"]} == {"org/endless", "org/only-here"}
+    assert {m["id"] for m in httpx.get(router.url + "/v1/models").json()["data"]} == {
+        "org/endless",
+        "org/only-here",
+    }
     metrics = httpx.get(router.url + "/metrics").text
     assert "llmlb_router_nodes_online 3" in metrics and "llmlb_router_queue_depth 0" in metrics
 
 
 def test_router_down_cli_and_node_keeps_serving(tmp_path, endless_gguf):
     port = ServerProcess(tmp_path / "r", kind="router").port  # never started
-    node = start_node(tmp_path / "n", {"org/endless": endless_gguf}, env=BEAT,
-                      extra_args=("--router", f"http://127.0.0.1:{port}"))
+    node = start_node(
+        tmp_path / "n",
+        {"org/endless": endless_gguf},
+        env=BEAT,
+        extra_args=("--router", f"http://127.0.0.1:{port}"),
+    )
     try:
-        r = httpx.post(node.url + "/api/generate", json={"model": "endless", "prompt": "x", "stream": False,
-                                                        "options": {"num_predict": 2}})
+        r = httpx.post(
+            node.url + "/api/generate",
+            json={
+                "model": "endless",
+                "prompt": "x",
+                "stream": False,
+                "options": {"num_predict": 2},
+            },
+        )
         assert r.status_code == 200
         cli = run_cli("router", "nodes", env={**os.environ, "LLMLB_ROUTER": f"127.0.0.1:{port}"})
         assert cli.returncode == 2 and f"127.0.0.1:{port}" in cli.stderr
@@ -179,22 +224,42 @@ def test_router_down_cli_and_node_keeps_serving(tmp_path, endless_gguf):
 def test_tokens_and_keys(tmp_path, endless_gguf):
     env = {**BEAT, "LLMLB_NODE_TOKEN": "s3cret", "LLMLB_API_KEYS": "k1,k2"}
     router = ServerProcess(tmp_path / "router", kind="router", env=env).start()
-    good = start_node(tmp_path / "good", {"org/endless": endless_gguf}, env=env, extra_args=("--router", router.url))
-    bad = start_node(tmp_path / "bad", {"org/endless": endless_gguf}, env={**BEAT, "LLMLB_NODE_TOKEN": "wrong"},
-                     extra_args=("--router", router.url))
+    good = start_node(
+        tmp_path / "good",
+        {"org/endless": endless_gguf},
+        env=env,
+        extra_args=("--router", router.url),
+    )
+    bad = start_node(
+        tmp_path / "bad",
+        {"org/endless": endless_gguf},
+        env={**BEAT, "LLMLB_NODE_TOKEN": "wrong"},
+        extra_args=("--router", router.url),
+    )
     try:
         headers = {"Authorization": "Bearer k1"}
-        assert wait_for(lambda: len(httpx.get(router.url + "/admin/cluster/nodes", headers=headers)
-                                    .json()["nodes"]) == 1, timeout=10)
+        assert wait_for(
+            lambda: (
+                len(httpx.get(router.url + "/admin/cluster/nodes", headers=headers).json()["nodes"])
+                == 1
+            ),
+            timeout=10,
+        )
         assert httpx.get(router.url + "/admin/cluster/nodes").status_code == 401
         body = {"model": "endless", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
         assert httpx.post(router.url + "/v1/chat/completions", json=body).status_code == 401
-        assert httpx.post(router.url + "/v1/chat/completions", json=body,
-                          headers={"X-API-Key": "k2"}).status_code == 200
+        assert (
+            httpx.post(
+                router.url + "/v1/chat/completions", json=body, headers={"X-API-Key": "k2"}
+            ).status_code
+            == 200
+        )
         cli = run_cli("router", "nodes", env={**router.client_env(), "LLMLB_API_KEY": "k1"})
         assert cli.returncode == 0 and good.address in cli.stdout and bad.address not in cli.stdout
         assert "k1" not in router.log() and "k2" not in router.log()
-        recent = httpx.get(router.url + "/admin/cluster/requests", headers=headers).json()["requests"]
+        recent = httpx.get(router.url + "/admin/cluster/requests", headers=headers).json()[
+            "requests"
+        ]
         assert recent[0]["key_id"].startswith("key-") and "k2" not in json.dumps(recent)
     finally:
         good.stop()

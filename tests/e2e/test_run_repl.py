@@ -19,7 +19,8 @@ from tests.e2e.conftest import start_node
 from tests.support.procs import run_cli
 
 PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 
 
 @pytest.fixture
@@ -34,8 +35,14 @@ def drive(node, model: str, keys: str, session_id: str | None = None, think: boo
     client = Client(settings.parse_address(node.address, 0))
     info = client.post("/api/show", {"model": model})
     out = io.StringIO()
-    chat = Chat(client, info, open_session(client, info["name"], session_id, False), out, styled=False,
-                show_thinking=think)
+    chat = Chat(
+        client,
+        info,
+        open_session(client, info["name"], session_id, False),
+        out,
+        styled=False,
+        show_thinking=think,
+    )
     with create_pipe_input() as inp:
         inp.send_text(keys)
         session = PromptSession(input=inp, output=DummyOutput())
@@ -48,9 +55,13 @@ def stored(node, session_id):
 
 
 def test_chat_turn_set_clear_and_bye(node):
-    screen, chat = drive(node, "endless", "/set max_tokens 6\nhello\n/set temperature 1.5\n/set temperature 3\n"
-                                          "/set top_p -1\n/set top_p 0.5\n/set system Be brief.\nhow are you\n"
-                                          "/clear\n/bye\nnever sent\n")
+    screen, chat = drive(
+        node,
+        "endless",
+        "/set max_tokens 6\nhello\n/set temperature 1.5\n/set temperature 3\n"
+        "/set top_p -1\n/set top_p 0.5\n/set system Be brief.\nhow are you\n"
+        "/clear\n/bye\nnever sent\n",
+    )
     assert "Set parameter 'max_tokens' to '6'" in screen
     assert "Set parameter 'temperature' to '1.5'" in screen
     assert "Error: temperature must be a number from 0.0 to 2.0 (got 3.0)" in screen
@@ -66,15 +77,20 @@ def test_chat_turn_set_clear_and_bye(node):
 
 
 def test_turns_are_stored_with_history_resent(node):
-    screen, chat = drive(node, "endless", "/set max_tokens 5\nfirst question\nsecond question\n/bye\n")
+    _screen, chat = drive(
+        node, "endless", "/set max_tokens 5\nfirst question\nsecond question\n/bye\n"
+    )
     data = stored(node, chat.session["id"])
     assert [(m["role"], m["content"][:15]) for m in data["messages"][::2]] == [
-        ("user", "first question"), ("user", "second question")]
+        ("user", "first question"),
+        ("user", "second question"),
+    ]
     assert all(m["role"] == "assistant" and m["content"] for m in data["messages"][1::2])
     assert all(m["timestamp"] for m in data["messages"])
     # the second request carried the first exchange: the model saw more prompt tokens
-    assert chat.request_messages("x", [])[:2] == [{"role": m["role"], "content": m["content"]}
-                                                  for m in data["messages"][:2]]
+    assert chat.request_messages("x", [])[:2] == [
+        {"role": m["role"], "content": m["content"]} for m in data["messages"][:2]
+    ]
 
 
 def test_help_unknown_and_ctrl_keys(node):
@@ -86,7 +102,9 @@ def test_help_unknown_and_ctrl_keys(node):
 
 
 def test_multiline_input(node):
-    screen, chat = drive(node, "endless", '/set max_tokens 3\n"""first line\nsecond line\n"""\n/bye\n')
+    _screen, chat = drive(
+        node, "endless", '/set max_tokens 3\n"""first line\nsecond line\n"""\n/bye\n'
+    )
     assert chat.session["messages"][0]["content"] == "first line\nsecond line"
 
 
@@ -94,7 +112,9 @@ def test_images_on_a_model_without_vision(node, tmp_path):
     img = tmp_path / "cat pic.png"
     img.write_bytes(PNG)
     escaped = str(img).replace(" ", "\\ ")
-    screen, chat = drive(node, "endless", f"/set max_tokens 3\n{escaped} what is this\nplain question\n/bye\n")
+    screen, chat = drive(
+        node, "endless", f"/set max_tokens 3\n{escaped} what is this\nplain question\n/bye\n"
+    )
     assert f"Added image '{img}'" in screen
     assert "Error: model 'org/endless' does not support images" in screen
     # the session went on: the next question was answered and stored, the failed one was not
@@ -125,8 +145,12 @@ def test_one_shot_and_resume_after_server_restart(node, tmp_path):
     sessions = httpx.get(node.url + "/api/sessions", params={"model": "tiny"}).json()["sessions"]
     assert [s["preview"] for s in sessions][:2] == ["from a pipe\n", "Tell me a story"]
     # a session with short replies, so that its history fits the tiny context
-    sid = httpx.post(node.url + "/api/sessions", json={"model": "tiny", "settings": {"max_tokens": 5}}).json()["id"]
-    first = run_cli("node", "run", "tiny", "Tell me a story", "--session", sid[:8], "--verbose", env=env)
+    sid = httpx.post(
+        node.url + "/api/sessions", json={"model": "tiny", "settings": {"max_tokens": 5}}
+    ).json()["id"]
+    first = run_cli(
+        "node", "run", "tiny", "Tell me a story", "--session", sid[:8], "--verbose", env=env
+    )
     assert first.returncode == 0, first.stderr
     node.stop()
     node.start()
@@ -152,13 +176,24 @@ def _png(w: int, h: int) -> bytes:
     import struct
     import zlib
 
-    rows = b"".join(b"\x00" + bytes((x * 9 + y * 7) % 256 for x in range(w) for _ in range(3)) for y in range(h))
+    rows = b"".join(
+        b"\x00" + bytes((x * 9 + y * 7) % 256 for x in range(w) for _ in range(3)) for y in range(h)
+    )
 
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_vision_end_to_end_with_a_real_projector(tmp_path, tiny_gguf):
@@ -179,9 +214,16 @@ def test_vision_end_to_end_with_a_real_projector(tmp_path, tiny_gguf):
         other = base64.b64encode(_png(16, 40)).decode()
 
         def reply(images):
-            r = httpx.post(node.url + "/api/chat", timeout=60, json={
-                "model": "vision", "stream": False, "options": {"num_predict": 8, "seed": 1, "temperature": 1.0},
-                "messages": [{"role": "user", "content": "what is this?", "images": images}]})
+            r = httpx.post(
+                node.url + "/api/chat",
+                timeout=60,
+                json={
+                    "model": "vision",
+                    "stream": False,
+                    "options": {"num_predict": 8, "seed": 1, "temperature": 1.0},
+                    "messages": [{"role": "user", "content": "what is this?", "images": images}],
+                },
+            )
             assert r.status_code == 200, r.text
             return r.json()["message"]["content"]
 

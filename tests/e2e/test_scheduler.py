@@ -18,20 +18,36 @@ def loaded(server) -> dict:
 
 
 def gen(server, model, n=2, **extra):
-    r = httpx.post(server.url + "/api/generate", json={"model": model, "prompt": "hi", "stream": False,
-                                                      "options": {"num_predict": n}, **extra}, timeout=60)
+    r = httpx.post(
+        server.url + "/api/generate",
+        json={
+            "model": model,
+            "prompt": "hi",
+            "stream": False,
+            "options": {"num_predict": n},
+            **extra,
+        },
+        timeout=60,
+    )
     return r
 
 
 @pytest.fixture
 def models(tiny_gguf, endless_gguf, slow_gguf):
-    return {"org/a": tiny_gguf, "org/b": tiny_gguf, "org/c": tiny_gguf, "org/endless": endless_gguf,
-            "org/slow": slow_gguf}
+    return {
+        "org/a": tiny_gguf,
+        "org/b": tiny_gguf,
+        "org/c": tiny_gguf,
+        "org/endless": endless_gguf,
+        "org/slow": slow_gguf,
+    }
 
 
 @pytest.fixture
 def node(tmp_path, models):
-    server = start_node(tmp_path / "home", models, env={"LLMLB_MAX_LOADED_MODELS": "2", "LLMLB_MAX_QUEUE": "1"})
+    server = start_node(
+        tmp_path / "home", models, env={"LLMLB_MAX_LOADED_MODELS": "2", "LLMLB_MAX_QUEUE": "1"}
+    )
     yield server
     server.stop()
 
@@ -77,8 +93,11 @@ def _hold(node, model="org/slow"):
     The line iterator rides along on the stream object: if it were garbage-collected,
     httpx would close the response and the server would see a disconnect."""
     client = httpx.Client(timeout=60)
-    cm = client.stream("POST", node.url + "/api/generate", json={
-        "model": model, "prompt": "go", "options": {"num_predict": 4000}})
+    cm = client.stream(
+        "POST",
+        node.url + "/api/generate",
+        json={"model": model, "prompt": "go", "options": {"num_predict": 4000}},
+    )
     response = cm.__enter__()
     lines = response.iter_lines()
     first = json.loads(next(lines))
@@ -90,7 +109,9 @@ def _hold(node, model="org/slow"):
 def test_queue_full_is_503_and_disconnect_frees_the_model(node):
     client, cm = _hold(node)
     results = {}
-    queued = threading.Thread(target=lambda: results.setdefault("queued", gen(node, "org/slow", n=3)))
+    queued = threading.Thread(
+        target=lambda: results.setdefault("queued", gen(node, "org/slow", n=3))
+    )
     queued.start()
     assert wait_for(lambda: "llmlb_queue_depth 1\n" in httpx.get(node.url + "/metrics").text)
     full = gen(node, "org/slow", n=3)
@@ -105,7 +126,9 @@ def test_queue_full_is_503_and_disconnect_frees_the_model(node):
 
 def test_concurrent_cold_requests_share_one_load(node):
     out = []
-    threads = [threading.Thread(target=lambda: out.append(gen(node, "org/endless", n=2))) for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: out.append(gen(node, "org/endless", n=2))) for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -125,14 +148,16 @@ def test_rm_of_a_loaded_model_unloads_it_first(node):
 def test_no_gpu_is_reported_cleanly(node):
     gen(node, "org/a")
     gpu = httpx.get(node.url + "/api/ps").json()["gpu"]
-    assert gpu["gpu_name"] is None and gpu["vram_total_bytes"] == 0 and gpu["gpu_temperature"] is None
+    assert (
+        gpu["gpu_name"] is None and gpu["vram_total_bytes"] == 0 and gpu["gpu_temperature"] is None
+    )
     assert "ERROR" not in node.log() and "Traceback" not in node.log()
 
 
 def test_sigint_during_a_stream_exits_cleanly(tmp_path, slow_gguf):
     home = tmp_path / "home"
     server = start_node(home, {"org/slow": slow_gguf})
-    client, cm = _hold(server)
+    client, _cm = _hold(server)
     started = time.time()
     server.signal(signal.SIGINT)
     assert server.wait(20) == 0, server.log()

@@ -22,7 +22,9 @@ def node(tmp_path, llmlb_env, tiny_gguf):
     from llmlb.store import catalog, db
 
     engine = db.open_catalog(llmlb_env / "llmlb.db")
-    catalog.register_model(engine, name="Qwen/Tiny-ST", path=target, format="Safetensors", source="HuggingFace")
+    catalog.register_model(
+        engine, name="Qwen/Tiny-ST", path=target, format="Safetensors", source="HuggingFace"
+    )
     engine.dispose()
     manifest = add_model(llmlb_env.parent / "ollama-models", "llama3.2", tiny_gguf.read_bytes())
     three_days_ago = time.time() - 3 * 86400 - 60
@@ -64,8 +66,11 @@ def test_show_block_and_items(node):
     assert cli(node, "node", "show", "llama-3.2-3b-instruct", "--license").stdout == "MIT\n"
     assert "im_start" in cli(node, "node", "show", "llama-3.2-3b-instruct", "--template").stdout
     assert cli(node, "node", "show", "llama-3.2-3b-instruct", "--system").stdout == (
-        "No system prompt was specified for this model.\n")
-    assert cli(node, "node", "show", "llama-3.2-3b-instruct", "--modelfile").stdout.startswith("# Modelfile")
+        "No system prompt was specified for this model.\n"
+    )
+    assert cli(node, "node", "show", "llama-3.2-3b-instruct", "--modelfile").stdout.startswith(
+        "# Modelfile"
+    )
     both = cli(node, "node", "show", "llama-3.2-3b-instruct", "--license", "--system")
     assert both.returncode == 1 and "at most one" in both.stderr
 
@@ -75,11 +80,14 @@ def test_show_ollama_model(node):
     assert r.returncode == 0 and "Architecture: llama" in r.stdout
 
 
-@pytest.mark.parametrize("name, message", [
-    ("nope", "Error: model 'nope' not found"),
-    ("../../etc/passwd", "Error: invalid model name"),
-    ("bad name!", "Error: invalid model name"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("nope", "Error: model 'nope' not found"),
+        ("../../etc/passwd", "Error: invalid model name"),
+        ("bad name!", "Error: invalid model name"),
+    ],
+)
 def test_errors(node, name, message):
     for cmd in ("show", "rm"):
         r = cli(node, "node", cmd, name)
@@ -112,10 +120,20 @@ def test_api_shapes(node):
     assert {"name", "model", "modified_at", "size", "digest", "details"} <= set(m)
     assert m["details"]["format"] == "gguf" and m["details"]["quantization_level"] == "F32"
     show = httpx.post(node.url + "/api/show", json={"model": "llama-3.2-3b-instruct"}).json()
-    assert {"license", "modelfile", "parameters", "template", "system", "details", "model_info",
-            "capabilities"} <= set(show)
+    assert {
+        "license",
+        "modelfile",
+        "parameters",
+        "template",
+        "system",
+        "details",
+        "model_info",
+        "capabilities",
+    } <= set(show)
     assert show["model_info"]["llama.context_length"] == 2048
-    assert httpx.post(node.url + "/api/show", json={"model": "x"}).json() == {"error": "model 'x' not found"}
+    assert httpx.post(node.url + "/api/show", json={"model": "x"}).json() == {
+        "error": "model 'x' not found"
+    }
     assert httpx.post(node.url + "/api/show", content=b"{nope").status_code == 400
     assert httpx.post(node.url + "/api/show", json={"model": 5}).status_code == 400
     assert httpx.request("DELETE", node.url + "/api/delete", json={"model": "x"}).status_code == 404

@@ -2,7 +2,6 @@
 
 import pytest
 from sqlalchemy.exc import IntegrityError
-
 from sqlmodel import select
 
 from llmlb.store import db

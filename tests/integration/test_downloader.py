@@ -28,8 +28,12 @@ def hub(tmp_path, data):
 def _dl(hub, tmp_path, name="m.gguf", **kw):
     f = hub.repos["acme/r"].files[name]
     digests = {"sha256": f.sha256} if f.lfs else {"blob_id": f.blob_id}
-    return FileDownload(f"{hub.url}/acme/r/resolve/main/{name}", tmp_path / "out" / name, f.size,
-                        **{**digests, "stall_secs": 2, **kw})
+    return FileDownload(
+        f"{hub.url}/acme/r/resolve/main/{name}",
+        tmp_path / "out" / name,
+        f.size,
+        **{**digests, "stall_secs": 2, **kw},
+    )
 
 
 def test_parallel_parts_download_and_verify(hub, tmp_path, data):
@@ -80,7 +84,11 @@ def test_dropped_connection_resumes_with_range(hub, tmp_path, data):
     dl = _dl(hub, tmp_path)
     assert dl.run() == hashlib.sha256(data).hexdigest()
     assert hub.sent("m.gguf") == SIZE  # the retries asked only for the missing bytes
-    starts = {int(r.removeprefix("bytes=").split("-")[0]) for _, p, r in hub.stats.requests if p.startswith("/_cdn/")}
+    starts = {
+        int(r.removeprefix("bytes=").split("-")[0])
+        for _, p, r in hub.stats.requests
+        if p.startswith("/_cdn/")
+    }
     assert starts - {p[0] for p in dl.parts}  # some requests began inside a part: resumed
 
 
@@ -107,7 +115,7 @@ def test_resume_against_a_server_that_ignores_range_starts_over(hub, tmp_path, d
 def test_flipped_byte_is_a_digest_mismatch_and_the_file_is_deleted(hub, tmp_path):
     hub.fault("m.gguf", flip_byte=MIN_PART + 7)
     dl = _dl(hub, tmp_path)
-    with pytest.raises(DigestMismatch, match="digest mismatch .* must be downloaded again"):
+    with pytest.raises(DigestMismatch, match=r"digest mismatch .* must be downloaded again"):
         dl.run()
     assert not (tmp_path / "out" / "m.gguf").exists()
 
@@ -130,12 +138,16 @@ def test_persistent_5xx_fails_with_a_clear_message(hub, tmp_path, monkeypatch):
         _dl(hub, tmp_path).run()
 
 
-@pytest.mark.parametrize("status, error", [(401, Unauthorized), (403, Unauthorized), (404, NotFound)])
+@pytest.mark.parametrize(
+    "status, error", [(401, Unauthorized), (403, Unauthorized), (404, NotFound)]
+)
 def test_auth_and_missing_are_not_retried(hub, tmp_path, status, error):
     hub.fault("m.gguf", status=status)
     with pytest.raises(error):
         _dl(hub, tmp_path).run()
-    assert len([1 for m, p, r in hub.stats.requests if p.startswith("/_cdn/")]) <= 3  # one per part at most
+    assert (
+        len([1 for m, p, r in hub.stats.requests if p.startswith("/_cdn/")]) <= 3
+    )  # one per part at most
 
 
 def test_interrupt_stops_a_blocked_read_at_once(hub, tmp_path):

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,10 +21,14 @@ def test_hf_hub_download_accepts_the_test_hub(hub, tmp_path):
 
     data = os.urandom(3 << 20)
     repo = hub.add_repo("acme/tiny", {"model-Q4_K_M.gguf": data, "config.json": b'{"a": 1}'})
-    path = hf_hub_download("acme/tiny", "model-Q4_K_M.gguf", endpoint=hub.url, cache_dir=str(tmp_path / "c"))
-    assert open(path, "rb").read() == data
-    path = hf_hub_download("acme/tiny", "config.json", endpoint=hub.url, cache_dir=str(tmp_path / "c"))
-    assert open(path, "rb").read() == b'{"a": 1}'
+    path = hf_hub_download(
+        "acme/tiny", "model-Q4_K_M.gguf", endpoint=hub.url, cache_dir=str(tmp_path / "c")
+    )
+    assert Path(path).read_bytes() == data
+    path = hf_hub_download(
+        "acme/tiny", "config.json", endpoint=hub.url, cache_dir=str(tmp_path / "c")
+    )
+    assert Path(path).read_bytes() == b'{"a": 1}'
     info = HfApi(endpoint=hub.url).model_info("acme/tiny", files_metadata=True)
     assert info.sha == repo.sha
     by_name = {s.rfilename: s for s in info.siblings}
@@ -41,9 +46,10 @@ def test_gated_and_missing_repos_raise_the_hub_errors(hub, tmp_path):
     hub.add_repo("acme/gated", {"m.gguf": b"GGUF...."}, gated=True)
     with pytest.raises(GatedRepoError):
         hf_hub_download("acme/gated", "m.gguf", endpoint=hub.url, cache_dir=str(tmp_path / "c"))
-    path = hf_hub_download("acme/gated", "m.gguf", endpoint=hub.url, cache_dir=str(tmp_path / "c"),
-                           token=hub.token)
-    assert open(path, "rb").read() == b"GGUF...."
+    path = hf_hub_download(
+        "acme/gated", "m.gguf", endpoint=hub.url, cache_dir=str(tmp_path / "c"), token=hub.token
+    )
+    assert Path(path).read_bytes() == b"GGUF...."
     with pytest.raises(RepositoryNotFoundError):
         HfApi(endpoint=hub.url).model_info("acme/missing")
 

@@ -3,7 +3,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
-import llmlb.store.models  # noqa: F401
+import llmlb.store.models
 import llmlb.store.router_models  # noqa: F401
 from llmlb.store import db
 

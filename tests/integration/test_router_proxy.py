@@ -52,12 +52,15 @@ def body(tokens=8, stream=True) -> dict:
 
 def test_sixty_concurrent_streams_spread_evenly(tmp_path):
     with fake_cluster(tmp_path, [(3, ())]) as router:
+
         async def burst(n):
             async with httpx.AsyncClient(timeout=60) as client:
+
                 async def one(i):
                     r = await client.post(router.url + CHAT, json=body())
                     assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n")
                     return r.headers["x-llmlb-node"]
+
                 return Counter(await asyncio.gather(*(one(i) for i in range(n))))
 
         spread = asyncio.run(burst(60))
@@ -97,15 +100,27 @@ def test_client_leaving_mid_stream_frees_the_node(tmp_path):
         # the connection is closed: the router must notice without any further read or write
         assert wait_for(lambda: nodes(router)[0]["in_flight"] == 0, 3), nodes(router)
         # recorded as nginx does: 499, the client closed the request
-        assert wait_for(lambda: [q["status"] for q in httpx.get(
-            router.url + "/admin/cluster/requests").json()["requests"]] == [499], 3)
+        assert wait_for(
+            lambda: (
+                [
+                    q["status"]
+                    for q in httpx.get(router.url + "/admin/cluster/requests").json()["requests"]
+                ]
+                == [499]
+            ),
+            3,
+        )
         minute = httpx.get(router.url + "/admin/cluster/timeseries?minutes=2").json()["minutes"]
         assert sum(m["requests"] for m in minute) == 1 and sum(m["errors"] for m in minute) == 0
         assert nodes(router)[0]["errors"] == 0  # not the node's fault either
 
 
 def test_wait_queue_bounds_and_client_leaving_the_queue(tmp_path):
-    env = {"LLMLB_NODE_MAX_IN_FLIGHT": "1", "LLMLB_ROUTER_MAX_QUEUE": "1", "LLMLB_ROUTER_QUEUE_TIMEOUT": "3"}
+    env = {
+        "LLMLB_NODE_MAX_IN_FLIGHT": "1",
+        "LLMLB_ROUTER_MAX_QUEUE": "1",
+        "LLMLB_ROUTER_QUEUE_TIMEOUT": "3",
+    }
     with fake_cluster(tmp_path, [(1, ("--tps", "5", "--tokens", "100"))], env) as router:
         with httpx.stream("POST", router.url + CHAT, json=body(100), timeout=30) as holder:
             assert holder.status_code == 200
@@ -114,8 +129,11 @@ def test_wait_queue_bounds_and_client_leaving_the_queue(tmp_path):
                 httpx.post(router.url + CHAT, json=body(), timeout=httpx.Timeout(0.5, connect=2))
             assert wait_for(lambda: queue_depth(router) == 0, 1.5)
             waited = {}
-            waiter = threading.Thread(target=lambda: waited.update(
-                r=httpx.post(router.url + "/api/generate", json=body(), timeout=30)))
+            waiter = threading.Thread(
+                target=lambda: waited.update(
+                    r=httpx.post(router.url + "/api/generate", json=body(), timeout=30)
+                )
+            )
             waiter.start()
             assert wait_for(lambda: queue_depth(router) == 1)
             full = httpx.post(router.url + CHAT, json=body())
@@ -131,17 +149,25 @@ def test_wait_queue_bounds_and_client_leaving_the_queue(tmp_path):
 def test_bad_requests_get_clear_errors(tmp_path):
     with fake_cluster(tmp_path, [(1, ())]) as router:
         r = httpx.get(router.url + CHAT)
-        assert r.status_code == 405 and r.json()["error"]["message"] == f"method GET is not allowed on {CHAT}"
+        assert (
+            r.status_code == 405
+            and r.json()["error"]["message"] == f"method GET is not allowed on {CHAT}"
+        )
         r = httpx.post(router.url + "/api/chat", content=b"{bad")
         assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
         r = httpx.post(router.url + CHAT, json={"messages": []})
-        assert r.status_code == 400 and r.json()["error"]["message"] == "field 'model' must be a non-empty string"
+        assert (
+            r.status_code == 400
+            and r.json()["error"]["message"] == "field 'model' must be a non-empty string"
+        )
         r = httpx.post(router.url + "/api/generate", json={"model": "ghost"})
         assert r.status_code == 404 and r.json() == {"error": "model 'ghost' not found"}
         # a body over the limit is refused from its header, before it is read
         with socket.create_connection(("127.0.0.1", router.port)) as sock:
-            sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                         b"content-length: 100000000\r\n\r\n")
+            sock.sendall(
+                b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                b"content-length: 100000000\r\n\r\n"
+            )
             head = sock.recv(4096)
         assert head.startswith(b"HTTP/1.1 413") and b"request body is too large" in head
         assert all(n["in_flight"] == 0 and n["requests"] == 0 for n in nodes(router))

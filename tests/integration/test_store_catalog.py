@@ -26,8 +26,13 @@ def _place(home: Path, name: str, src: Path) -> Path:
 
 def test_register_reads_metadata_and_aliases(engine, llmlb_env, tiny_gguf):
     path = _place(llmlb_env, "meta-llama/Llama-3.2-3B-Instruct", tiny_gguf)
-    row = catalog.register_model(engine, name="meta-llama/Llama-3.2-3B-Instruct", path=path,
-                                 format="GGUF", source="HuggingFace")
+    row = catalog.register_model(
+        engine,
+        name="meta-llama/Llama-3.2-3B-Instruct",
+        path=path,
+        format="GGUF",
+        source="HuggingFace",
+    )
     assert row.alias == "llama-3.2-3b-instruct"
     assert row.architecture == "llama" and row.parameters == param_count(TinySpec())
     assert row.quantization == "F32" and row.context_length == 2048 and row.license == "MIT"
@@ -37,17 +42,33 @@ def test_register_reads_metadata_and_aliases(engine, llmlb_env, tiny_gguf):
 
 def test_safetensors_registration(engine, llmlb_env):
     directory, n = make_tiny_safetensors(llmlb_env / "models" / "Qwen" / "Tiny", shards=2)
-    row = catalog.register_model(engine, name="Qwen/Tiny", path=directory, format="Safetensors",
-                                 source="HuggingFace")
-    assert (row.architecture, row.parameters, row.quantization, row.context_length, row.license) == (
-        "qwen2", n, "F16", 4096, "apache-2.0")
+    row = catalog.register_model(
+        engine, name="Qwen/Tiny", path=directory, format="Safetensors", source="HuggingFace"
+    )
+    assert (
+        row.architecture,
+        row.parameters,
+        row.quantization,
+        row.context_length,
+        row.license,
+    ) == ("qwen2", n, "F16", 4096, "apache-2.0")
 
 
 def test_alias_collision(engine, llmlb_env, tiny_gguf):
-    a = catalog.register_model(engine, name="a/Model", path=_place(llmlb_env, "a/Model", tiny_gguf),
-                               format="GGUF", source="Local")
-    b = catalog.register_model(engine, name="b/model", path=_place(llmlb_env, "b/model", tiny_gguf),
-                               format="GGUF", source="Local")
+    a = catalog.register_model(
+        engine,
+        name="a/Model",
+        path=_place(llmlb_env, "a/Model", tiny_gguf),
+        format="GGUF",
+        source="Local",
+    )
+    b = catalog.register_model(
+        engine,
+        name="b/model",
+        path=_place(llmlb_env, "b/model", tiny_gguf),
+        format="GGUF",
+        source="Local",
+    )
     assert (a.alias, b.alias) == ("model", "model-2")
 
 
@@ -64,7 +85,9 @@ def test_bad_file_writes_nothing(engine, tmp_path):
     with pytest.raises(meta.BadModelFile):
         catalog.register_model(engine, name="x/fake", path=fake, format="GGUF", source="Local")
     with pytest.raises(ValidationError, match="does not exist"):
-        catalog.register_model(engine, name="x/missing", path=tmp_path / "nope.gguf", format="GGUF", source="Local")
+        catalog.register_model(
+            engine, name="x/missing", path=tmp_path / "nope.gguf", format="GGUF", source="Local"
+        )
     assert catalog.all_models(engine) == []
 
 
@@ -101,7 +124,9 @@ def test_delete_never_leaves_models_dir(engine, llmlb_env, tmp_path, tiny_gguf):
 def test_ollama_models_are_read_only(engine, llmlb_env, tiny_gguf, monkeypatch):
     root = llmlb_env.parent / "ollama"
     monkeypatch.setenv("OLLAMA_MODELS", str(root))
-    add_model(root, "llama3.2", tiny_gguf.read_bytes(), system="be brief", params={"temperature": 0.5})
+    add_model(
+        root, "llama3.2", tiny_gguf.read_bytes(), system="be brief", params={"temperature": 0.5}
+    )
     add_model(root, "phi", tiny_gguf.read_bytes(), tag="mini", namespace="someone")
     before = snapshot(root)
     names = sorted(e.display for e in catalog.ollama_models())
@@ -109,7 +134,9 @@ def test_ollama_models_are_read_only(engine, llmlb_env, tiny_gguf, monkeypatch):
     m = catalog.resolve(engine, "ollama:llama3.2")
     assert m.source == "Ollama" and m.architecture == "llama" and m.system_prompt == "be brief"
     assert catalog.resolve(engine, "ollama:someone/phi:mini").format == "GGUF"
-    with pytest.raises(ValidationError, match=r"'ollama:llama3.2' is read-only \(owned by ollama\)"):
+    with pytest.raises(
+        ValidationError, match=r"'ollama:llama3.2' is read-only \(owned by ollama\)"
+    ):
         catalog.delete_model(engine, "ollama:llama3.2", llmlb_env / "models")
     with pytest.raises(ModelNotFound):
         catalog.resolve(engine, "ollama:nothing")

@@ -12,38 +12,64 @@ import asyncio
 import json
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ttft: float, tokens: int,
-                 gap: float, status: int) -> None:
+async def handle(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    ttft: float,
+    tokens: int,
+    gap: float,
+    status: int,
+) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             method, path, _ = lines[0].split(" ", 2)
-            headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            headers = {
+                k.lower(): v.strip()
+                for k, _, v in (line.partition(":") for line in lines[1:] if line)
+            }
             body = await reader.readexactly(int(headers.get("content-length", 0)))
             if method == "GET":
-                payload = b"ok" if path == "/" else json.dumps(
-                    {"object": "list", "data": [{"id": "fake/model", "object": "model"}], "models": []}).encode()
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                             + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+                payload = (
+                    b"ok"
+                    if path == "/"
+                    else json.dumps(
+                        {
+                            "object": "list",
+                            "data": [{"id": "fake/model", "object": "model"}],
+                            "models": [],
+                        }
+                    ).encode()
+                )
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                    + str(len(payload)).encode()
+                    + b"\r\n\r\n"
+                    + payload
+                )
                 await writer.drain()
                 continue
             if status != 200:
                 payload = b'{"error":"failing on purpose"}'
-                writer.write(b"HTTP/1.1 %d Failing\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                             % (status, len(payload), payload))
+                writer.write(
+                    b"HTTP/1.1 %d Failing\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                    % (status, len(payload), payload)
+                )
                 await writer.drain()
                 continue
             req = json.loads(body or b"{}")
             n = int(req.get("max_tokens") or tokens)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
             # Tokens go out on a fixed schedule from the request's arrival, not after a sleep each:
             # sleeps overshoot a little under load, and summed over a stream that drift would be
             # noise in every latency measured through this backend.
             loop = asyncio.get_running_loop()
             start = loop.time()
 
-            async def until(offset: float) -> None:
+            async def until(offset: float, start: float = start, loop=loop) -> None:
                 delay = start + offset - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -65,8 +91,12 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ttf
 
 async def serve(port: int, ttft_ms: float, tokens: int, tps: float, status: int = 200) -> None:
     gap = 1.0 / tps if tps else 0.0
-    server = await asyncio.start_server(lambda r, w: handle(r, w, ttft_ms / 1000, tokens, gap, status), "127.0.0.1",
-                                        port, backlog=1024)
+    server = await asyncio.start_server(
+        lambda r, w: handle(r, w, ttft_ms / 1000, tokens, gap, status),
+        "127.0.0.1",
+        port,
+        backlog=1024,
+    )
     async with server:
         await server.serve_forever()
 

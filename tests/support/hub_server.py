@@ -70,15 +70,15 @@ class Repo:
 
 @dataclass
 class Fault:
-    drop_after: int | None = None     # close the connection after this many body bytes
-    ignore_range: bool = False        # answer Range requests with 200 and the whole file
-    flip_byte: int | None = None      # flip this byte (file offset) in what is served
-    stall_after: int | None = None    # stop sending after this many body bytes ...
-    stall_secs: float = 3600.0        # ... for this long, then close
-    status: int | None = None         # answer the data request with this status
-    rate: int | None = None           # bytes per second per connection
-    declare_size: int | None = None   # claim this size in the repo info (disk-space checks)
-    times: int | None = None          # drop/stall/status only this many times (None: always)
+    drop_after: int | None = None  # close the connection after this many body bytes
+    ignore_range: bool = False  # answer Range requests with 200 and the whole file
+    flip_byte: int | None = None  # flip this byte (file offset) in what is served
+    stall_after: int | None = None  # stop sending after this many body bytes ...
+    stall_secs: float = 3600.0  # ... for this long, then close
+    status: int | None = None  # answer the data request with this status
+    rate: int | None = None  # bytes per second per connection
+    declare_size: int | None = None  # claim this size in the repo info (disk-space checks)
+    times: int | None = None  # drop/stall/status only this many times (None: always)
 
 
 @dataclass
@@ -88,8 +88,13 @@ class Stats:
 
 
 class HubServer:
-    def __init__(self, data_dir: Path | str | None = None, token: str = "hf_test_token",
-                 host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        data_dir: Path | str | None = None,
+        token: str = "hf_test_token",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="hub-"))
         self.token = token
@@ -108,8 +113,13 @@ class HubServer:
         return f"http://{host}:{port}"
 
     # --- content -------------------------------------------------------------------------
-    def add_repo(self, repo_id: str, files: dict[str, Path | str | bytes], gated: bool = False,
-                 copy: bool = True) -> Repo:
+    def add_repo(
+        self,
+        repo_id: str,
+        files: dict[str, Path | str | bytes],
+        gated: bool = False,
+        copy: bool = True,
+    ) -> Repo:
         """Files are paths (copied, or served in place with copy=False) or bytes."""
         stored: dict[str, HubFile] = {}
         for name, content in files.items():
@@ -122,9 +132,16 @@ class HubServer:
             else:
                 target = Path(content)
             size = target.stat().st_size
-            stored[name] = HubFile(target, size, name.endswith(LFS_SUFFIXES) or size > 10 << 20,
-                                   sha256_of(target), git_blob_id(target))
-        sha = hashlib.sha1(json.dumps(sorted((n, f.blob_id) for n, f in stored.items())).encode()).hexdigest()
+            stored[name] = HubFile(
+                target,
+                size,
+                name.endswith(LFS_SUFFIXES) or size > 10 << 20,
+                sha256_of(target),
+                git_blob_id(target),
+            )
+        sha = hashlib.sha1(
+            json.dumps(sorted((n, f.blob_id) for n, f in stored.items())).encode()
+        ).hexdigest()
         repo = Repo(repo_id, sha, stored, gated)
         self.repos[repo_id] = repo
         return repo
@@ -166,9 +183,13 @@ class HubServer:
             return True
 
     # --- life ----------------------------------------------------------------------------
-    def start(self) -> "HubServer":
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                       daemon=True, name="hub-server")
+    def start(self) -> HubServer:
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            daemon=True,
+            name="hub-server",
+        )
         self.thread.start()
         return self
 
@@ -178,7 +199,7 @@ class HubServer:
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -197,8 +218,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # --- helpers -------------------------------------------------------------------------
-    def _send(self, status: int, body: bytes = b"", headers: dict | None = None,
-              content_type: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: dict | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -227,10 +253,18 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         token = self._authorized()
         if token is None:
-            self._error(401, "GatedRepo", f"Access to model {repo.id} is restricted. You must be authenticated.")
+            self._error(
+                401,
+                "GatedRepo",
+                f"Access to model {repo.id} is restricted. You must be authenticated.",
+            )
             return False
         if token != self.hub.token:
-            self._error(403, "GatedRepo", f"Access to model {repo.id} is restricted and you are not in the authorized list.")
+            self._error(
+                403,
+                "GatedRepo",
+                f"Access to model {repo.id} is restricted and you are not in the authorized list.",
+            )
             return False
         return True
 
@@ -258,7 +292,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._api(parts[2:], parse_qs(url.query))
             repo, rest = self._find_repo(parts)
             if repo is None:
-                return self._error(401 if not self._authorized() else 404, "RepoNotFound", "Repository not found")
+                return self._error(
+                    401 if not self._authorized() else 404, "RepoNotFound", "Repository not found"
+                )
             if len(rest) >= 3 and rest[0] == "resolve":
                 return self._resolve(repo, rest[1], "/".join(rest[2:]))
             self._error(404, None, "not found")
@@ -268,10 +304,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _api(self, parts: list[str], query: dict) -> None:
         repo, rest = self._find_repo(parts)
         if repo is None:
-            return self._error(401 if not self._authorized() else 404, "RepoNotFound", "Repository not found")
+            return self._error(
+                401 if not self._authorized() else 404, "RepoNotFound", "Repository not found"
+            )
         if repo.status:
             return self._gate(repo) and None
-        if rest and not (len(rest) == 2 and rest[0] == "revision" and rest[1] in ("main", repo.sha)):
+        if rest and not (
+            len(rest) == 2 and rest[0] == "revision" and rest[1] in ("main", repo.sha)
+        ):
             return self._error(404, "RevisionNotFound", "Invalid rev id")
         blobs = query.get("blobs", ["false"])[0].lower() == "true"
         siblings = []
@@ -284,10 +324,22 @@ class _Handler(BaseHTTPRequestHandler):
                 if f.lfs:
                     item["lfs"] = {"sha256": f.sha256, "size": size, "pointerSize": 134}
             siblings.append(item)
-        body = {"_id": repo.sha[:24], "id": repo.id, "modelId": repo.id, "author": repo.id.split("/")[0],
-                "sha": repo.sha, "private": False, "gated": "auto" if repo.gated else False,
-                "disabled": False, "downloads": 0, "likes": 0, "tags": [], "siblings": siblings,
-                "lastModified": "2025-01-01T00:00:00.000Z", "createdAt": "2025-01-01T00:00:00.000Z"}
+        body = {
+            "_id": repo.sha[:24],
+            "id": repo.id,
+            "modelId": repo.id,
+            "author": repo.id.split("/")[0],
+            "sha": repo.sha,
+            "private": False,
+            "gated": "auto" if repo.gated else False,
+            "disabled": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": [],
+            "siblings": siblings,
+            "lastModified": "2025-01-01T00:00:00.000Z",
+            "createdAt": "2025-01-01T00:00:00.000Z",
+        }
         self._send(200, json.dumps(body).encode())
 
     def _resolve(self, repo: Repo, rev: str, name: str) -> None:
@@ -303,9 +355,19 @@ class _Handler(BaseHTTPRequestHandler):
             # A different host name for the same server, as the Hub's CDN is another host:
             # clients must not follow it for metadata, nor send their token there.
             port = self.server.server_address[1]
-            host = f"localhost:{port}" if (self.headers.get("Host") or "").startswith("127.") else f"127.0.0.1:{port}"
-            headers.update({"X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": str(f.size),
-                            "ETag": f'"{f.blob_id}"', "Location": f"http://{host}/_cdn/{repo.id.replace('/', '--')}/{f.sha256}"})
+            host = (
+                f"localhost:{port}"
+                if (self.headers.get("Host") or "").startswith("127.")
+                else f"127.0.0.1:{port}"
+            )
+            headers.update(
+                {
+                    "X-Linked-Etag": f'"{f.sha256}"',
+                    "X-Linked-Size": str(f.size),
+                    "ETag": f'"{f.blob_id}"',
+                    "Location": f"http://{host}/_cdn/{repo.id.replace('/', '--')}/{f.sha256}",
+                }
+            )
             return self._send(302, b"", headers)
         headers["ETag"] = f'"{f.blob_id}"'
         self._data(f, name, headers)
@@ -350,8 +412,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self, f: HubFile, name: str, start: int, end: int, fault: Fault | None) -> None:
         sock = self.connection
         with open(f.path, "rb") as fh:
-            if fault is None or not any((fault.drop_after is not None, fault.flip_byte is not None,
-                                         fault.stall_after is not None, fault.rate)):
+            if fault is None or not any(
+                (
+                    fault.drop_after is not None,
+                    fault.flip_byte is not None,
+                    fault.stall_after is not None,
+                    fault.rate,
+                )
+            ):
                 offset = start
                 while offset < end:  # the fast path: the kernel copies file -> socket
                     n = os.sendfile(sock.fileno(), fh.fileno(), offset, min(end - offset, 64 << 20))
@@ -360,8 +428,14 @@ class _Handler(BaseHTTPRequestHandler):
                     offset += n
                     self._count(name, n)
                 return
-            drop = fault.drop_after if fault.drop_after is not None and self.hub._use(fault) else None
-            stall = fault.stall_after if fault.stall_after is not None and self.hub._use(fault) else None
+            drop = (
+                fault.drop_after if fault.drop_after is not None and self.hub._use(fault) else None
+            )
+            stall = (
+                fault.stall_after
+                if fault.stall_after is not None and self.hub._use(fault)
+                else None
+            )
             chunk = min(CHUNK, max(1024, (fault.rate or CHUNK) // 20))
             offset, sent = start, 0
             began = time.monotonic()
@@ -416,8 +490,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("files", nargs="+", metavar="owner/repo[/NAME]=FILE",
-                        help="serve FILE in repo owner/repo as NAME (default: its base name); repeat for more")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="owner/repo[/NAME]=FILE",
+        help="serve FILE in repo owner/repo as NAME (default: its base name); repeat for more",
+    )
     args = parser.parse_args()
     hub = HubServer(host=args.host, port=args.port)
     grouped: dict[str, dict[str, Path]] = {}

@@ -42,22 +42,38 @@ def metric(url: str, name: str) -> float:
 def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 60):
     """Run `llmlb ARGS` as a user would, in a child process."""
     return subprocess.run(
-        [*LLMLB, *args], env=env or os.environ.copy(), input=input, capture_output=True,
-        text=True, timeout=timeout,
+        [*LLMLB, *args],
+        env=env or os.environ.copy(),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 class ServerProcess:
     """`llmlb node serve` (or `router serve`) in a child process with its log in a file."""
 
-    def __init__(self, home: Path, kind: str = "node", port: int | None = None,
-                 extra_args: tuple[str, ...] = (), env: dict | None = None, cpus: set[int] | None = None):
+    def __init__(
+        self,
+        home: Path,
+        kind: str = "node",
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        env: dict | None = None,
+        cpus: set[int] | None = None,
+    ):
         self.home = Path(home)
         self.cpus = cpus  # pin the process (all its threads) to these CPUs
         self.kind = kind
         self.port = port or free_port()
         self.extra_args = extra_args
-        self.env = {**os.environ, **(env or {}), "LLMLB_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            **(env or {}),
+            "LLMLB_HOME": str(self.home),
+            "PYTHONUNBUFFERED": "1",
+        }
         self.log_path = self.home.parent / f"{kind}-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -74,14 +90,17 @@ class ServerProcess:
         key = "LLMLB_HOST" if self.kind == "node" else "LLMLB_ROUTER"
         return {**self.env, key: self.address}
 
-    def start(self, timeout: float = 30) -> "ServerProcess":
+    def start(self, timeout: float = 30) -> ServerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [*LLMLB, self.kind, "serve", "--port", str(self.port), *self.extra_args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [*LLMLB, self.kind, "serve", "--port", str(self.port), *self.extra_args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None,
+            )
         self.wait_ready(timeout)
         return self
 
@@ -128,7 +147,7 @@ class ServerProcess:
             self.kill()
             return None
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

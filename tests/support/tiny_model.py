@@ -45,9 +45,11 @@ def byte_vocab() -> tuple[list[bytes], list[float], list[int]]:
     tokens = [b"<unk>", b"<s>", b"</s>"] + [f"<0x{i:02X}>".encode() for i in range(256)]
     tokens.append("\u2581".encode())
     scores = [0.0] * len(tokens)
-    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + [
-        gguf.TokenType.BYTE
-    ] * 256 + [gguf.TokenType.NORMAL]
+    types = (
+        [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+        + [gguf.TokenType.BYTE] * 256
+        + [gguf.TokenType.NORMAL]
+    )
     return tokens, scores, [int(t) for t in types]
 
 
@@ -76,8 +78,9 @@ def _suppress(tokens: list[int]):
     return fix
 
 
-def _tensor(rng, writer, name: str, shape: tuple[int, ...], dtype: str, scale: float = 0.2,
-            fix=None) -> None:
+def _tensor(
+    rng, writer, name: str, shape: tuple[int, ...], dtype: str, scale: float = 0.2, fix=None
+) -> None:
     import gguf
 
     data = (rng.standard_normal(shape) * scale).astype(np.float32)
@@ -141,7 +144,9 @@ def make_tiny_gguf(path: Path | str, spec: TinySpec | None = None, **overrides) 
 
     n_vocab, d, ff = len(tokens), spec.n_embd, spec.n_ff
     kv = d // spec.n_head * spec.n_head_kv
-    suppressed = ([0, 1] + _NON_ASCII if spec.ascii_only or spec.never_eos else []) + ([2] if spec.never_eos else [])
+    suppressed = ([0, 1, *_NON_ASCII] if spec.ascii_only or spec.never_eos else []) + (
+        [2] if spec.never_eos else []
+    )
     fix = _suppress(suppressed) if suppressed else None
     _tensor(rng, w, "token_embd.weight", (n_vocab, d), spec.dtype, fix=fix)
     _tensor(rng, w, "output_norm.weight", (d,), "F32", fix=fix)

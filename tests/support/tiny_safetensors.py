@@ -8,8 +8,12 @@ from pathlib import Path
 import numpy as np
 
 
-def make_tiny_safetensors(directory: Path | str, shards: int = 2, license: str | None = "apache-2.0",
-                          context_length: int = 4096) -> tuple[Path, int]:
+def make_tiny_safetensors(
+    directory: Path | str,
+    shards: int = 2,
+    license: str | None = "apache-2.0",
+    context_length: int = 4096,
+) -> tuple[Path, int]:
     """Write the model; return (directory, parameter count)."""
     from safetensors.numpy import save_file
 
@@ -33,11 +37,18 @@ def make_tiny_safetensors(directory: Path | str, shards: int = 2, license: str |
             save_file(part, str(directory / fname))
             weight_map.update({n: fname for n in part})
         (directory / "model.safetensors.index.json").write_text(
-            json.dumps({"metadata": {}, "weight_map": weight_map}))
-    (directory / "config.json").write_text(json.dumps({
-        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
-        "max_position_embeddings": context_length, "torch_dtype": "float16",
-    }))
+            json.dumps({"metadata": {}, "weight_map": weight_map})
+        )
+    (directory / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["Qwen2ForCausalLM"],
+                "model_type": "qwen2",
+                "max_position_embeddings": context_length,
+                "torch_dtype": "float16",
+            }
+        )
+    )
     if license:
         (directory / "README.md").write_text(f"---\nlicense: {license}\n---\n# Tiny\n")
     return directory, sum(int(np.prod(t.shape)) for t in tensors.values())

@@ -11,8 +11,16 @@ from pathlib import Path
 import numpy as np
 
 
-def make_tiny_mmproj(path: Path | str, text_embd: int = 64, image_size: int = 28, patch: int = 14,
-                     embd: int = 32, ff: int = 64, heads: int = 2, seed: int = 0) -> Path:
+def make_tiny_mmproj(
+    path: Path | str,
+    text_embd: int = 64,
+    image_size: int = 28,
+    patch: int = 14,
+    embd: int = 32,
+    ff: int = 64,
+    heads: int = 2,
+    seed: int = 0,
+) -> Path:
     import gguf
 
     path = Path(path)

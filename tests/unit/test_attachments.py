@@ -5,7 +5,8 @@ import pytest
 from llmlb.cli.attachments import MAX_IMAGE_BYTES, extract, image_kind
 
 PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 
 
 @pytest.fixture
@@ -27,8 +28,15 @@ def test_absolute_path(images):
 
 
 def test_relative_home_quoted_and_escaped(images):
-    r = extract(f"compare ./a.png and ~/c.webp, then '{images}/with space.png' and {images}/with\\ space.png")
-    assert r.added == ["./a.png", "~/c.webp", f"{images}/with space.png", f"{images}/with space.png"]
+    r = extract(
+        f"compare ./a.png and ~/c.webp, then '{images}/with space.png' and {images}/with\\ space.png"
+    )
+    assert r.added == [
+        "./a.png",
+        "~/c.webp",
+        f"{images}/with space.png",
+        f"{images}/with space.png",
+    ]
     assert r.text == "compare and , then and"
     assert len(r.images) == 4
 
@@ -60,4 +68,8 @@ def test_plain_text_untouched():
 
 
 def test_image_kind():
-    assert image_kind(PNG) == "png" and image_kind(b"GIF89a...") == "gif" and image_kind(b"nope") is None
+    assert (
+        image_kind(PNG) == "png"
+        and image_kind(b"GIF89a...") == "gif"
+        and image_kind(b"nope") is None
+    )

@@ -16,10 +16,19 @@ def node_chunks():
     for piece in RAW:
         thinking, content = splitter.feed(piece)
         if thinking:
-            yield {"message": {"role": "assistant", "content": "", "thinking": thinking}, "done": False}
+            yield {
+                "message": {"role": "assistant", "content": "", "thinking": thinking},
+                "done": False,
+            }
         if content:
             yield {"message": {"role": "assistant", "content": content}, "done": False}
-    yield {"done": True, "prompt_eval_count": 10, "eval_count": 12, "eval_duration": 10**8, "message": {}}
+    yield {
+        "done": True,
+        "prompt_eval_count": 10,
+        "eval_count": 12,
+        "eval_duration": 10**8,
+        "message": {},
+    }
 
 
 class ScriptedNode:
@@ -46,10 +55,13 @@ def run(show_thinking, styled=False):
 def test_hidden_thinking_shows_only_the_answer_but_stores_it():
     screen, posted = run(show_thinking=False)
     assert screen == "The answer is 4.\n"
-    (path, body), = posted
+    ((path, body),) = posted
     assert path == "/api/sessions/abcd1234/messages"
-    assert body["messages"][1] == {"role": "assistant", "content": "The answer is 4.",
-                                   "thinking": "Let me add 2 and 2."}
+    assert body["messages"][1] == {
+        "role": "assistant",
+        "content": "The answer is 4.",
+        "thinking": "Let me add 2 and 2.",
+    }
     assert body["tokens"] == 22
 
 

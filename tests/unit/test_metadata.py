@@ -9,7 +9,9 @@ from tests.support.tiny_safetensors import make_tiny_safetensors
 
 
 def test_gguf_metadata(tmp_path):
-    spec = TinySpec(license="apache-2.0", license_name="Apache 2.0", context_length=8192, dtype="Q8_0")
+    spec = TinySpec(
+        license="apache-2.0", license_name="Apache 2.0", context_length=8192, dtype="Q8_0"
+    )
     path = make_tiny_gguf(tmp_path / "m.gguf", spec)
     info = meta.read_gguf(path)
     assert info.format == "GGUF"

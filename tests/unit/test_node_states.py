@@ -11,14 +11,26 @@ from llmlb.store import db
 
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
-    r = reg.Registry(db.open_catalog(tmp_path / "router.db"), capacity=2, timeout=5.0, max_queue=1,
-                     queue_timeout=0.3)
+    r = reg.Registry(
+        db.open_catalog(tmp_path / "router.db"),
+        capacity=2,
+        timeout=5.0,
+        max_queue=1,
+        queue_timeout=0.3,
+    )
     return r
 
 
 def beat(r, node_id="n1", **extra):
-    return r.heartbeat({"id": node_id, "host": "10.0.0.1", "port": 32769,
-                        "models": [{"name": "org/m", "alias": "m"}], **extra})
+    return r.heartbeat(
+        {
+            "id": node_id,
+            "host": "10.0.0.1",
+            "port": 32769,
+            "models": [{"name": "org/m", "alias": "m"}],
+            **extra,
+        }
+    )
 
 
 def test_register_then_stop_then_restart(registry):
@@ -42,7 +54,9 @@ def test_missed_heartbeats_then_failed_probes_is_error_then_restart(registry, mo
 
 
 def test_persisted_and_reloaded_as_offline(registry, tmp_path):
-    node = beat(registry, gpu_name="RTX4090", vram_total_bytes=100, vram_used_bytes=40, gpu_temperature=61.5)
+    node = beat(
+        registry, gpu_name="RTX4090", vram_total_bytes=100, vram_used_bytes=40, gpu_temperature=61.5
+    )
     registry.persist(node)
     again = reg.Registry(registry.engine, 2, 5.0, 1, 0.3)
     again.load()
@@ -51,9 +65,15 @@ def test_persisted_and_reloaded_as_offline(registry, tmp_path):
     assert again.label(copy) == "offline"  # until it sends a heartbeat to this router
 
 
-@pytest.mark.parametrize("payload", [{}, {"id": "x", "host": "h", "port": "80"}, {"id": "x", "host": "h", "port": 1,
-                                                                                    "models": "m"},
-                                     {"id": "x", "host": "h", "port": 1, "vram_used_bytes": -5}])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"id": "x", "host": "h", "port": "80"},
+        {"id": "x", "host": "h", "port": 1, "models": "m"},
+        {"id": "x", "host": "h", "port": 1, "vram_used_bytes": -5},
+    ],
+)
 def test_bad_heartbeats(registry, payload):
     with pytest.raises(BadRequest):
         registry.heartbeat(payload)

@@ -3,10 +3,28 @@ import pytest
 from llmlb.balancer.policy import NodeView, Saturated, choose
 
 
-def node(i, models=("m",), loaded=(), in_flight=0, capacity=4, last_used=0.0, vram_free=0, online=True,
-         cooling=False):
-    return NodeView(f"n{i}", online, frozenset(models), frozenset(loaded), in_flight, capacity, last_used, vram_free,
-                    cooling)
+def node(
+    i,
+    models=("m",),
+    loaded=(),
+    in_flight=0,
+    capacity=4,
+    last_used=0.0,
+    vram_free=0,
+    online=True,
+    cooling=False,
+):
+    return NodeView(
+        f"n{i}",
+        online,
+        frozenset(models),
+        frozenset(loaded),
+        in_flight,
+        capacity,
+        last_used,
+        vram_free,
+        cooling,
+    )
 
 
 def test_only_online_nodes_with_the_model():
@@ -48,5 +66,7 @@ def test_exclude_for_retries():
 def test_cooling_nodes_are_a_last_resort():
     nodes = [node(1, loaded=("m",), cooling=True), node(2, in_flight=3)]
     assert choose(nodes, "m").id == "n2"
-    assert choose([node(1, cooling=True), node(2, in_flight=4)], "m").id == "n1"  # the only free one
+    assert (
+        choose([node(1, cooling=True), node(2, in_flight=4)], "m").id == "n1"
+    )  # the only free one
     assert choose([node(1, cooling=True)], "m").id == "n1"

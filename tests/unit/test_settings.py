@@ -4,17 +4,20 @@ from llmlb import settings
 from llmlb.errors import EXIT_ERROR
 
 
-@pytest.mark.parametrize("value, host, port, scheme", [
-    ("127.0.0.1:32769", "127.0.0.1", 32769, "http"),
-    ("localhost:8000", "localhost", 8000, "http"),
-    (":9000", "127.0.0.1", 9000, "http"),
-    ("http://10.1.2.3:1234", "10.1.2.3", 1234, "http"),
-    ("https://gpu-box:443/", "gpu-box", 443, "https"),
-    ("gpu-box", "gpu-box", 32769, "http"),
-    ("http://gpu-box", "gpu-box", 32769, "http"),
-    ("[::1]:5000", "[::1]", 5000, "http"),
-    ("0.0.0.0:4000", "127.0.0.1", 4000, "http"),
-])
+@pytest.mark.parametrize(
+    "value, host, port, scheme",
+    [
+        ("127.0.0.1:32769", "127.0.0.1", 32769, "http"),
+        ("localhost:8000", "localhost", 8000, "http"),
+        (":9000", "127.0.0.1", 9000, "http"),
+        ("http://10.1.2.3:1234", "10.1.2.3", 1234, "http"),
+        ("https://gpu-box:443/", "gpu-box", 443, "https"),
+        ("gpu-box", "gpu-box", 32769, "http"),
+        ("http://gpu-box", "gpu-box", 32769, "http"),
+        ("[::1]:5000", "[::1]", 5000, "http"),
+        ("0.0.0.0:4000", "127.0.0.1", 4000, "http"),
+    ],
+)
 def test_host_forms(monkeypatch, value, host, port, scheme):
     monkeypatch.setenv("LLMLB_HOST", value)
     addr = settings.node_address()
@@ -27,7 +30,9 @@ def test_host_default(monkeypatch):
     assert str(settings.node_address()) == "127.0.0.1:32769"
 
 
-@pytest.mark.parametrize("value", ["ftp://x:1", "host:port", "a b:1", "host:99999", "host:0", "http://x:1/path"])
+@pytest.mark.parametrize(
+    "value", ["ftp://x:1", "host:port", "a b:1", "host:99999", "host:0", "http://x:1/path"]
+)
 def test_bad_host_is_a_clear_error(monkeypatch, value):
     monkeypatch.setenv("LLMLB_HOST", value)
     with pytest.raises(settings.SettingsError) as err:
@@ -36,10 +41,19 @@ def test_bad_host_is_a_clear_error(monkeypatch, value):
     assert err.value.exit_code == EXIT_ERROR
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("1", True), ("true", True), ("TRUE", True), ("yes", True),
-    ("0", False), ("false", False), ("", False), ("nope", False),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("0", False),
+        ("false", False),
+        ("", False),
+        ("nope", False),
+    ],
+)
 def test_debug_flag(monkeypatch, value, expected):
     monkeypatch.setenv("LLMLB_DEBUG", value)
     assert settings.debug() is expected

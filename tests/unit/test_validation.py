@@ -4,28 +4,37 @@ from llmlb.errors import ValidationError
 from llmlb.store import validation as v
 
 
-@pytest.mark.parametrize("name", [
-    "meta-llama/Llama-3.2-3B-Instruct", "qwen2.5-0.5b", "a", "Org_1/model.v2/file-Q4_K_M.gguf",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "meta-llama/Llama-3.2-3B-Instruct",
+        "qwen2.5-0.5b",
+        "a",
+        "Org_1/model.v2/file-Q4_K_M.gguf",
+    ],
+)
 def test_good_names_pass(name):
     assert v.check_name(name) == name
 
 
-@pytest.mark.parametrize("name, words", [
-    ("", "must not be empty"),
-    ("   ", "must not be empty"),
-    ("bad name", "only letters, digits"),
-    ("evil;rm -rf", "only letters, digits"),
-    ("model:tag", "only letters, digits"),
-    ("a\\b", "only letters, digits"),
-    ("/etc/passwd", "must not start with '/'"),
-    ("../../etc", "'..' segments"),
-    ("a/../b", "'..' segments"),
-    ("a/./b", "'..' segments"),
-    ("a//b", "empty path segment"),
-    ("a/", "empty path segment"),
-    ("x" * 201, "longer than"),
-])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("", "must not be empty"),
+        ("   ", "must not be empty"),
+        ("bad name", "only letters, digits"),
+        ("evil;rm -rf", "only letters, digits"),
+        ("model:tag", "only letters, digits"),
+        ("a\\b", "only letters, digits"),
+        ("/etc/passwd", "must not start with '/'"),
+        ("../../etc", "'..' segments"),
+        ("a/../b", "'..' segments"),
+        ("a/./b", "'..' segments"),
+        ("a//b", "empty path segment"),
+        ("a/", "empty path segment"),
+        ("x" * 201, "longer than"),
+    ],
+)
 def test_bad_names_are_refused_with_a_reason(name, words):
     with pytest.raises(ValidationError) as err:
         v.check_name(name)
@@ -72,7 +81,7 @@ def test_path_must_exist(tmp_path):
 
 def test_ranges():
     assert v.check_range("temperature", 0.7, 0.0, 2.0) == 0.7
-    with pytest.raises(ValidationError, match="temperature must be a number from 0.0 to 2.0"):
+    with pytest.raises(ValidationError, match=r"temperature must be a number from 0\.0 to 2\.0"):
         v.check_range("temperature", 2.5, 0.0, 2.0)
     with pytest.raises(ValidationError):
         v.check_range("top_p", "high", 0.0, 1.0)

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test browser
+.PHONY: install serve test check browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +24,11 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
-test: install browser
+# Lint, format and types: the same checks CI runs before the tests.
+check: install
+	$(VENV)/bin/ruff check llmlb tests bench migrations
+	$(VENV)/bin/ruff format --check llmlb tests bench migrations
+	$(VENV)/bin/mypy
+
+test: install browser check
 	$(PY) -m pytest $(PYTEST_ARGS)

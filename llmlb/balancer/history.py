@@ -10,7 +10,7 @@ from typing import Any
 from anyio import to_thread
 from sqlalchemy import delete, func, insert
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from llmlb.store import db
 from llmlb.store.router_models import RequestLog
@@ -64,13 +64,13 @@ class History:
     def prune(self) -> None:
         cutoff = datetime.now(UTC) - timedelta(days=self.keep_days)
         with db.session(self.engine) as s:
-            s.exec(delete(RequestLog).where(RequestLog.time < cutoff))
+            s.exec(delete(RequestLog).where(col(RequestLog.time) < cutoff))
             s.commit()
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         self.flush()
         with db.session(self.engine) as s:
-            rows = s.exec(select(RequestLog).order_by(RequestLog.id.desc()).limit(limit)).all()
+            rows = s.exec(select(RequestLog).order_by(col(RequestLog.id).desc()).limit(limit)).all()
         return [{**r.model_dump(exclude={"time"}), "time": r.time.isoformat()} for r in rows]
 
     def last_hour(self) -> int:

@@ -63,7 +63,8 @@ class Claim:
         self, state, node: NodeEntry, path: str, model: str, key_id: str | None, started: float
     ):
         self.state, self.node, self.path, self.model, self.key_id = state, node, path, model, key_id
-        self.started, self.first_byte = started, None
+        self.started = started
+        self.first_byte: float | None = None
         self.status, self.tail, self.done = 0, b"", False
 
     def release(self, ok: bool = True) -> None:
@@ -157,8 +158,9 @@ async def handle(state, scope, receive, send) -> None:
         await send(message)
 
     me = asyncio.current_task()
+    assert me is not None  # ASGI apps run in a task
     gone = asyncio.Event()
-    watcher = None
+    watcher: asyncio.Task | None = None
     try:
         body = await _read_body(scope, receive)
 

@@ -244,13 +244,14 @@ class Registry:
         async with self._changed:
             try:
                 while True:
+                    saturated = False
                     try:
                         view = choose(self.views(), model, exclude)
                     except Saturated:
-                        view = False
-                    if view is None:
+                        view, saturated = None, True
+                    if view is None and not saturated:
                         raise Unavailable(f"no online node has model '{model}'")
-                    if view:
+                    if view is not None:
                         node = self.nodes[view.id]
                         node.in_flight += 1
                         node.last_used = time.monotonic()

@@ -68,7 +68,8 @@ async def start(state) -> None:
     if "://" not in url:
         url = "http://" + url
     host = advertised_host(state.config.host, url)
-    headers = {"x-llmlb-node-token": settings.node_token()} if settings.node_token() else {}
+    token = settings.node_token()
+    headers = {"x-llmlb-node-token": token} if token else {}
     client = httpx.AsyncClient(base_url=url, timeout=5, headers=headers)
 
     async def beat_forever() -> None:

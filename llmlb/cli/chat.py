@@ -77,7 +77,9 @@ class Chat:
             "think": True,
             "options": self.options(),
         }
-        content, thinking, final = [], [], None
+        content: list[str] = []
+        thinking: list[str] = []
+        final = None
         started, first = time.perf_counter(), None
         in_thinking = False
         interrupted = False

@@ -10,13 +10,36 @@ from typing import Any, Protocol
 
 @dataclass
 class GenOptions:
+    """One generation's sampling and limits, already validated by the API layer.
+
+    Defaults are ollama's documented ones, so a request that sets nothing samples as ollama
+    would. Both APIs map onto these fields (OpenAI's names where they differ are noted).
+    """
+
     temperature: float = 0.8
-    top_p: float = 0.95
     top_k: int = 40
-    max_tokens: int | None = None
-    seed: int | None = None
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64  # tokens the penalties look back over; -1 = the whole context
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None  # None = random
     stop: list[str] = field(default_factory=list)
-    repeat_penalty: float = 1.0
+    max_tokens: int | None = None  # ollama num_predict, OpenAI max_tokens/max_completion_tokens
+    logprobs: bool = False
+    top_logprobs: int = 0  # alternatives per token (0-20); only with logprobs
+    grammar: str | None = None  # GBNF constraining the output: JSON mode, schemas, tool calls
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token with its log probability and, if asked, the best alternatives."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass

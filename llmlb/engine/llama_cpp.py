@@ -165,8 +165,9 @@ class LlamaBackend:
     ) -> Iterator[str]:
         messages = self.fit(messages, opts)
         self._check_fits(sum(self._count(m) for m in messages))
-        chunks = self.llm.create_chat_completion(
-            messages=messages,
+        # llama-cpp-python types its streamed chunks as a union with str; they are dicts
+        chunks: Iterator[dict[str, Any]] = self.llm.create_chat_completion(  # type: ignore[assignment]
+            messages=messages,  # type: ignore[arg-type]
             logits_processor=self._hooks(opts, cancel, stats),
             **self._params(opts),
         )
@@ -192,7 +193,7 @@ class LlamaBackend:
         self, prompt: str, opts: GenOptions, cancel: threading.Event, stats: GenStats
     ) -> Iterator[str]:
         self._check_fits(len(self.llm.tokenize(prompt.encode())))
-        chunks = self.llm.create_completion(
+        chunks: Iterator[dict[str, Any]] = self.llm.create_completion(  # type: ignore[assignment]
             prompt=prompt, logits_processor=self._hooks(opts, cancel, stats), **self._params(opts)
         )
         for chunk in chunks:
@@ -215,6 +216,7 @@ class LlamaBackend:
         return len(self.llm.tokenize(text.encode(), add_bos=False))
 
     def close(self) -> None:
-        llm, self.llm = getattr(self, "llm", None), None
+        llm = getattr(self, "llm", None)
         if llm is not None:
+            del self.llm
             llm.close()

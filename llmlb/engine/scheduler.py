@@ -253,14 +253,19 @@ class Scheduler:
         lease.worker = loop.run_in_executor(None, work)
         self._workers[lease.worker] = cancel
         lease.worker.add_done_callback(lambda f: self._workers.pop(f, None))
+        pending: Any = None
         try:
             while True:
-                item = await queue.get()
+                item, pending = (
+                    (pending, None) if pending is not None else (await queue.get(), None)
+                )
                 # a consumer that fell behind takes the backlog as one piece: fewer writes
-                while (
-                    isinstance(item, str) and not queue.empty() and isinstance(queue._queue[0], str)
-                ):
-                    item += queue.get_nowait()
+                while isinstance(item, str) and not queue.empty():
+                    nxt = queue.get_nowait()
+                    if not isinstance(nxt, str):
+                        pending = nxt  # the end or an error: handled after this piece
+                        break
+                    item += nxt
                 if item is done:
                     return
                 if isinstance(item, BaseException):

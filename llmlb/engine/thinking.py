@@ -23,7 +23,8 @@ class ThinkingSplitter:
     def feed(self, piece: str) -> tuple[str, str]:
         text = self.buffer + piece
         self.buffer = ""
-        thinking, content = [], []
+        thinking: list[str] = []
+        content: list[str] = []
         while text:
             tag = CLOSE if self.inside else OPEN
             at = text.find(tag)

@@ -225,7 +225,7 @@ class FileDownload:
                     if any(f.exception() for f in finished):
                         self._abort_all()
                     wait(futures)
-                errors = [f.exception() for f in futures if f.exception()]
+                errors = [e for f in futures if (e := f.exception()) is not None]
                 # A real failure explains more than the Stopped it caused in the others.
                 errors.sort(key=lambda e: isinstance(e, Stopped))
                 if errors:
@@ -366,7 +366,7 @@ class FileDownload:
             conn = _connect(parts, self.stall_secs)
             try:
                 target = parts.path + (f"?{parts.query}" if parts.query else "")
-                if getattr(conn, "_llmlb_proxy_absolute", False):
+                if isinstance(conn, _ProxiedConnection):
                     target = url
                 conn.request("GET", target or "/", headers=send)
                 if conn.sock is not None:
@@ -411,6 +411,10 @@ class FileDownload:
 _SSL: ssl.SSLContext | None = None
 
 
+class _ProxiedConnection(http.client.HTTPConnection):
+    """Plain HTTP through a proxy: requests carry the absolute URI."""
+
+
 def _connect(parts, timeout: float) -> http.client.HTTPConnection:
     """A connection for one request; honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY like curl."""
     global _SSL
@@ -421,20 +425,19 @@ def _connect(parts, timeout: float) -> http.client.HTTPConnection:
         proxy = None
     if https and _SSL is None:
         _SSL = ssl.create_default_context()
+    host = parts.hostname or ""
     if proxy:
         p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         if https:
-            conn = http.client.HTTPSConnection(
-                p.hostname, p.port or 80, timeout=timeout, context=_SSL
+            tunnel = http.client.HTTPSConnection(
+                p.hostname or "", p.port or 80, timeout=timeout, context=_SSL
             )
-            conn.set_tunnel(parts.hostname, port)
-            return conn
-        conn = http.client.HTTPConnection(p.hostname, p.port or 80, timeout=timeout)
-        conn._llmlb_proxy_absolute = True  # plain HTTP through a proxy: absolute URI
-        return conn
+            tunnel.set_tunnel(host, port)
+            return tunnel
+        return _ProxiedConnection(p.hostname or "", p.port or 80, timeout=timeout)
     if https:
-        return http.client.HTTPSConnection(parts.hostname, port, timeout=timeout, context=_SSL)
-    return http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
+        return http.client.HTTPSConnection(host, port, timeout=timeout, context=_SSL)
+    return http.client.HTTPConnection(host, port, timeout=timeout)
 
 
 def _describe(exc: BaseException) -> str:

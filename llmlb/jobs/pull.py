@@ -14,11 +14,13 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from llmlb import settings
 from llmlb.errors import LlmlbError
@@ -79,7 +81,9 @@ class Pulls:
     def __init__(self, engine: Engine, home: Path):
         self.engine = engine
         self.home = Path(home)
-        self.enqueue = None  # set by lifecycle: the huey task (call it with a row id)
+        self.enqueue: Callable[[int], None] | None = (
+            None  # set by lifecycle: the huey task (call it with a row id)
+        )
         self.running: dict[str, Running] = {}
         self.cancelling: set[str] = set()
         self.tokens: dict[str, str] = {}  # HF tokens sent with a pull: memory only, never stored
@@ -104,7 +108,9 @@ class Pulls:
 
     def active_rows(self) -> list[DownloadProgress]:
         with db.session(self.engine) as s:
-            return list(s.exec(select(DownloadProgress).where(DownloadProgress.status.in_(ACTIVE))))
+            return list(
+                s.exec(select(DownloadProgress).where(col(DownloadProgress.status).in_(ACTIVE)))
+            )
 
     def _update(self, download_id: int, **values) -> None:
         with db.session(self.engine) as s:
@@ -126,7 +132,7 @@ class Pulls:
                 row = s.exec(
                     select(DownloadProgress).where(DownloadProgress.model_name == plan.name)
                 ).first()
-                if row is not None and row.status in ACTIVE:
+                if row is not None and row.id is not None and row.status in ACTIVE:
                     return row.id, True
                 state = row.plan if row is not None else None
                 reusable = row is not None and row.status == DownloadStatus.FAILED.value
@@ -147,6 +153,7 @@ class Pulls:
                 s.add(row)
                 s.commit()
                 s.refresh(row)
+                assert row.id is not None  # the row was just written
                 download_id = row.id
         if self.enqueue is not None:
             self.enqueue(download_id)
@@ -183,6 +190,7 @@ class Pulls:
 
     def _run(self, row: DownloadProgress, job: Running) -> None:
         name, download_id = row.model_name, row.id
+        assert download_id is not None  # rows read back from the catalog have ids
         state = row.plan
         plan = hf.Plan.from_json(state["plan"])
         token = hf.resolve_token(self.tokens.get(name))
@@ -207,7 +215,7 @@ class Pulls:
                     stall_secs=settings.pull_stall_secs(),
                     stop=job.stop,
                     on_unauthorized=lambda: hf.unauthorized(token),
-                    on_progress=lambda d, p=f.path: self._progress(download_id, state, p, d, clock),
+                    on_progress=partial(self._progress, download_id, state, f.path, clock=clock),
                 )
                 job.download = dl
                 if job.stop.is_set():
@@ -297,8 +305,10 @@ class Pulls:
             shutil.rmtree(staging, ignore_errors=True)
         _prune(staging.parent, self.home / "partial")
         main = plan.main
+        if main is None:
+            raise LlmlbError(f"the plan for '{plan.name}' names no model file")
         path = target if plan.format == "Safetensors" else target / main.path
-        digest = state["files"][main.path].get("digest") if main else None
+        digest = state["files"][main.path].get("digest")
         try:
             catalog.register_model(
                 self.engine,

@@ -21,6 +21,9 @@ class _WakeableWorker(Worker):
     """Sleeps between polls like huey's worker, but wakes at once when we enqueue."""
 
     wake: threading.Event
+    delay: float  # huey sets these in __init__, untyped
+    max_delay: float
+    backoff: float
 
     def sleep(self) -> None:
         self.delay = min(self.delay, self.max_delay)

@@ -16,10 +16,12 @@ async def json_object(request: Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise BadRequest(
             f"request body is not valid JSON: {exc.msg} at position {exc.pos}"
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise BadRequest("request body is not valid UTF-8") from exc
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     return data

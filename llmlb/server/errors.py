@@ -6,6 +6,7 @@ import logging
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
 
 from llmlb.errors import LlmlbError
 
@@ -66,7 +67,7 @@ def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(request, 500, f"internal error: {type(exc).__name__}", "server_error")
 
 
-exception_handlers = {
+exception_handlers: ExceptionHandlersMap = {
     LlmlbError: _llmlb_error,
     ValidationException: _validation_error,
     HTTPException: _http_error,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +104,7 @@ def image_data_url(b64: str, field_name: str = "images") -> str:
 
 async def generate(
     scheduler, lease, produce, turn: Turn, think: bool | None, starts_thinking: bool = False
-) -> AsyncIterator[tuple[str, str]]:
+) -> AsyncGenerator[tuple[str, str]]:
     """("thinking"|"content", text) pieces; releases the lease when done or abandoned."""
     splitter = ThinkingSplitter(starts_thinking)
     try:
@@ -131,7 +131,7 @@ async def generate(
         await lease.release()
 
 
-async def primed(pieces: AsyncIterator[tuple[str, str]]) -> AsyncIterator[tuple[str, str]]:
+async def primed(pieces: AsyncGenerator[tuple[str, str]]) -> AsyncIterator[tuple[str, str]]:
     """Wait for the first piece before answering, so that a failure before the first token
     (prompt too long, model error) is a proper HTTP error and not a broken stream."""
     try:

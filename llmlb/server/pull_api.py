@@ -64,7 +64,7 @@ async def _watch(pulls, name: str) -> AsyncIterator[dict]:
             yield {"error": row.error or "download failed"}
             return
         phase = state.get("phase")
-        reached = {"verifying": 1, "writing": 2, "done": 2}.get(phase, 0)
+        reached = {"verifying": 1, "writing": 2, "done": 2}.get(str(phase), 0)
         if row.status == DownloadStatus.COMPLETED.value:
             reached = 2
         while shown < reached:
@@ -105,7 +105,7 @@ def _start(state, text: str, token: str | None) -> tuple[str, hf.Plan | None]:
 async def _events(state, name: str, plan: hf.Plan | None) -> AsyncIterator[dict]:
     yield {"status": "pulling manifest"}
     if plan is None:
-        m = await to_thread.run_sync(catalog.find, state.catalog, name)
+        m = await to_thread.run_sync(catalog.resolve, state.catalog, name)
         main = hf.PlanFile(path=m.path, size=m.size_bytes, sha256=m.digest)
         yield _file_event(main, main.size)
         for status in ("verifying sha256 digest", "writing manifest", "success"):

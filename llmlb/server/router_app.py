@@ -42,11 +42,11 @@ class RouterMetrics:
         for (node, status), n in sorted(self.requests.items()):
             lines.append(f'llmlb_router_requests_total{{node="{node[:8]}",status="{status}"}} {n}')
         lines.append("# TYPE llmlb_router_errors_total counter")
-        for n in registry.nodes.values():
-            lines.append(f'llmlb_router_errors_total{{node="{n.id[:8]}"}} {n.errors}')
+        for entry in registry.nodes.values():
+            lines.append(f'llmlb_router_errors_total{{node="{entry.id[:8]}"}} {entry.errors}')
         lines.append("# TYPE llmlb_router_in_flight gauge")
-        for n in registry.nodes.values():
-            lines.append(f'llmlb_router_in_flight{{node="{n.id[:8]}"}} {n.in_flight}')
+        for entry in registry.nodes.values():
+            lines.append(f'llmlb_router_in_flight{{node="{entry.id[:8]}"}} {entry.in_flight}')
         lines.append("# TYPE llmlb_router_latency_ms summary")
         for node, (total, count) in sorted(self.latency.items()):
             lines.append(f'llmlb_router_latency_ms_sum{{node="{node[:8]}"}} {total:.3f}')

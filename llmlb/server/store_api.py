@@ -6,7 +6,7 @@ from typing import Any
 
 from anyio import to_thread
 from litestar import Request, Response, delete, get, post
-from sqlmodel import select
+from sqlmodel import col, select
 
 from llmlb.errors import ModelNotFound
 from llmlb.server.body import json_object, model_field
@@ -61,7 +61,7 @@ def _tags(state) -> dict:
     with db.session(state.catalog) as s:
         active = s.exec(
             select(DownloadProgress).where(
-                DownloadProgress.status.in_(
+                col(DownloadProgress.status).in_(
                     [DownloadStatus.PENDING.value, DownloadStatus.DOWNLOADING.value]
                 )
             )

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import or_, select
+from sqlmodel import col, or_, select
 
 from llmlb import settings
 from llmlb.errors import Conflict, ModelNotFound, ValidationError
@@ -99,7 +99,8 @@ def register_model(
     with db.session(engine) as s:
         row = s.exec(select(Model).where(Model.name == name)).first()
         if row is None:
-            taken = set(s.exec(select(Model.alias)).all()) | set(s.exec(select(Model.name)).all())
+            aliases = s.exec(select(Model.alias)).all()
+            taken = {a for a in aliases if a} | set(s.exec(select(Model.name)).all())
             row = Model(name=name, alias=unique_alias(name, taken), created_at=utcnow(), **values)
         else:
             for key, value in values.items():
@@ -163,7 +164,7 @@ def resolve(engine: Engine, name: str) -> Model:
 
 def all_models(engine: Engine) -> list[Model]:
     with db.session(engine) as s:
-        return list(s.exec(select(Model).order_by(Model.created_at.desc())))
+        return list(s.exec(select(Model).order_by(col(Model.created_at).desc())))
 
 
 def ollama_models() -> list[ollama.OllamaEntry]:

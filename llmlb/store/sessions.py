@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import delete, func
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from llmlb.errors import BadRequest, Conflict, NotFound
 from llmlb.store import db, validation
@@ -68,7 +68,7 @@ def find(engine: Engine, ident: str) -> Session:
     if len(ident) < MIN_PREFIX or not all(c in "0123456789abcdef-" for c in ident):
         raise BadRequest(f"session id '{ident}' must be at least {MIN_PREFIX} hex characters")
     with db.session(engine) as s:
-        rows = s.exec(select(Session).where(Session.id.startswith(ident)).limit(2)).all()
+        rows = s.exec(select(Session).where(col(Session.id).startswith(ident)).limit(2)).all()
     if not rows:
         raise NotFound(f"session '{ident}' not found")
     if len(rows) > 1:
@@ -78,7 +78,7 @@ def find(engine: Engine, ident: str) -> Session:
 
 def recent(engine: Engine, model_name: str | None = None, limit: int = 10) -> list[dict[str, Any]]:
     with db.session(engine) as s:
-        q = select(Session).order_by(Session.updated_at.desc()).limit(limit)
+        q = select(Session).order_by(col(Session.updated_at).desc()).limit(limit)
         if model_name:
             q = q.where(Session.model_name == model_name)
         rows = s.exec(q).all()
@@ -90,7 +90,7 @@ def recent(engine: Engine, model_name: str | None = None, limit: int = 10) -> li
             first = s.exec(
                 select(Message.content)
                 .where(Message.session_id == row.id, Message.role == Role.USER.value)
-                .order_by(Message.position)
+                .order_by(col(Message.position))
                 .limit(1)
             ).first()
             out.append({**summary(row), "message_count": count, "preview": (first or "")[:60]})
@@ -111,7 +111,7 @@ def summary(row: Session) -> dict[str, Any]:
 def messages(engine: Engine, session_id: str) -> list[dict[str, Any]]:
     with db.session(engine) as s:
         rows = s.exec(
-            select(Message).where(Message.session_id == session_id).order_by(Message.position)
+            select(Message).where(Message.session_id == session_id).order_by(col(Message.position))
         ).all()
     return [
         {
@@ -128,7 +128,7 @@ def messages(engine: Engine, session_id: str) -> list[dict[str, Any]]:
 def _message(raw: Any, i: int) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise BadRequest(f"field 'messages[{i}]' must be an object")
-    role = ROLES.get(raw.get("role"))
+    role = ROLES.get(str(raw.get("role")))
     if role is None:
         raise BadRequest(f"field 'messages[{i}].role' must be user, assistant or system")
     content = raw.get("content", "")
@@ -174,7 +174,7 @@ def clear(engine: Engine, session_id: str) -> None:
     with db.session(engine) as s:
         s.exec(
             delete(Message).where(
-                Message.session_id == session_id, Message.role != Role.SYSTEM.value
+                col(Message.session_id) == session_id, col(Message.role) != Role.SYSTEM.value
             )
         )
         row = s.get(Session, session_id)

@@ -36,17 +36,17 @@ def check_name(name: object) -> str:
 
 
 def check_format(fmt: object) -> str:
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise ValidationError(f"invalid model format {fmt!r}: must be GGUF or Safetensors")
-    return fmt  # type: ignore[return-value]
+    return fmt
 
 
 def check_source(source: object) -> str:
-    if source not in SOURCES:
+    if not isinstance(source, str) or source not in SOURCES:
         raise ValidationError(
             f"invalid model source {source!r}: must be one of {', '.join(SOURCES)}"
         )
-    return source  # type: ignore[return-value]
+    return source
 
 
 def check_size(size: object) -> int:

@@ -94,3 +94,11 @@ def from_status(status: int, message: str) -> LlmlbError:
     if cls is LlmlbError:
         err.status = status
     return err
+
+
+def error_body(path: str, status: int, message: str, kind: str = "invalid_request_error") -> dict:
+    """The error object each API style expects: OpenAI's under /v1, ollama's plain
+    {"error": message} elsewhere. Both servers answer through this one mapping."""
+    if path.startswith("/v1"):
+        return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return {"error": message}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -133,8 +134,24 @@ def parse_duration(value: object, name: str = "keep_alive") -> float:
     return sign * total
 
 
+FOREVER_AFTER_SECS = 10 * 365 * 86400  # a keep-alive longer than ten years means "forever"
+
+
+def keep_alive_secs(value: object, name: str = "keep_alive") -> float:
+    """A keep-alive as the scheduler takes it: seconds, or -1 for forever.
+
+    Bounded, because it ends up as a date: 1e12 seconds or "inf" mean forever, not a year
+    past 9999; "nan" is an error."""
+    secs = parse_duration(value, name)
+    if math.isnan(secs):
+        raise SettingsError(f"{name} must be a number of seconds or a duration like 5m")
+    if secs < 0 or secs > FOREVER_AFTER_SECS:
+        return -1.0
+    return secs
+
+
 def keep_alive() -> float:
-    return parse_duration(_env("LLMLB_KEEP_ALIVE") or "5m", "LLMLB_KEEP_ALIVE")
+    return keep_alive_secs(_env("LLMLB_KEEP_ALIVE") or "5m", "LLMLB_KEEP_ALIVE")
 
 
 def _int_env(name: str, default: int, low: int = 1) -> int:
@@ -229,3 +246,8 @@ def router_queue_timeout() -> float:
 def threads() -> int:
     """CPU threads a loaded model computes with (ollama's num_thread); default: all cores."""
     return _int_env("LLMLB_THREADS", os.cpu_count() or 1)
+
+
+def origins() -> list[str]:
+    """Extra browser origins the servers accept (LLMLB_ORIGINS, comma-separated; `*` patterns)."""
+    return [o.strip() for o in (_env("LLMLB_ORIGINS") or "").split(",") if o.strip()]

@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, insert
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from llmlb import tasks
 from llmlb.store import db
 from llmlb.store.router_models import RequestLog
 
@@ -34,11 +35,10 @@ class History:
 
     async def start(self) -> None:
         await to_thread.run_sync(self.prune)
-        self._task = asyncio.create_task(self._loop())
+        self._task = tasks.start("request history", self._loop)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        await tasks.stop(self._task)
         await to_thread.run_sync(self.flush)
 
     async def _loop(self) -> None:

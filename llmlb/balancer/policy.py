@@ -58,3 +58,12 @@ def choose(
             n.id,
         ),
     )
+
+
+def any_node(
+    nodes: list[NodeView], model: str, exclude: frozenset[str] = frozenset()
+) -> NodeView | None:
+    """A node to ask something cheap about the model (its details): any online node that has
+    it, ignoring capacity, healthy ones first. None when no online node has the model."""
+    pool = candidates(nodes, model, exclude)
+    return min(pool, key=lambda n: (n.cooling, n.in_flight, n.id)) if pool else None

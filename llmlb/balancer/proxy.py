@@ -16,12 +16,11 @@ import time
 from typing import Any
 
 import aiohttp
-import httpx
 
-from llmlb.balancer.auth import client_key
+from llmlb.balancer.cluster import Cluster
 from llmlb.balancer.registry import NodeEntry
-from llmlb.errors import BadRequest, LlmlbError, TooLarge, Unavailable
-from llmlb.server.errors import error_body
+from llmlb.errors import BadRequest, LlmlbError, TooLarge, Unavailable, error_body
+from llmlb.jsonio import decode
 
 log = logging.getLogger("llmlb.router")
 MAX_TRIES = 3
@@ -34,11 +33,21 @@ PROXIED = frozenset(
         "/api/chat",
         "/api/generate",
         "/api/embed",
+        "/api/embeddings",
+        "/api/show",
     }
 )
+# Cheap reads a node answers from its catalog: sent to any node with the model, without a claim,
+# so they never wait behind generations for a free slot.
+READS = frozenset({"/api/show"})
 STREAMING = ("text/event-stream", "application/x-ndjson")
-HOP_BY_HOP = {
+# Not forwarded: hop-by-hop headers, the client's credentials for this router, and what
+# browsers add (the router applies its own Host/Origin policy; nodes must not see a foreign one).
+DROPPED = {
     "host",
+    "origin",
+    "referer",
+    "cookie",
     "content-length",
     "connection",
     "keep-alive",
@@ -60,9 +69,16 @@ class Claim:
     """One request's hold on a node; released exactly once, whatever happens to the client."""
 
     def __init__(
-        self, state, node: NodeEntry, path: str, model: str, key_id: str | None, started: float
+        self,
+        cluster: Cluster,
+        node: NodeEntry,
+        path: str,
+        model: str,
+        key_id: str | None,
+        started: float,
     ):
-        self.state, self.node, self.path, self.model, self.key_id = state, node, path, model, key_id
+        self.cluster, self.node, self.path, self.model = cluster, node, path, model
+        self.key_id = key_id
         self.started = started
         self.first_byte: float | None = None
         self.status, self.tail, self.done = 0, b"", False
@@ -73,14 +89,11 @@ class Claim:
         self.done = True
         ok = ok and self.status < 500
         if ok and self.status < 400 and self.model not in self.node.loaded:
-            self.node.loaded.append(
-                self.model
-            )  # it loads on first use; the next heartbeat confirms
-        self.state.registry.release(self.node, ok)
+            self.node.loaded.append(self.model)  # it loads on first use; a heartbeat confirms
+        self.cluster.registry.release(self.node, ok)
         duration = (time.perf_counter() - self.started) * 1000
         ttft = (self.first_byte - self.started) * 1000 if self.first_byte else None
-        self.state.metrics.observe(self.node.id, self.status if ok else 502, duration)
-        self.state.history.record(
+        self.cluster.history.record(
             endpoint=self.path,
             model=self.model,
             node_id=self.node.id,
@@ -144,17 +157,24 @@ async def send_error(send, path: str, exc: LlmlbError) -> None:
     await _send_json(send, exc.status, error_body(path, exc.status, exc.message, exc.kind), extra)
 
 
-async def handle(state, scope, receive, send) -> None:
+class Outcome:
+    """What one client request came to: for the metrics, counted once per request."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.node: str | None = None
+        self.started = time.perf_counter()
+
+
+async def handle(cluster: Cluster, scope, receive, send) -> None:
     """One proxied request, start to end; a client that hangs up cancels the work and frees the node."""
     path = scope["path"]
-    if scope["method"] != "POST":
-        message = f"method {scope['method']} is not allowed on {path}"
-        return await _send_json(send, 405, error_body(path, 405, message), [(b"allow", b"POST")])
-    started = finished = False
+    outcome = Outcome()
+    finished = False
 
     async def tracked_send(message) -> None:
-        nonlocal started
-        started = True
+        if message["type"] == "http.response.start":
+            outcome.status = message["status"]
         await send(message)
 
     me = asyncio.current_task()
@@ -162,6 +182,12 @@ async def handle(state, scope, receive, send) -> None:
     gone = asyncio.Event()
     watcher: asyncio.Task | None = None
     try:
+        if scope["method"] != "POST":
+            message = f"method {scope['method']} is not allowed on {path}"
+            await _send_json(
+                tracked_send, 405, error_body(path, 405, message), [(b"allow", b"POST")]
+            )
+            return
         body = await _read_body(scope, receive)
 
         async def watch() -> None:  # after the body, receive() only ever says "disconnect"
@@ -172,50 +198,57 @@ async def handle(state, scope, receive, send) -> None:
                 me.cancel()
 
         watcher = asyncio.create_task(watch())
-        await _forward(state, scope, body, tracked_send)
+        await _forward(cluster, scope, body, tracked_send, outcome)
     except ClientGone:
         pass
     except asyncio.CancelledError:
         if not gone.is_set():
             raise  # the server is stopping, not the client leaving
     except LlmlbError as exc:
-        if not started:
-            await send_error(send, path, exc)
+        if not outcome.status:
+            await send_error(tracked_send, path, exc)
     except Exception:
         log.exception("unexpected error on POST %s", path)
-        if not started:
-            await send_error(send, path, LlmlbError("internal error"))
+        if not outcome.status:
+            await send_error(tracked_send, path, LlmlbError("internal error"))
     finally:
         finished = True  # before the watcher can run again: a hang-up now cancels nothing
         if watcher is not None:
             watcher.cancel()
+        status = outcome.status if outcome.status and not gone.is_set() else 499
+        cluster.metrics.observe(outcome.node, status, time.perf_counter() - outcome.started)
 
 
-async def _forward(state, scope, body: bytes, send) -> None:
+def requested_model(data: Any) -> str:
+    """The model a proxied body names (`model`, or `name` as older ollama clients send)."""
+    model = data.get("model") or data.get("name") if isinstance(data, dict) else None
+    if not isinstance(model, str) or not model or len(model) > 512:
+        raise BadRequest("field 'model' must be a non-empty string of at most 512 characters")
+    return model
+
+
+async def _forward(cluster: Cluster, scope, body: bytes, send, outcome: Outcome) -> None:
     path = scope["path"]
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    key_id = client_key(state.api_keys, headers)
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("model"), str) or not data["model"]:
-        raise BadRequest("field 'model' must be a non-empty string")
-    model = state.registry.canonical(data["model"])
-    forwarded = {k: v for k, v in headers.items() if k not in HOP_BY_HOP}
+    key_id = cluster.keys.identify(headers)
+    model = cluster.registry.canonical(requested_model(decode(body or b"{}")))
+    forwarded = {k: v for k, v in headers.items() if k not in DROPPED}
+    if path in READS:
+        await _read(cluster, path, model, body, forwarded, send, outcome)
+        return
     started = time.perf_counter()
     tried: set[str] = set()
     last_error = ""
     for _ in range(MAX_TRIES):
         try:
-            node = await state.registry.acquire(model, frozenset(tried))
+            node = await cluster.registry.acquire(model, frozenset(tried))
         except Unavailable:
             if tried:
                 raise Unavailable(f"every node with '{model}' failed: {last_error}") from None
             raise
-        claim = Claim(state, node, path, model, key_id, started)
+        claim = Claim(cluster, node, path, model, key_id, started)
         try:
-            upstream = await state.upstream.post(node.url + path, data=body, headers=forwarded)
+            upstream = await cluster.http.post(node.url + path, data=body, headers=forwarded)
         except (TimeoutError, aiohttp.ClientError) as exc:
             last_error = f"{node.host}:{node.port}: {type(exc).__name__}"
             claim.release(ok=False)
@@ -232,9 +265,45 @@ async def _forward(state, scope, body: bytes, send) -> None:
             claim.release(ok=False)
             tried.add(node.id)
             continue
+        outcome.node = node.id
         await _respond(claim, upstream, send)
         return
     raise Unavailable(f"every node with '{model}' failed: {last_error}")
+
+
+async def _read(
+    cluster: Cluster, path: str, model: str, body: bytes, headers, send, outcome
+) -> None:
+    tried: set[str] = set()
+    for _ in range(MAX_TRIES):
+        node = cluster.registry.any_node(model, frozenset(tried))
+        try:
+            async with cluster.http.post(node.url + path, data=body, headers=headers) as upstream:
+                content = await upstream.read()
+                if upstream.status >= 500:
+                    raise aiohttp.ClientResponseError(
+                        upstream.request_info, (), status=upstream.status
+                    )
+                ctype = upstream.headers.get("content-type", "application/json")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("node %s failed %s: %r", node.id[:8], path, exc)
+            tried.add(node.id)
+            continue
+        outcome.node = node.id
+        await send(
+            {
+                "type": "http.response.start",
+                "status": upstream.status,
+                "headers": [
+                    (b"content-type", ctype.encode("latin-1")),
+                    (b"content-length", str(len(content)).encode()),
+                    (b"x-llmlb-node", node.id[:8].encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+        return
+    raise Unavailable(f"every node with '{model}' failed to answer {path}")
 
 
 async def _respond(claim: Claim, upstream: aiohttp.ClientResponse, send) -> None:
@@ -305,32 +374,14 @@ async def _respond(claim: Claim, upstream: aiohttp.ClientResponse, send) -> None
         claim.release(ok)
 
 
-async def union(state, path: str) -> list[dict[str, Any]]:
-    """GET `path` on every online node, for /api/tags."""
-    nodes = [n for n in state.registry.nodes.values() if state.registry.online(n)]
-
-    async def one(node: NodeEntry):
-        try:
-            r = await state.http.get(node.url + path, timeout=5)
-            return r.json().get("models", []) if r.status_code == 200 else []
-        except (httpx.HTTPError, ValueError):
-            return []
-
-    seen: dict[str, dict] = {}
-    for models in await asyncio.gather(*(one(n) for n in nodes)):
-        for m in models:
-            seen.setdefault(m.get("name"), m)
-    return list(seen.values())
-
-
 class ProxyApp:
     """ASGI: the proxied routes here, everything else to the Litestar app."""
 
-    def __init__(self, app, state):
-        self.app, self.state = app, state
+    def __init__(self, app, cluster: Cluster):
+        self.app, self.cluster = app, cluster
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] in PROXIED:
-            await handle(self.state, scope, receive, send)
+            await handle(self.cluster, scope, receive, send)
         else:
             await self.app(scope, receive, send)

@@ -16,16 +16,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from llmlb.balancer.policy import NodeView, Saturated, choose
-from llmlb.errors import BadRequest, ModelNotFound, TooManyRequests, Unavailable
+from llmlb.balancer.policy import NodeView, Saturated, any_node, choose
+from llmlb.balancer.wire import Heartbeat, url_host
+from llmlb.errors import ModelNotFound, TooManyRequests, Unavailable
 from llmlb.store import db
 from llmlb.store.router_models import RouterNode
 
 log = logging.getLogger("llmlb.router")
 PROBE_FAILURES_FOR_ERROR = 2
+NODE_STATES = ("Running", "Stopped", "Error")
 # A node that fails a request (connection error, 5xx) cools down: 1 s, doubling with each
 # further failure in a row, up to 30 s. Without it, a dead node that is still "online" until its
 # heartbeats time out has the fewest requests in flight and would be every request's first try.
@@ -60,7 +63,7 @@ class NodeEntry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{url_host(self.host)}:{self.port}"
 
     def names(self) -> dict[str, str]:
         """name and alias -> full name."""
@@ -76,11 +79,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _int(payload: dict, key: str) -> int:
-    value = payload.get(key) or 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise BadRequest(f"field '{key}' must be a number of at least 0")
-    return int(value)
+def _from_row(row: RouterNode) -> Heartbeat:
+    """A stored node, validated as strictly as a heartbeat from the network."""
+    if row.status not in NODE_STATES:
+        raise ValueError(f"unknown status {row.status!r}")
+    fields = {
+        "id": row.id,
+        "host": row.host,
+        "port": row.port,
+        "models": row.models,
+        "loaded_models": row.loaded_models,
+        "vram_total_bytes": row.vram_total_bytes,
+        "vram_used_bytes": row.vram_used_bytes,
+        "gpu_name": row.gpu_name,
+        "gpu_temperature": row.gpu_temperature,
+        "uptime_secs": row.uptime_secs,
+    }
+    return msgspec.convert(fields, Heartbeat)
 
 
 class Registry:
@@ -124,6 +139,13 @@ class Registry:
             for n in self.nodes.values()
         ]
 
+    def any_node(self, model: str, exclude: frozenset[str] = frozenset()) -> NodeEntry:
+        """An online node with the model, without a claim: for cheap reads such as /api/show."""
+        view = any_node(self.views(), model, exclude)
+        if view is None:
+            raise Unavailable(f"no online node has model '{model}'")
+        return self.nodes[view.id]
+
     def canonical(self, model: str) -> str:
         """A model's full name from any node's names and aliases; online nodes first."""
         for node in sorted(self.nodes.values(), key=lambda n: not self.online(n)):
@@ -134,63 +156,47 @@ class Registry:
 
     # -- node lifecycle ---------------------------------------------------------
     def load(self) -> None:
-        """Nodes known from the last run: offline until they send a heartbeat."""
+        """Nodes known from the last run: offline until they send a heartbeat. A row that does
+        not hold a valid node (written by an older version, or edited by hand) is skipped."""
         with db.session(self.engine) as s:
-            for row in s.exec(select(RouterNode)).all():
-                self.nodes[row.id] = NodeEntry(
-                    id=row.id,
-                    host=row.host,
-                    port=row.port,
-                    status=row.status,
-                    gpu_name=row.gpu_name,
-                    vram_total_bytes=row.vram_total_bytes,
-                    vram_used_bytes=row.vram_used_bytes,
-                    gpu_temperature=row.gpu_temperature,
-                    uptime_secs=row.uptime_secs,
-                    models=row.models,
-                    loaded=row.loaded_models,
-                    last_seen_at=row.last_seen,
-                    registered_at=row.registered_at,
+            rows = s.exec(select(RouterNode)).all()
+        for row in rows:
+            try:
+                beat = _from_row(row)
+            except (msgspec.ValidationError, TypeError, ValueError) as exc:
+                log.warning(
+                    "skipping node %r from router.db: it is not a valid node (%s)", row.id, exc
                 )
+                continue
+            node = self._apply(NodeEntry(id=beat.id, host=beat.host, port=beat.port), beat)
+            node.status, node.last_seen = row.status, 0.0
+            node.last_seen_at, node.registered_at = row.last_seen, row.registered_at
+            self.nodes[node.id] = node
 
-    def heartbeat(self, payload: dict[str, Any]) -> NodeEntry:
-        node_id, host = payload.get("id"), payload.get("host")
-        if not isinstance(node_id, str) or not node_id or not isinstance(host, str) or not host:
-            raise BadRequest("a heartbeat needs the node's 'id' and 'host'")
-        port = payload.get("port")
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise BadRequest("field 'port' must be a port number")
-        models = payload.get("models") or []
-        if not isinstance(models, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("name"), str) for m in models
-        ):
-            raise BadRequest("field 'models' must be a list of {name, alias}")
-        node = self.nodes.get(node_id)
+    def heartbeat(self, beat: Heartbeat) -> NodeEntry:
+        """A validated heartbeat (wire.Heartbeat) makes its node Running."""
+        node = self.nodes.get(beat.id)
         if node is None:
-            node = self.nodes[node_id] = NodeEntry(
-                id=node_id, host=host, port=port, registered_at=_now()
-            )
-            log.info("node %s registered from %s:%s", node_id[:8], host, port)
+            node = NodeEntry(id=beat.id, host=beat.host, port=beat.port, registered_at=_now())
+            self.nodes[beat.id] = node
+            log.info("node %s registered from %s:%s", beat.id[:8], beat.host, beat.port)
         elif node.status != "Running" or not self.online(node):
-            log.info("node %s is back (%s -> Running)", node_id[:8], node.status)
+            log.info("node %s is back (%s -> Running)", beat.id[:8], node.status)
             node.failures, node.cool_until = 0, 0.0  # restarted: a fresh start
-        node.host, node.port, node.status = host, port, "Running"
-        node.models = [{"name": m["name"], "alias": m.get("alias")} for m in models]
-        node.loaded = [str(x) for x in payload.get("loaded_models") or []]
-        node.node_in_flight, node.node_queued = _int(payload, "in_flight"), _int(payload, "queued")
-        node.vram_total_bytes, node.vram_used_bytes = (
-            _int(payload, "vram_total_bytes"),
-            _int(payload, "vram_used_bytes"),
-        )
-        node.gpu_name = (
-            payload.get("gpu_name") if isinstance(payload.get("gpu_name"), str) else None
-        )
-        temp = payload.get("gpu_temperature")
-        node.gpu_temperature = (
-            float(temp) if isinstance(temp, (int, float)) and not isinstance(temp, bool) else None
-        )
-        node.uptime_secs = _int(payload, "uptime_secs")
+        self._apply(node, beat)
+        node.status = "Running"
         node.last_seen, node.last_seen_at, node.failed_probes = time.monotonic(), _now(), 0
+        return node
+
+    @staticmethod
+    def _apply(node: NodeEntry, beat: Heartbeat) -> NodeEntry:
+        node.host, node.port = beat.host, beat.port
+        node.models = [{"name": m.name, "alias": m.alias} for m in beat.models]
+        node.loaded = list(beat.loaded_models)
+        node.node_in_flight, node.node_queued = beat.in_flight, beat.queued
+        node.vram_total_bytes, node.vram_used_bytes = beat.vram_total_bytes, beat.vram_used_bytes
+        node.gpu_name, node.gpu_temperature = beat.gpu_name, beat.gpu_temperature
+        node.uptime_secs = beat.uptime_secs
         return node
 
     def stopped(self, node_id: str) -> None:

@@ -10,15 +10,27 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
+from typing import Protocol
 from urllib.parse import urlparse
 
 import httpx
+import msgspec
 from anyio import to_thread
+from sqlalchemy.engine import Engine
 
-from llmlb import settings
+from llmlb import tasks
+from llmlb.balancer.wire import Heartbeat, ModelRef
 from llmlb.store import catalog
 
 log = logging.getLogger("llmlb.node")
+TOKEN_HEADER = "x-llmlb-node-token"
+
+
+class Snapshot(Protocol):
+    """What the link reads from the engine for each beat (the Scheduler provides it)."""
+
+    def snapshot(self) -> dict: ...
 
 
 def advertised_host(bind_host: str, router_url: str) -> str:
@@ -35,69 +47,98 @@ def advertised_host(bind_host: str, router_url: str) -> str:
             return "127.0.0.1"
 
 
-def payload(state, host: str) -> dict:
-    models = [
-        {"name": m.name, "alias": m.alias}
-        for m in catalog.all_models(state.catalog)
-        if m.format == "GGUF"
-    ]
-    models += [{"name": e.display, "alias": None} for e in catalog.ollama_models()]
-    scheduler = state.services.get("scheduler")
-    snap = scheduler.snapshot() if scheduler is not None else {}
-    return {
-        "id": state.node_id,
-        "host": host,
-        "port": state.config.port,
-        "status": "Running",
-        "models": models,
-        "loaded_models": sorted({m["name"] for m in snap.get("loaded_models", [])}),
-        "in_flight": snap.get("in_flight", 0),
-        "queued": snap.get("queued", 0),
-        "vram_total_bytes": snap.get("vram_total_bytes", 0),
-        "vram_used_bytes": snap.get("vram_used_bytes", 0),
-        "gpu_name": snap.get("gpu_name"),
-        "gpu_temperature": snap.get("gpu_temperature"),
-        "uptime_secs": state.uptime_secs,
-    }
+def normalise_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    return url if "://" in url else "http://" + url
 
 
-async def start(state) -> None:
-    url = (state.config.router_url or settings.router_url() or "").rstrip("/")
-    if not url:
-        return
-    if "://" not in url:
-        url = "http://" + url
-    host = advertised_host(state.config.host, url)
-    token = settings.node_token()
-    headers = {"x-llmlb-node-token": token} if token else {}
-    client = httpx.AsyncClient(base_url=url, timeout=5, headers=headers)
+class RouterLink:
+    """Registration and heartbeats of one node with one router."""
 
-    async def beat_forever() -> None:
-        failing = False
+    def __init__(
+        self,
+        url: str,
+        node_id: str,
+        bind_host: str,
+        port: int,
+        catalog_engine: Engine,
+        engine: Snapshot,
+        interval: float,
+        token: str | None = None,
+    ):
+        self.url = normalise_url(url)
+        self.node_id = node_id
+        self.host = advertised_host(bind_host, self.url)
+        self.port = port
+        self.catalog = catalog_engine
+        self.engine = engine
+        self.interval = interval
+        self.started_at = time.time()
+        headers = {TOKEN_HEADER: token} if token else {}
+        self.client = httpx.AsyncClient(base_url=self.url, timeout=5, headers=headers)
+        self._task: asyncio.Task | None = None
+        self.failing = False
+
+    def heartbeat(self) -> Heartbeat:
+        models = [
+            ModelRef(m.name, m.alias)
+            for m in catalog.all_models(self.catalog)
+            if m.format == "GGUF"
+        ]
+        models += [ModelRef(e.display) for e in catalog.ollama_models()]
+        snap = self.engine.snapshot()
+        return Heartbeat(
+            id=self.node_id,
+            host=self.host,
+            port=self.port,
+            models=models,
+            loaded_models=sorted({m["name"] for m in snap.get("loaded_models", [])}),
+            in_flight=snap.get("in_flight", 0),
+            queued=snap.get("queued", 0),
+            vram_total_bytes=snap.get("vram_total_bytes", 0),
+            vram_used_bytes=snap.get("vram_used_bytes", 0),
+            gpu_name=snap.get("gpu_name"),
+            gpu_temperature=snap.get("gpu_temperature"),
+            uptime_secs=int(time.time() - self.started_at),
+        )
+
+    async def beat(self) -> None:
+        """One heartbeat. The router being down or refusing us must never stop the node."""
+        body = msgspec.json.encode(await to_thread.run_sync(self.heartbeat))
+        try:
+            r = await self.client.post(
+                "/admin/nodes/heartbeat",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            self._failed(f"cannot reach the router at {self.url} ({exc!r})")
+            return
+        if r.status_code >= 400:
+            self._failed(
+                f"the router at {self.url} refused our heartbeat: HTTP {r.status_code} {r.text[:200]}"
+            )
+            return
+        if self.failing:
+            log.info("router at %s is reachable again; registered", self.url)
+        self.failing = False
+
+    def _failed(self, message: str) -> None:
+        if not self.failing:
+            log.warning("%s; serving on, will retry", message)
+        self.failing = True
+
+    async def _beat_forever(self) -> None:
         while True:
-            try:
-                body = await to_thread.run_sync(payload, state, host)
-                r = await client.post("/admin/nodes/heartbeat", json=body)
-                if r.status_code >= 400:
-                    raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
-                if failing:
-                    log.info("router at %s is reachable again; registered", url)
-                failing = False
-            except Exception as exc:  # the router being down must never stop the node
-                if not failing:
-                    log.warning(
-                        "cannot reach the router at %s (%s); serving on, will retry", url, exc
-                    )
-                failing = True
-            await asyncio.sleep(settings.heartbeat_secs())
+            await self.beat()
+            await asyncio.sleep(self.interval)
 
-    task = asyncio.create_task(beat_forever())
-    log.info("registering with the router at %s as %s:%s", url, host, state.config.port)
+    async def start(self) -> None:
+        log.info("registering with the router at %s as %s:%s", self.url, self.host, self.port)
+        self._task = tasks.start("router heartbeat", self._beat_forever)
 
-    async def stop(state) -> None:
-        task.cancel()
+    async def stop(self) -> None:
+        await tasks.stop(self._task)
         with contextlib.suppress(httpx.HTTPError):
-            await client.post(f"/admin/nodes/{state.node_id}/stopped", timeout=2)
-        await client.aclose()
-
-    state.on_stop(stop)
+            await self.client.post(f"/admin/nodes/{self.node_id}/stopped", timeout=2)
+        await self.client.aclose()

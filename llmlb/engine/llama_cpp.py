@@ -220,3 +220,8 @@ class LlamaBackend:
         if llm is not None:
             del self.llm
             llm.close()
+
+
+def load(model: Model, n_ctx: int, embedding: bool) -> LlamaBackend:
+    """The scheduler's loader: a model's file into a llama.cpp context."""
+    return LlamaBackend(model, n_ctx, embedding=embedding)

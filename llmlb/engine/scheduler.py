@@ -19,7 +19,7 @@ from typing import Any
 
 from anyio import to_thread
 
-from llmlb import settings
+from llmlb import settings, tasks
 from llmlb.engine.gpu import Gpus
 from llmlb.errors import LlmlbError, Unavailable
 from llmlb.store import catalog
@@ -104,7 +104,7 @@ class Scheduler:
 
     # -- life -------------------------------------------------------------
     async def start(self) -> None:
-        self._reaper = asyncio.create_task(self._reap_forever())
+        self._reaper = tasks.start("model reaper", self._reap_forever)
 
     def drain(self) -> None:
         """Shutting down: every running generation ends at its next token."""
@@ -112,13 +112,13 @@ class Scheduler:
             cancel.set()
 
     async def close(self) -> None:
-        if self._reaper:
-            self._reaper.cancel()
+        await tasks.stop(self._reaper)
         self.drain()  # and wait for the threads before freeing any model
         if self._workers:
             await asyncio.wait(list(self._workers), timeout=30)
         for key in list(self.slots):
             await self._unload(self.slots[key])
+        self.gpus.close()
 
     # -- claiming a model -----------------------------------------------------
     async def acquire(
@@ -149,10 +149,14 @@ class Scheduler:
         if slot.backend is None:  # unloaded while we waited: start over
             slot.lock.release()
             return await self.acquire(name, kind, keep_alive)
+        try:
+            if model.source != "Ollama":
+                await to_thread.run_sync(catalog.touch, self.engine, model.name)
+        except BaseException:  # cancelled or failed before the lease exists: give the lock back
+            slot.lock.release()
+            raise
         slot.busy = True
         self.in_flight += 1
-        if model.source != "Ollama":
-            await to_thread.run_sync(catalog.touch, self.engine, model.name)
         return Lease(self, slot, keep_alive)
 
     def _release(self, lease: Lease) -> None:
@@ -319,20 +323,3 @@ class Scheduler:
             "queued": self.queued(),
             **gpu.as_dict(),
         }
-
-
-async def start(state) -> None:
-    from llmlb.engine.llama_cpp import LlamaBackend
-
-    def loader(model, n_ctx, embedding):
-        return LlamaBackend(model, n_ctx, embedding=embedding)
-
-    scheduler = Scheduler(state.catalog, loader)
-    await scheduler.start()
-    state.services["scheduler"] = scheduler
-
-    async def stop(state) -> None:
-        await scheduler.close()
-        scheduler.gpus.close()
-
-    state.on_stop(stop)

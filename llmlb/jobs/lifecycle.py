@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from anyio import to_thread
+from sqlalchemy.engine import Engine
 
 from llmlb.jobs import queue
 from llmlb.jobs.pull import Pulls
@@ -16,51 +18,42 @@ WORKERS = (
 
 
 class Downloads:
-    """What other parts see as state.services["downloads"]."""
+    """Every pull of a node server, and the huey consumer that runs them."""
 
-    def __init__(self, pulls: Pulls):
-        self.pulls = pulls
+    def __init__(self, catalog: Engine, home: Path):
+        self.pulls = Pulls(catalog, home)
+        self.huey = queue.make_queue(home / "queue.db")
+        self._task = queue.register_pull(self.huey, self.pulls.run)
+        self.consumer = queue.make_consumer(self.huey, workers=WORKERS)
+        self.pulls.enqueue = self._enqueue
+        self.started = False
+
+    def _enqueue(self, download_id: int) -> None:
+        self._task(download_id)
+        self.consumer.wake.set()
+
+    async def start(self) -> None:
+        """Start the consumer and re-enqueue every download a previous run left unfinished."""
+        # The rows are the truth: drop whatever the queue still holds, then rebuild it from them.
+        await to_thread.run_sync(self.huey.flush)
+        for row in await to_thread.run_sync(self.pulls.active_rows):
+            log.info(
+                "resuming the download of %s (%d of %d bytes on disk)",
+                row.model_name,
+                row.downloaded_bytes,
+                row.total_bytes,
+            )
+            self._task(row.id)
+        self.consumer.start()
+        self.started = True
+
+    async def stop(self) -> None:
+        if not self.started:
+            return
+        self.pulls.stop_all()  # jobs save their parts and leave their rows Downloading
+        await to_thread.run_sync(self.consumer.stop, True)
+        self.started = False
 
     async def cancel(self, name: str) -> bool:
+        """Stop `name`'s download and remove its row and partial data; False when there was none."""
         return await to_thread.run_sync(self.pulls.cancel, name)
-
-
-async def start(state) -> None:
-    """Start the consumer and re-enqueue every download a previous run left unfinished."""
-    home = state.config.home
-    pulls = Pulls(state.catalog, home)
-    huey = queue.make_queue(home / "queue.db")
-    task = queue.register_pull(huey, pulls.run)
-    consumer = queue.make_consumer(huey, workers=WORKERS)
-
-    def enqueue(download_id: int) -> None:
-        task(download_id)
-        consumer.wake.set()
-
-    pulls.enqueue = enqueue
-    # The rows are the truth: drop whatever the queue still holds, then rebuild it from them.
-    await to_thread.run_sync(huey.flush)
-    unfinished = await to_thread.run_sync(pulls.active_rows)
-    for row in unfinished:
-        log.info(
-            "resuming the download of %s (%d of %d bytes on disk)",
-            row.model_name,
-            row.downloaded_bytes,
-            row.total_bytes,
-        )
-        task(row.id)
-    consumer.start()
-    state.services["pulls"] = pulls
-    state.services["downloads"] = Downloads(pulls)
-
-    async def stop(_state) -> None:
-        pulls.stop_all()  # jobs save their parts and leave their rows Downloading
-        await to_thread.run_sync(consumer.stop, True)
-
-    state.on_stop(stop)
-
-
-async def cancel_download(state, name: str) -> bool:
-    """Stop `name`'s download and remove its row and partial data; False when there was none."""
-    downloads = state.services.get("downloads")
-    return await downloads.cancel(name) if downloads is not None else False

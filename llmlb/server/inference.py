@@ -1,18 +1,29 @@
-"""The path every generation takes, whatever the API style: validate, lease, stream, split thinking."""
+"""The path every generation takes, whatever the API style: claim, stream, split thinking,
+count. Both API modules (ollama_api, openai_api) build on these; neither imports the other.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+
+from anyio import to_thread
+from litestar import Request
+from sqlalchemy.engine import Engine
 
 from llmlb import settings
-from llmlb.engine.base import GenOptions, GenStats
+from llmlb.engine.base import GenStats
+from llmlb.engine.scheduler import Lease, Scheduler
 from llmlb.engine.thinking import ThinkingSplitter
 from llmlb.errors import BadRequest
-from llmlb.server.body import field as get_field
+from llmlb.server.claims import hold
+from llmlb.server.metrics_api import NodeMetrics
+from llmlb.server.requests import ChatMessage, ImagePart, ImageURL, KeepAlive
+from llmlb.store import catalog
+from llmlb.store.models import Model
 
 IMAGE_MAGIC = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
 
@@ -28,69 +39,71 @@ class Turn:
     content: str = ""
     thinking: str = ""
 
-
-def options_from(data: dict, prefix: str = "") -> GenOptions:
-    """Generation options from an ollama `options` object or OpenAI top-level fields."""
-
-    def num(name, lo, hi, kind=(int, float)):
-        value = get_field(data, name, kind)
-        if value is not None and not lo <= value <= hi:
-            raise BadRequest(f"field '{prefix}{name}' must be between {lo} and {hi}")
-        return value
-
-    opts = GenOptions()
-    t = num("temperature", 0.0, 2.0)
-    if t is not None:
-        opts.temperature = float(t)
-    p = num("top_p", 0.0, 1.0)
-    if p is not None:
-        opts.top_p = float(p)
-    k = num("top_k", 0, 100000, int)
-    if k is not None:
-        opts.top_k = k
-    rp = num("repeat_penalty", 0.0, 10.0)
-    if rp is not None:
-        opts.repeat_penalty = float(rp)
-    seed = get_field(data, "seed", int)
-    if seed is not None:
-        opts.seed = seed
-    stop = data.get("stop")
-    if isinstance(stop, str):
-        opts.stop = [stop]
-    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        opts.stop = stop
-    elif stop is not None:
-        raise BadRequest(f"field '{prefix}stop' must be a string or a list of strings")
-    return opts
+    @property
+    def total_ns(self) -> int:
+        """From arrival to now; never less than the load it includes."""
+        return max(int((time.perf_counter() - self.started) * 1e9), self.load_ns)
 
 
-def max_tokens(value: Any, name: str) -> int | None:
+def keep_alive_secs(value: KeepAlive | None) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"field '{name}' must be an integer")
-    if value < 0:
-        return None  # ollama: -1 = no limit
-    if value == 0:
-        raise BadRequest(f"field '{name}' must be at least 1")
-    return value
+    try:
+        return settings.keep_alive_secs(value)
+    except settings.SettingsError as exc:
+        raise BadRequest(exc.message) from exc
 
 
-def keep_alive_from(data: dict) -> float | None:
-    if data.get("keep_alive") is None:
-        return None
-    return settings.parse_duration(data["keep_alive"])
+async def resolve(engine: Engine, name: str) -> Model:
+    return await to_thread.run_sync(catalog.resolve, engine, name)
+
+
+async def claim(
+    request: Request,
+    scheduler: Scheduler,
+    model: Model,
+    kind: str,
+    keep_alive: KeepAlive | None,
+) -> tuple[Lease, int]:
+    """Claim a loaded model for this request: (lease, nanoseconds spent loading/waiting).
+
+    The lease is tied to the request (claims.hold): whatever happens between here and the
+    end of the response, it is released."""
+    secs = keep_alive_secs(keep_alive)
+    started = time.perf_counter()
+    lease = await scheduler.acquire(model.name, kind, secs)
+    hold(request, lease)
+    return lease, int((time.perf_counter() - started) * 1e9)
+
+
+def record(metrics: NodeMetrics, turn: Turn) -> None:
+    ttft = turn.first_token_at - turn.started if turn.first_token_at else None
+    metrics.generation(turn.stats.prompt_tokens, turn.stats.completion_tokens, ttft)
+
+
+async def embed(
+    request: Request,
+    scheduler: Scheduler,
+    model: Model,
+    inputs: list[str],
+    keep_alive: KeepAlive | None,
+) -> tuple[list[list[float]], int, int]:
+    """(vectors, prompt tokens, load ns) for several inputs."""
+    lease, load_ns = await claim(request, scheduler, model, "embed", keep_alive)
+    try:
+        vectors, tokens = await to_thread.run_sync(lease.backend.embed, inputs)
+    finally:
+        await lease.release()
+    return vectors, tokens, load_ns
 
 
 def image_data_url(b64: str, field_name: str = "images") -> str:
     """Check an image by its bytes and turn it into a data URL for llama.cpp."""
-    if not isinstance(b64, str):
-        raise BadRequest(f"field '{field_name}' must hold base64 strings")
     if b64.startswith("data:"):
         b64 = b64.split(",", 1)[-1]
     try:
         raw = base64.b64decode(b64, validate=True)
-    except ValueError as exc:
+    except (ValueError, binascii.Error) as exc:
         raise BadRequest(f"field '{field_name}' holds invalid base64") from exc
     mime = next((m for magic, m in IMAGE_MAGIC.items() if raw.startswith(magic)), None)
     if mime is None and raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
@@ -102,8 +115,44 @@ def image_data_url(b64: str, field_name: str = "images") -> str:
     return f"data:{mime};base64,{b64}"
 
 
+def chat_messages(messages: list[ChatMessage], model: Model) -> list[dict]:
+    """Typed chat messages in llama-cpp-python's format; images checked by their bytes."""
+    out: list[dict] = []
+    for i, m in enumerate(messages):
+        role = "system" if m.role == "developer" else m.role
+        images: list[str] = []
+        content = m.content or ""
+        if isinstance(content, list):  # OpenAI content parts
+            texts = []
+            for part in content:
+                if isinstance(part, ImagePart):
+                    url = (
+                        part.image_url.url
+                        if isinstance(part.image_url, ImageURL)
+                        else part.image_url
+                    )
+                    if not url.startswith("data:"):
+                        raise BadRequest(
+                            "only data: URLs are accepted for images (no remote fetches)"
+                        )
+                    images.append(image_data_url(url, f"messages[{i}].content"))
+                else:
+                    texts.append(part.text)
+            content = "\n".join(texts)
+        for img in m.images or []:
+            images.append(image_data_url(img, f"messages[{i}].images"))
+        if images and not model.projector_path:
+            raise BadRequest(f"model '{model.name}' does not support images")
+        if images:
+            parts: list[dict] = [{"type": "image_url", "image_url": {"url": u}} for u in images]
+            out.append({"role": role, "content": [*parts, {"type": "text", "text": content}]})
+        else:
+            out.append({"role": role, "content": content})
+    return out
+
+
 async def generate(
-    scheduler, lease, produce, turn: Turn, think: bool | None, starts_thinking: bool = False
+    lease: Lease, produce, turn: Turn, think: bool | None, starts_thinking: bool = False
 ) -> AsyncGenerator[tuple[str, str]]:
     """("thinking"|"content", text) pieces; releases the lease when done or abandoned."""
     splitter = ThinkingSplitter(starts_thinking)
@@ -141,60 +190,17 @@ async def primed(pieces: AsyncGenerator[tuple[str, str]]) -> AsyncIterator[tuple
     except ValueError as exc:  # llama-cpp-python's way to refuse a prompt
         await pieces.aclose()
         raise BadRequest(str(exc)) from exc
+    except BaseException:
+        await pieces.aclose()
+        raise
 
     async def chain() -> AsyncIterator[tuple[str, str]]:
-        if first is not None:
-            yield first
-            async for item in pieces:
-                yield item
+        try:
+            if first is not None:
+                yield first
+                async for item in pieces:
+                    yield item
+        finally:
+            await pieces.aclose()
 
     return chain()
-
-
-def chat_messages(raw: Any, supports_images: bool, model_name: str) -> list[dict]:
-    """Validate chat messages and turn them into llama-cpp-python's format."""
-    if not isinstance(raw, list) or not raw:
-        raise BadRequest("field 'messages' must be a non-empty list")
-    out = []
-    for i, m in enumerate(raw):
-        if not isinstance(m, dict):
-            raise BadRequest(f"field 'messages[{i}]' must be an object")
-        role = m.get("role")
-        if role not in ("system", "user", "assistant", "tool", "developer"):
-            raise BadRequest(f"field 'messages[{i}].role' must be system, user, assistant or tool")
-        role = "system" if role == "developer" else role
-        content = m.get("content") or ""
-        images: list[str] = []
-        if isinstance(content, list):  # OpenAI content parts
-            texts = []
-            for part in content:
-                if not isinstance(part, dict):
-                    raise BadRequest(f"field 'messages[{i}].content' parts must be objects")
-                if part.get("type") == "text":
-                    texts.append(str(part.get("text", "")))
-                elif part.get("type") == "image_url":
-                    url = (
-                        (part.get("image_url") or {}).get("url")
-                        if isinstance(part.get("image_url"), dict)
-                        else part.get("image_url")
-                    )
-                    if not isinstance(url, str) or not url.startswith("data:"):
-                        raise BadRequest(
-                            "only data: URLs are accepted for images (no remote fetches)"
-                        )
-                    images.append(url)
-                else:
-                    raise BadRequest(f"unsupported content part type {part.get('type')!r}")
-            content = "\n".join(texts)
-        elif not isinstance(content, str):
-            raise BadRequest(f"field 'messages[{i}].content' must be a string")
-        for img in m.get("images") or []:
-            images.append(image_data_url(img, f"messages[{i}].images"))
-        if images and not supports_images:
-            raise BadRequest(f"model '{model_name}' does not support images")
-        if images:
-            parts = [{"type": "image_url", "image_url": {"url": u}} for u in images]
-            out.append({"role": role, "content": [*parts, {"type": "text", "text": content}]})
-        else:
-            out.append({"role": role, "content": content})
-    return out

@@ -1,88 +1,89 @@
-"""GET /metrics: Prometheus text for requests, tokens, time to first token, models and queues."""
+"""GET /metrics: Prometheus metrics of the node (requests, tokens, time to first token, models,
+queues), kept by prometheus_client in a registry of this app's own."""
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
+from collections.abc import Iterator
+from typing import Protocol
 
-from litestar import MediaType, Request, get
+import prometheus_client
+from litestar import MediaType, Response, get
+from litestar.di import NamedDependency
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+prometheus_client.disable_created_metrics()  # no *_created series: nobody reads them
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 
 
-class Metrics:
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.requests: Counter = Counter()  # (endpoint, status) -> n
-        self.tokens_generated = 0
-        self.tokens_prompt = 0
-        self.ttft_buckets = [0] * len(TTFT_BUCKETS)
-        self.ttft_count = 0
-        self.ttft_sum = 0.0
+class EngineView(Protocol):
+    """What the gauges read from the engine at scrape time."""
+
+    in_flight: int
+
+    def running(self) -> list: ...
+
+    def queued(self) -> int: ...
+
+
+class _EngineGauges(Collector):
+    def __init__(self, engine: EngineView):
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "llmlb_loaded_models", "Models loaded in memory.", len(self.engine.running())
+        )
+        yield GaugeMetricFamily(
+            "llmlb_queue_depth", "Requests waiting for a busy model.", self.engine.queued()
+        )
+        yield GaugeMetricFamily(
+            "llmlb_in_flight", "Requests generating now.", self.engine.in_flight
+        )
+
+
+class NodeMetrics:
+    def __init__(self, engine: EngineView):
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "llmlb_requests",
+            "API requests by endpoint and HTTP status.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.tokens_generated = Counter(
+            "llmlb_tokens_generated", "Completion tokens generated.", registry=self.registry
+        )
+        self.tokens_prompt = Counter(
+            "llmlb_prompt_tokens", "Prompt tokens evaluated.", registry=self.registry
+        )
+        self.ttft = Histogram(
+            "llmlb_time_to_first_token_seconds",
+            "Time from a request's arrival to its first generated token.",
+            buckets=TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_EngineGauges(engine))
 
     def request(self, endpoint: str, status: int) -> None:
-        with self._lock:
-            self.requests[(endpoint, status)] += 1
+        self.requests.labels(endpoint, str(status)).inc()
 
     def generation(self, prompt_tokens: int, completion_tokens: int, ttft: float | None) -> None:
-        with self._lock:
-            self.tokens_prompt += prompt_tokens
-            self.tokens_generated += completion_tokens
-            if ttft is not None:
-                self.ttft_count += 1
-                self.ttft_sum += ttft
-                for i, bound in enumerate(TTFT_BUCKETS):
-                    if ttft <= bound:
-                        self.ttft_buckets[i] += 1
+        self.tokens_prompt.inc(prompt_tokens)
+        self.tokens_generated.inc(completion_tokens)
+        if ttft is not None:
+            self.ttft.observe(ttft)
 
-    def render(self, scheduler) -> str:
-        lines = [
-            "# HELP llmlb_requests_total Inference requests by endpoint and HTTP status.",
-            "# TYPE llmlb_requests_total counter",
-        ]
-        with self._lock:
-            for (endpoint, status), n in sorted(self.requests.items()):
-                lines.append(f'llmlb_requests_total{{endpoint="{endpoint}",status="{status}"}} {n}')
-            lines += [
-                "# HELP llmlb_tokens_generated_total Completion tokens generated.",
-                "# TYPE llmlb_tokens_generated_total counter",
-                f"llmlb_tokens_generated_total {self.tokens_generated}",
-                "# HELP llmlb_prompt_tokens_total Prompt tokens evaluated.",
-                "# TYPE llmlb_prompt_tokens_total counter",
-                f"llmlb_prompt_tokens_total {self.tokens_prompt}",
-                "# HELP llmlb_time_to_first_token_seconds Time from request to first token.",
-                "# TYPE llmlb_time_to_first_token_seconds histogram",
-            ]
-            for bound, n in zip(TTFT_BUCKETS, self.ttft_buckets, strict=False):
-                lines.append(f'llmlb_time_to_first_token_seconds_bucket{{le="{bound}"}} {n}')
-            lines += [
-                f'llmlb_time_to_first_token_seconds_bucket{{le="+Inf"}} {self.ttft_count}',
-                f"llmlb_time_to_first_token_seconds_sum {self.ttft_sum:.6f}",
-                f"llmlb_time_to_first_token_seconds_count {self.ttft_count}",
-            ]
-        running = scheduler.running() if scheduler else []
-        lines += [
-            "# HELP llmlb_loaded_models Models loaded in memory.",
-            "# TYPE llmlb_loaded_models gauge",
-            f"llmlb_loaded_models {len(running)}",
-            "# HELP llmlb_queue_depth Requests waiting for a busy model.",
-            "# TYPE llmlb_queue_depth gauge",
-            f"llmlb_queue_depth {scheduler.queued() if scheduler else 0}",
-            "# HELP llmlb_in_flight Requests generating now.",
-            "# TYPE llmlb_in_flight gauge",
-            f"llmlb_in_flight {scheduler.in_flight if scheduler else 0}",
-        ]
-        return "\n".join(lines) + "\n"
-
-
-def metrics_of(state) -> Metrics:
-    return state.services.setdefault("metrics", Metrics())
+    def render(self) -> bytes:
+        return prometheus_client.generate_latest(self.registry)
 
 
 @get("/metrics", media_type=MediaType.TEXT, sync_to_thread=False)
-def metrics(request: Request) -> str:
-    state = request.app.state.node
-    return metrics_of(state).render(state.services.get("scheduler"))
+def metrics_page(metrics: NamedDependency[NodeMetrics]) -> Response:
+    return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
-routes = [metrics]
+routes = [metrics_page]

@@ -1,17 +1,34 @@
-"""The node server's Litestar app: ollama-compatible /api and OpenAI-compatible /v1."""
+"""The node server: `create_node_app` builds every service and the Litestar app around them.
+
+Handlers receive the services they use as typed Litestar dependencies (`scheduler:
+Scheduler`, `node: NodeServices`, ...); nothing is looked up by name at run time, and no
+lower layer reaches into the app.
+"""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from litestar import Litestar, MediaType, get
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
 
 from llmlb import __version__
-from llmlb.server import node_parts
+from llmlb.server import (
+    metrics_api,
+    ollama_api,
+    openai_api,
+    pull_api,
+    sessions_api,
+    store_api,
+)
+from llmlb.server.body import ApiRequest
+from llmlb.server.claims import ClaimGuard
 from llmlb.server.errors import exception_handlers
-from llmlb.server.node_state import NodeState
-
-log = logging.getLogger("llmlb.node")
+from llmlb.server.node_services import NodeConfig, NodeServices, build_services
+from llmlb.server.origins import BrowserGuard, OriginPolicy
+from llmlb.server.request_count import RequestCounter
 
 MAX_BODY = 64 * 1024 * 1024  # base64 images make chat bodies large; anything past this is abuse
 
@@ -26,23 +43,50 @@ async def version() -> dict:
     return {"version": __version__}
 
 
-def create_app(state: NodeState) -> Litestar:
-    async def startup(app: Litestar) -> None:
-        for start in node_parts.starters():
-            await start(state)
+def create_node_app(config: NodeConfig, services: NodeServices | None = None) -> BrowserGuard:
+    """The node's ASGI app. `services` may be given (tests build them with fakes)."""
+    node = services or build_services(config)
 
-    async def shutdown(app: Litestar) -> None:
-        await state.stop()
-        state.catalog.dispose()
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await node.start()
+        try:
+            yield
+        finally:
+            await node.stop()
+
+    def provide(value: object) -> Provide:
+        return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
     app = Litestar(
-        route_handlers=[root, version, *node_parts.routes()],
-        on_startup=[startup],
-        on_shutdown=[shutdown],
+        route_handlers=[
+            root,
+            version,
+            *store_api.routes,
+            *pull_api.routes,
+            *ollama_api.routes,
+            *openai_api.routes,
+            *sessions_api.routes,
+            *metrics_api.routes,
+        ],
+        dependencies={
+            "node": provide(node),
+            "catalog": provide(node.catalog),
+            "scheduler": provide(node.scheduler),
+            "downloads": provide(node.downloads),
+            "metrics": provide(node.metrics),
+        },
+        lifespan=[lifespan],
         exception_handlers=exception_handlers,
+        logging_config=None,  # our own format (serve.setup_logging) for every line
+        request_class=ApiRequest,
         request_max_body_size=MAX_BODY,
-        openapi_config=None,
+        openapi_config=OpenAPIConfig(title="llmlb node", version=__version__),
+        middleware=[  # outermost first
+            lambda app: RequestCounter(app, node.metrics),
+            ClaimGuard,
+        ],
         debug=False,
     )
-    app.state.node = state
-    return app
+    # Host/Origin checks come first, for every request, routed or not
+    return BrowserGuard(app, OriginPolicy(config.host, config.origins))

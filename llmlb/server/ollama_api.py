@@ -4,47 +4,55 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from anyio import to_thread
 from litestar import Request, Response, get, post
-from litestar.background_tasks import BackgroundTask
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.response import Stream
+from sqlalchemy.engine import Engine
 
-from llmlb.errors import BadRequest, NotFound, Unavailable
+from llmlb.engine.scheduler import Scheduler
+from llmlb.errors import BadRequest, NotFound
 from llmlb.server import inference as inf
-from llmlb.server.body import field, json_object, model_field
-from llmlb.server.metrics_api import metrics_of
-from llmlb.server.store_api import _details
-from llmlb.store import catalog
+from llmlb.server.metrics_api import NodeMetrics
+from llmlb.server.requests import (
+    ChatMessage,
+    ModelOnly,
+    OllamaChat,
+    OllamaEmbed,
+    OllamaEmbeddings,
+    OllamaGenerate,
+    Think,
+)
+from llmlb.server.store_api import details
 
 NDJSON = "application/x-ndjson"
 log = logging.getLogger("llmlb.api")
+
+Shape = Callable[[str, str], dict]
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _scheduler(state):
-    scheduler = state.services.get("scheduler")
-    if scheduler is None:
-        raise Unavailable("the inference engine is not running")
-    return scheduler
+def _thinks(think: Think | None) -> bool | None:
+    """ollama's `think`: true/false, or a level ("high", ...) that means true."""
+    return None if think is None else think is not False
 
 
 def _final(turn: inf.Turn, model: str) -> dict[str, Any]:
-    end = time.perf_counter()
     s = turn.stats
     return {
         "model": model,
         "created_at": _now(),
         "done": True,
         "done_reason": {"length": "length", "cancelled": "stop"}.get(s.finish_reason, "stop"),
-        "total_duration": int((end - turn.started) * 1e9),
+        "total_duration": turn.total_ns,
         "load_duration": turn.load_ns,
         "prompt_eval_count": s.prompt_tokens,
         "prompt_eval_duration": s.prompt_ns,
@@ -53,57 +61,44 @@ def _final(turn: inf.Turn, model: str) -> dict[str, Any]:
     }
 
 
-async def _lease(state, name: str, kind: str, data: dict):
-    keep_alive = inf.keep_alive_from(data)
-    t = time.perf_counter()
-    lease = await _scheduler(state).acquire(name, kind, keep_alive)
-    return lease, int((time.perf_counter() - t) * 1e9)
-
-
-def _record(state, endpoint: str, turn: inf.Turn) -> None:
-    ttft = turn.first_token_at - turn.started if turn.first_token_at else None
-    m = metrics_of(state)
-    m.request(endpoint, 200)
-    m.generation(turn.stats.prompt_tokens, turn.stats.completion_tokens, ttft)
-
-
 async def _respond(
-    state, endpoint: str, data: dict, lease, produce, turn: inf.Turn, model_name: str, shape
+    metrics: NodeMetrics,
+    endpoint: str,
+    body: OllamaChat | OllamaGenerate,
+    lease,
+    produce,
+    turn: inf.Turn,
+    shape: Shape,
 ) -> Response:
     """Stream NDJSON (default) or answer one object; `shape(kind, text)` builds a chunk."""
-    think = field(data, "think", (bool, str))
-    think = None if think is None else think not in (False, "false", "none")
-    pieces = await inf.primed(inf.generate(_scheduler(state), lease, produce, turn, think))
-    if field(data, "stream", bool, default=True):
+    think = _thinks(body.think)
+    model_name = body.target
+    pieces = await inf.primed(inf.generate(lease, produce, turn, think))
+    if body.stream:
 
-        async def body() -> AsyncIterator[bytes]:
+        async def lines() -> AsyncIterator[bytes]:
             try:
                 async for kind, text in pieces:
-                    yield (
-                        json.dumps(
-                            {
-                                "model": model_name,
-                                "created_at": _now(),
-                                **shape(kind, text),
-                                "done": False,
-                            }
-                        )
-                        + "\n"
-                    ).encode()
+                    chunk = {
+                        "model": model_name,
+                        "created_at": _now(),
+                        **shape(kind, text),
+                        "done": False,
+                    }
+                    yield (json.dumps(chunk) + "\n").encode()
             except (
                 Exception
             ) as exc:  # after the first byte the status is sent: say it in the stream
                 log.warning("%s stream for %s failed: %s", endpoint, model_name, exc)
                 yield (json.dumps({"error": f"generation failed: {exc}"}) + "\n").encode()
                 return
-            final = _final(turn, model_name)
-            _record(state, endpoint, turn)
-            yield (json.dumps({**final, **shape("content", "")}) + "\n").encode()
+            inf.record(metrics, turn)
+            yield (json.dumps({**_final(turn, model_name), **shape("content", "")}) + "\n").encode()
 
-        return Stream(body(), media_type=NDJSON, background=BackgroundTask(lease.release))
+        return Stream(lines(), media_type=NDJSON)
     async for _ in pieces:
         pass
-    _record(state, endpoint, turn)
+    inf.record(metrics, turn)
     full = shape("content", turn.content)
     if turn.thinking and think is not False:
         full = _merge_thinking(full, turn.thinking)
@@ -116,41 +111,31 @@ def _merge_thinking(full: dict, thinking: str) -> dict:
     return {**full, "thinking": thinking}
 
 
-async def _resolve(state, name: str):
-    return await to_thread.run_sync(catalog.resolve, state.catalog, name)
-
-
-async def _load_only(state, name: str, data: dict, endpoint: str, shape) -> Response:
+async def _load_only(
+    request: Request,
+    scheduler: Scheduler,
+    catalog: Engine,
+    body: OllamaChat | OllamaGenerate,
+    shape: Shape,
+) -> Response:
     """ollama's idiom: an empty prompt loads the model (or, with keep_alive 0, unloads it)."""
-    scheduler = _scheduler(state)
-    model = await _resolve(state, name)
-    if inf.keep_alive_from(data) == 0:
+    model = await inf.resolve(catalog, body.target)
+    if inf.keep_alive_secs(body.keep_alive) == 0:
         await scheduler.unload(model.name)
         reason = "unload"
     else:
-        lease = await scheduler.acquire(model.name, "chat", inf.keep_alive_from(data))
+        lease, _ = await inf.claim(request, scheduler, model, "chat", body.keep_alive)
         await lease.release()
         reason = "load"
-    metrics_of(state).request(endpoint, 200)
     return Response(
         {
-            "model": name,
+            "model": body.target,
             "created_at": _now(),
             **shape("content", ""),
             "done": True,
             "done_reason": reason,
         }
     )
-
-
-def _options(data: dict) -> inf.GenOptions:
-    """ollama's `options` object, with num_predict as the token limit."""
-    options = data.get("options") or {}
-    if not isinstance(options, dict):
-        raise BadRequest("field 'options' must be an object")
-    opts = inf.options_from(options, "options.")
-    opts.max_tokens = inf.max_tokens(options.get("num_predict"), "options.num_predict")
-    return opts
 
 
 def _chat_shape(kind: str, text: str) -> dict:
@@ -168,109 +153,98 @@ def _generate_shape(kind: str, text: str) -> dict:
 
 
 @post("/api/chat", status_code=200)
-async def chat(request: Request) -> Response:
-    state = request.app.state.node
-    data = await json_object(request)
-    name = model_field(data)
-    opts = _options(data)
-    if not data.get("messages"):
-        return await _load_only(state, name, data, "/api/chat", _chat_shape)
-    model = await _resolve(state, name)
-    messages = inf.chat_messages(data.get("messages"), bool(model.projector_path), model.name)
-    lease, load_ns = await _lease(state, model.name, "chat", data)
-    turn = inf.Turn(load_ns=load_ns)
+async def chat(
+    request: Request,
+    data: JSONBody[OllamaChat],
+    scheduler: NamedDependency[Scheduler],
+    catalog: NamedDependency[Engine],
+    metrics: NamedDependency[NodeMetrics],
+) -> Response:
+    opts = data.gen_options()
+    if not data.messages:
+        return await _load_only(request, scheduler, catalog, data, _chat_shape)
+    turn = inf.Turn()
+    model = await inf.resolve(catalog, data.target)
+    messages = inf.chat_messages(data.messages, model)
+    lease, turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
     backend = lease.backend
 
     def produce(cancel):
         return backend.chat(messages, opts, cancel, turn.stats)
 
-    return await _respond(state, "/api/chat", data, lease, produce, turn, name, _chat_shape)
+    return await _respond(metrics, "/api/chat", data, lease, produce, turn, _chat_shape)
 
 
 @post("/api/generate", status_code=200)
-async def generate(request: Request) -> Response:
-    state = request.app.state.node
-    data = await json_object(request)
-    name = model_field(data)
-    opts = _options(data)
-    prompt = field(data, "prompt", str, default="")
-    images = field(data, "images", list, default=[])
-    if not prompt and not images:
-        return await _load_only(state, name, data, "/api/generate", _generate_shape)
-    model = await _resolve(state, name)
-    raw = field(data, "raw", bool, default=False)
-    system = field(data, "system", str)
-    if raw:
-        if images:
+async def generate(
+    request: Request,
+    data: JSONBody[OllamaGenerate],
+    scheduler: NamedDependency[Scheduler],
+    catalog: NamedDependency[Engine],
+    metrics: NamedDependency[NodeMetrics],
+) -> Response:
+    opts = data.gen_options()
+    if not data.prompt and not data.images:
+        return await _load_only(request, scheduler, catalog, data, _generate_shape)
+    turn = inf.Turn()
+    model = await inf.resolve(catalog, data.target)
+    messages: list[dict] | None = None
+    if data.raw:
+        if data.images:
             raise BadRequest("images cannot be sent with raw prompts")
-        messages = None
     else:
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt, "images": images}
-        ]
-        messages = inf.chat_messages(messages, bool(model.projector_path), model.name)
-    lease, load_ns = await _lease(state, model.name, "chat", data)
-    turn = inf.Turn(load_ns=load_ns)
+        wanted = [ChatMessage(role="user", content=data.prompt, images=data.images)]
+        if data.system:
+            wanted.insert(0, ChatMessage(role="system", content=data.system))
+        messages = inf.chat_messages(wanted, model)
+    lease, turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
     backend = lease.backend
+    prompt = data.prompt
 
     def produce(cancel):
         if messages is None:
             return backend.complete(prompt, opts, cancel, turn.stats)
         return backend.chat(messages, opts, cancel, turn.stats)
 
-    return await _respond(state, "/api/generate", data, lease, produce, turn, name, _generate_shape)
-
-
-async def _embed(
-    state, name: str, inputs: list[str], data: dict
-) -> tuple[list[list[float]], int, int]:
-    lease, load_ns = await _lease(state, name, "embed", data)
-    try:
-        vectors, tokens = await to_thread.run_sync(lease.backend.embed, inputs)
-    finally:
-        await lease.release()
-    return vectors, tokens, load_ns
-
-
-def embed_inputs(value: Any, name: str = "input") -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return value
-    raise BadRequest(f"field '{name}' must be a string or a non-empty list of strings")
+    return await _respond(metrics, "/api/generate", data, lease, produce, turn, _generate_shape)
 
 
 @post("/api/embed", status_code=200)
-async def embed(request: Request) -> dict:
-    state = request.app.state.node
-    data = await json_object(request)
-    name = model_field(data)
-    inputs = embed_inputs(data.get("input"))
-    started = time.perf_counter()
-    vectors, tokens, load_ns = await _embed(state, name, inputs, data)
-    metrics_of(state).request("/api/embed", 200)
+async def embed(
+    request: Request,
+    data: JSONBody[OllamaEmbed],
+    scheduler: NamedDependency[Scheduler],
+    catalog: NamedDependency[Engine],
+) -> dict:
+    turn = inf.Turn()
+    model = await inf.resolve(catalog, data.target)
+    vectors, tokens, load_ns = await inf.embed(
+        request, scheduler, model, data.inputs, data.keep_alive
+    )
+    turn.load_ns = load_ns
     return {
-        "model": name,
+        "model": data.target,
         "embeddings": vectors,
-        "total_duration": int((time.perf_counter() - started) * 1e9),
+        "total_duration": turn.total_ns,
         "load_duration": load_ns,
         "prompt_eval_count": tokens,
     }
 
 
 @post("/api/embeddings", status_code=200)
-async def embeddings_legacy(request: Request) -> dict:
-    state = request.app.state.node
-    data = await json_object(request)
-    name = model_field(data)
-    vectors, _, _ = await _embed(state, name, embed_inputs(data.get("prompt"), "prompt"), data)
+async def embeddings_legacy(
+    request: Request,
+    data: JSONBody[OllamaEmbeddings],
+    scheduler: NamedDependency[Scheduler],
+    catalog: NamedDependency[Engine],
+) -> dict:
+    model = await inf.resolve(catalog, data.target)
+    vectors, _, _ = await inf.embed(request, scheduler, model, [data.prompt], data.keep_alive)
     return {"embedding": vectors[0]}
 
 
 @get("/api/ps")
-async def ps(request: Request) -> dict:
-    state = request.app.state.node
-    scheduler = _scheduler(state)
+async def ps(scheduler: NamedDependency[Scheduler]) -> dict:
     gpu = await to_thread.run_sync(scheduler.gpus.read)
     models = []
     for r in scheduler.running():
@@ -282,7 +256,7 @@ async def ps(request: Request) -> dict:
                 "size": r["size"],
                 "size_vram": r["size"] if r["processor"].endswith("GPU") else 0,
                 "digest": m.digest or "",
-                "details": _details(m),
+                "details": details(m),
                 "expires_at": r["expires_at"].isoformat() if r["expires_at"] else None,
                 "context_length": r["context_length"],
                 "kind": r["kind"],
@@ -295,13 +269,15 @@ async def ps(request: Request) -> dict:
 
 
 @post("/api/stop", status_code=200)
-async def stop(request: Request) -> dict:
-    state = request.app.state.node
-    name = model_field(await json_object(request))
-    model = await _resolve(state, name)
-    if not await _scheduler(state).unload(model.name):
-        raise NotFound(f"model '{name}' is not loaded")
-    return {"status": f"stopped '{name}'"}
+async def stop(
+    data: JSONBody[ModelOnly],
+    scheduler: NamedDependency[Scheduler],
+    catalog: NamedDependency[Engine],
+) -> dict:
+    model = await inf.resolve(catalog, data.target)
+    if not await scheduler.unload(model.name):
+        raise NotFound(f"model '{data.target}' is not loaded")
+    return {"status": f"stopped '{data.target}'"}
 
 
 routes = [chat, generate, embed, embeddings_legacy, ps, stop]

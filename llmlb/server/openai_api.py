@@ -7,37 +7,24 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 import numpy as np
 from litestar import Request, Response, get, post
-from litestar.background_tasks import BackgroundTask
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, PathParameter
 from litestar.response import Stream
+from sqlalchemy.engine import Engine
 
-from llmlb.errors import BadRequest
+from llmlb.engine.scheduler import Scheduler
 from llmlb.server import inference as inf
-from llmlb.server.body import field, json_object
-from llmlb.server.metrics_api import metrics_of
-from llmlb.server.ollama_api import _embed, _lease, _record, _resolve, _scheduler, embed_inputs
+from llmlb.server.metrics_api import NodeMetrics
+from llmlb.server.requests import OpenAIChat, OpenAICompletion, OpenAIEmbeddings
 from llmlb.store import catalog
+from llmlb.store.catalog import resolve as resolve_model
 
 SSE = "text/event-stream"
-
-
-def _model_name(data: dict) -> str:
-    name = data.get("model")
-    if not isinstance(name, str) or not name:
-        raise BadRequest("field 'model' must be a non-empty string")
-    return name
-
-
-def _options(data: dict) -> inf.GenOptions:
-    opts = inf.options_from(data)
-    limit = data.get("max_completion_tokens", data.get("max_tokens"))
-    opts.max_tokens = inf.max_tokens(limit, "max_tokens")
-    if field(data, "n", int, default=1) != 1:
-        raise BadRequest("field 'n' must be 1: one completion per request")
-    return opts
 
 
 def _usage(turn: inf.Turn) -> dict[str, int]:
@@ -57,25 +44,22 @@ def _sse(obj: Any) -> bytes:
     return f"data: {json.dumps(obj)}\n\n".encode()
 
 
-async def _run(request: Request, data: dict, kind: str) -> Response:
-    state = request.app.state.node
-    name = _model_name(data)
-    opts = _options(data)
-    model = await _resolve(state, name)
-    if kind == "chat":
-        messages = inf.chat_messages(data.get("messages"), bool(model.projector_path), model.name)
-    else:
-        prompt = data.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise BadRequest("field 'prompt' must be a string")
-    stream = field(data, "stream", bool, default=False)
-    include_usage = (
-        bool((data.get("stream_options") or {}).get("include_usage")) if stream else False
-    )
-    lease, load_ns = await _lease(state, model.name, "chat", data)
-    turn = inf.Turn(load_ns=load_ns)
+async def _run(
+    request: Request,
+    data: OpenAIChat | OpenAICompletion,
+    scheduler: Scheduler,
+    engine: Engine,
+    metrics: NodeMetrics,
+) -> Response:
+    kind = "chat" if isinstance(data, OpenAIChat) else "completion"
+    opts = data.gen_options()
+    name = data.model
+    turn = inf.Turn()
+    model = await inf.resolve(engine, name)
+    messages = inf.chat_messages(data.messages, model) if isinstance(data, OpenAIChat) else []
+    prompt = data.text if isinstance(data, OpenAICompletion) else ""
+    stream, include_usage = data.stream, data.include_usage
+    lease, turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
     backend = lease.backend
 
     def produce(cancel):
@@ -83,11 +67,10 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
             return backend.chat(messages, opts, cancel, turn.stats)
         return backend.complete(prompt, opts, cancel, turn.stats)
 
-    pieces = await inf.primed(inf.generate(_scheduler(state), lease, produce, turn, think=True))
+    pieces = await inf.primed(inf.generate(lease, produce, turn, think=True))
     ident = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
     obj = "chat.completion" if kind == "chat" else "text_completion"
-    endpoint = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
 
     def chunk(delta: dict | None, finish: str | None, text: str = "") -> dict:
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
@@ -137,7 +120,7 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
                 )
                 return
             yield _sse(chunk({}, _finish(turn)))
-            _record(state, endpoint, turn)
+            inf.record(metrics, turn)
             if include_usage:
                 yield _sse(
                     {
@@ -151,15 +134,10 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
                 )
             yield b"data: [DONE]\n\n"
 
-        return Stream(
-            body(),
-            media_type=SSE,
-            background=BackgroundTask(lease.release),
-            headers={"Cache-Control": "no-cache"},
-        )
+        return Stream(body(), media_type=SSE, headers={"Cache-Control": "no-cache"})
     async for _ in pieces:
         pass
-    _record(state, endpoint, turn)
+    inf.record(metrics, turn)
     if kind == "chat":
         message: dict[str, Any] = {"role": "assistant", "content": turn.content}
         if turn.thinking:
@@ -185,45 +163,55 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
 
 
 @post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request) -> Response:
-    return await _run(request, await json_object(request), "chat")
+async def chat_completions(
+    request: Request,
+    data: JSONBody[OpenAIChat],
+    scheduler: NamedDependency[Scheduler],
+    catalog: NamedDependency[Engine],
+    metrics: NamedDependency[NodeMetrics],
+) -> Response:
+    return await _run(request, data, scheduler, catalog, metrics)
 
 
 @post("/v1/completions", status_code=200)
-async def completions(request: Request) -> Response:
-    return await _run(request, await json_object(request), "completion")
+async def completions(
+    request: Request,
+    data: JSONBody[OpenAICompletion],
+    scheduler: NamedDependency[Scheduler],
+    catalog: NamedDependency[Engine],
+    metrics: NamedDependency[NodeMetrics],
+) -> Response:
+    return await _run(request, data, scheduler, catalog, metrics)
 
 
 @post("/v1/embeddings", status_code=200)
-async def embeddings(request: Request) -> dict:
-    state = request.app.state.node
-    data = await json_object(request)
-    name = _model_name(data)
-    fmt = data.get("encoding_format") or "float"
-    if fmt not in ("float", "base64"):
-        raise BadRequest("field 'encoding_format' must be 'float' or 'base64'")
-    inputs = embed_inputs(data.get("input"))
-    vectors, tokens, _ = await _embed(state, name, inputs, data)
-    metrics_of(state).request("/v1/embeddings", 200)
+async def embeddings(
+    request: Request,
+    data: JSONBody[OpenAIEmbeddings],
+    scheduler: NamedDependency[Scheduler],
+    catalog: NamedDependency[Engine],
+) -> dict:
+    model = await inf.resolve(catalog, data.model)
+    vectors, tokens, _ = await inf.embed(request, scheduler, model, data.inputs, data.keep_alive)
     return {
         "object": "list",
-        "model": name,
+        "model": data.model,
         "data": [
-            {"object": "embedding", "index": i, "embedding": _encode(v, fmt)}
+            {"object": "embedding", "index": i, "embedding": _encode(v, data.encoding_format)}
             for i, v in enumerate(vectors)
         ],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
 
 
-def _encode(vector: list[float], fmt: str):
+def _encode(vector: list[float], fmt: str) -> list[float] | str:
     """The openai client asks for base64 (little-endian float32) by default: it is smaller."""
     if fmt == "float":
         return vector
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
 
 
-def _model_obj(name: str, created) -> dict:
+def model_object(name: str, created: datetime | None) -> dict:
     return {
         "id": name,
         "object": "model",
@@ -232,26 +220,25 @@ def _model_obj(name: str, created) -> dict:
     }
 
 
-def _all(state) -> list[dict]:
+def _all(engine: Engine) -> list[dict]:
     out = [
-        _model_obj(m.name, m.created_at)
-        for m in catalog.all_models(state.catalog)
-        if m.format == "GGUF"
+        model_object(m.name, m.created_at) for m in catalog.all_models(engine) if m.format == "GGUF"
     ]
-    out += [_model_obj(e.display, e.modified) for e in catalog.ollama_models()]
+    out += [model_object(e.display, e.modified) for e in catalog.ollama_models()]
     return out
 
 
 @get("/v1/models", sync_to_thread=True)
-def models(request: Request) -> dict:
-    return {"object": "list", "data": _all(request.app.state.node)}
+def models(catalog: NamedDependency[Engine]) -> dict:
+    return {"object": "list", "data": _all(catalog)}
 
 
 @get("/v1/models/{model_id:path}", sync_to_thread=True)
-def model(request: Request, model_id: str) -> dict:
-    name = model_id.lstrip("/")
-    m = catalog.resolve(request.app.state.node.catalog, name)  # ModelNotFound when unknown
-    return _model_obj(m.name, m.created_at)
+def model(
+    model_id: Annotated[str, PathParameter(max_length=1024)], catalog: NamedDependency[Engine]
+) -> dict:
+    m = resolve_model(catalog, model_id.lstrip("/"))  # ModelNotFound when unknown
+    return model_object(m.name, m.created_at)
 
 
 routes = [chat_completions, completions, embeddings, models, model]

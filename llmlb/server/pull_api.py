@@ -13,11 +13,15 @@ from collections.abc import AsyncIterator
 import anyio
 from anyio import to_thread
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.response import Stream
+from sqlalchemy.engine import Engine
 
-from llmlb.errors import Unavailable
 from llmlb.jobs.downloader import DownloadError
-from llmlb.server.body import field, json_object, model_field
+from llmlb.jobs.lifecycle import Downloads
+from llmlb.jobs.pull import Pulls
+from llmlb.server.requests import PullRequest
 from llmlb.sources import huggingface as hf
 from llmlb.store import catalog
 from llmlb.store.models import DownloadStatus
@@ -76,18 +80,15 @@ async def _watch(pulls, name: str) -> AsyncIterator[dict]:
         await anyio.sleep(POLL_SECS)
 
 
-def _installed(state, plan: hf.Plan) -> bool:
+def _installed(engine: Engine, plan: hf.Plan) -> bool:
     """Already pulled at this revision: nothing to download."""
-    m = catalog.find(state.catalog, plan.name)
+    m = catalog.find(engine, plan.name)
     main = plan.main
     return bool(m and main and m.digest and m.digest == main.digest and m.source == "HuggingFace")
 
 
-def _start(state, text: str, token: str | None) -> tuple[str, hf.Plan | None]:
+def _start(pulls: Pulls, text: str, token: str | None) -> tuple[str, hf.Plan | None]:
     """(model name, plan) after starting or attaching to its download; plan None when installed."""
-    pulls = state.services.get("pulls")
-    if pulls is None:
-        raise Unavailable("downloads are not available on this server")
     ref = hf.parse_ref(text)
     row = pulls.row(ref.model_name)
     if row is not None and row.status in (
@@ -96,35 +97,33 @@ def _start(state, text: str, token: str | None) -> tuple[str, hf.Plan | None]:
     ):
         return ref.model_name, hf.Plan.from_json(row.plan["plan"])  # attach: no second download
     plan = hf.plan_pull(ref, token)
-    if _installed(state, plan):
+    if _installed(pulls.engine, plan):
         return plan.name, None
     pulls.submit(plan, token)
     return plan.name, plan
 
 
-async def _events(state, name: str, plan: hf.Plan | None) -> AsyncIterator[dict]:
+async def _events(pulls: Pulls, name: str, plan: hf.Plan | None) -> AsyncIterator[dict]:
     yield {"status": "pulling manifest"}
     if plan is None:
-        m = await to_thread.run_sync(catalog.resolve, state.catalog, name)
+        m = await to_thread.run_sync(catalog.resolve, pulls.engine, name)
         main = hf.PlanFile(path=m.path, size=m.size_bytes, sha256=m.digest)
         yield _file_event(main, main.size)
         for status in ("verifying sha256 digest", "writing manifest", "success"):
             yield {"status": status}
         return
-    async for event in _watch(state.services["pulls"], name):
+    async for event in _watch(pulls, name):
         yield event
 
 
 @post("/api/pull", status_code=200)
-async def pull(request: Request) -> Response:
-    state = request.app.state.node
-    data = await json_object(request)
-    text = model_field(data)
-    stream = field(data, "stream", bool, default=True)
+async def pull(
+    request: Request, data: JSONBody[PullRequest], downloads: NamedDependency[Downloads]
+) -> Response:
     token = request.headers.get(TOKEN_HEADER) or None
-    name, plan = await to_thread.run_sync(_start, state, text, token)
-    events = _events(state, name, plan)
-    if stream:
+    name, plan = await to_thread.run_sync(_start, downloads.pulls, data.target, token)
+    events = _events(downloads.pulls, name, plan)
+    if data.stream:
 
         async def body() -> AsyncIterator[bytes]:
             async for event in events:

@@ -1,261 +1,188 @@
-"""The load balancer's Litestar app: node registry, balanced proxy, cluster views, metrics."""
+"""The load balancer's app: `create_router_app` builds the cluster services and the Litestar app
+(node registry, cluster views, metrics, dashboard), with the streaming proxy in front of it.
+
+Every route needs the API key (when LLMLB_API_KEYS is set), enforced by one guard on the
+app; the exemptions are listed in EXEMPT below, and a test checks every route against them.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-import aiohttp
-import httpx
 from anyio import to_thread
-from litestar import Litestar, MediaType, Request, get, post
+from litestar import Litestar, MediaType, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency, Provide
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from llmlb import settings
-from llmlb.balancer import auth, proxy
+from llmlb import __version__, settings
+from llmlb.balancer import proxy, views
+from llmlb.balancer.auth import ApiKeys, NodeGate, load_secret
+from llmlb.balancer.cluster import Cluster
 from llmlb.balancer.history import History
+from llmlb.balancer.metrics import CONTENT_TYPE, RouterMetrics
 from llmlb.balancer.registry import Registry
-from llmlb.errors import Unauthorized
-from llmlb.server.body import json_object
+from llmlb.balancer.wire import NODE_ID, Heartbeat
+from llmlb.errors import ModelNotFound
+from llmlb.server import dashboard
+from llmlb.server.body import ApiRequest
 from llmlb.server.errors import exception_handlers
+from llmlb.server.origins import BrowserGuard, OriginPolicy
 from llmlb.store import db
 
 log = logging.getLogger("llmlb.router")
 
-
-class RouterMetrics:
-    def __init__(self):
-        self.requests: dict[tuple[str, int], int] = {}
-        self.latency: dict[str, list[float]] = {}  # node -> [sum ms, count]
-
-    def observe(self, node_id: str, status: int, duration_ms: float) -> None:
-        key = (node_id, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        s = self.latency.setdefault(node_id, [0.0, 0])
-        s[0] += duration_ms
-        s[1] += 1
-
-    def render(self, registry: Registry) -> str:
-        lines = ["# TYPE llmlb_router_requests_total counter"]
-        for (node, status), n in sorted(self.requests.items()):
-            lines.append(f'llmlb_router_requests_total{{node="{node[:8]}",status="{status}"}} {n}')
-        lines.append("# TYPE llmlb_router_errors_total counter")
-        for entry in registry.nodes.values():
-            lines.append(f'llmlb_router_errors_total{{node="{entry.id[:8]}"}} {entry.errors}')
-        lines.append("# TYPE llmlb_router_in_flight gauge")
-        for entry in registry.nodes.values():
-            lines.append(f'llmlb_router_in_flight{{node="{entry.id[:8]}"}} {entry.in_flight}')
-        lines.append("# TYPE llmlb_router_latency_ms summary")
-        for node, (total, count) in sorted(self.latency.items()):
-            lines.append(f'llmlb_router_latency_ms_sum{{node="{node[:8]}"}} {total:.3f}')
-            lines.append(f'llmlb_router_latency_ms_count{{node="{node[:8]}"}} {count}')
-        lines += [
-            "# TYPE llmlb_router_queue_depth gauge",
-            f"llmlb_router_queue_depth {registry.waiting}",
-            "# TYPE llmlb_router_nodes_online gauge",
-            f"llmlb_router_nodes_online {sum(registry.online(n) for n in registry.nodes.values())}",
-        ]
-        return "\n".join(lines) + "\n"
+# Routes that do not take the API key, and why. Everything else does.
+EXEMPT = {
+    "public": "the liveness line and the dashboard's HTML shell (it asks for the key itself)",
+    "node": "node registration and goodbye: their own gate (LLMLB_NODE_TOKEN, else loopback only)",
+}
 
 
 @dataclass
-class RouterState:
-    registry: Registry
-    history: History
-    http: httpx.AsyncClient  # probes and fan-out reads
-    api_keys: dict[str, str]  # key -> short id for the history (keys themselves are never stored)
-    node_token: str | None
-    metrics: RouterMetrics = field(default_factory=RouterMetrics)
-    started_at: float = field(default_factory=time.time)
-    tasks: list[asyncio.Task] = field(default_factory=list)
-    upstream: aiohttp.ClientSession | None = None  # proxied requests (see balancer/proxy.py)
+class RouterConfig:
+    host: str = "127.0.0.1"
+    port: int = settings.DEFAULT_ROUTER_PORT
+    home: Path = field(default_factory=settings.home)
+    api_keys: list[str] = field(default_factory=settings.api_keys)
+    node_token: str | None = field(default_factory=settings.node_token)
+    origins: list[str] = field(default_factory=settings.origins)
 
 
-def _state(request: Request) -> RouterState:
-    return request.app.state.router
+def access(kind: str) -> dict[str, Any]:
+    """Route `opt` marking an exemption from the API key (a key of EXEMPT)."""
+    assert kind in EXEMPT
+    return {"access": kind}
 
 
-def client_key(request: Request) -> str | None:
-    return auth.client_key(_state(request).api_keys, request.headers)
+def require_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    cluster: Cluster = connection.app.state.cluster
+    kind = handler.opt.get("access")
+    if kind == "public":
+        return
+    if kind == "node":
+        cluster.gate.check(
+            connection.headers, connection.client.host if connection.client else None
+        )
+        return
+    connection.scope.setdefault("state", {})["key_id"] = cluster.keys.identify(connection.headers)
 
 
-def _node_auth(request: Request) -> None:
-    token = _state(request).node_token
-    if token and request.headers.get("x-llmlb-node-token") != token:
-        raise Unauthorized("this router requires the node token (LLMLB_NODE_TOKEN)")
-
-
-@get("/", media_type=MediaType.TEXT, include_in_schema=False)
+@get("/", media_type=MediaType.TEXT, include_in_schema=False, opt=access("public"))
 async def root() -> str:
     return "llmlb router is running"
 
 
-@post("/admin/nodes/heartbeat", status_code=200)
-async def heartbeat(request: Request) -> dict:
-    _node_auth(request)
-    state = _state(request)
-    node = state.registry.heartbeat(await json_object(request))
-    await to_thread.run_sync(state.registry.persist, node)
+@get("/api/version")
+async def version() -> dict:
+    """The router's own version: what tools read to detect an ollama-compatible server."""
+    return {"version": __version__}
+
+
+@post("/admin/nodes/heartbeat", status_code=200, opt=access("node"))
+async def heartbeat(data: JSONBody[Heartbeat], cluster: NamedDependency[Cluster]) -> dict:
+    node = cluster.registry.heartbeat(data)
+    await to_thread.run_sync(cluster.registry.persist, node)
     return {"id": node.id, "status": node.status}
 
 
-@post("/admin/nodes/{node_id:str}/stopped", status_code=200)
-async def stopped(request: Request, node_id: str) -> dict:
-    _node_auth(request)
-    state = _state(request)
-    state.registry.stopped(node_id)
-    node = state.registry.nodes.get(node_id)
+@post("/admin/nodes/{node_id:str}/stopped", status_code=200, opt=access("node"))
+async def stopped(
+    node_id: Annotated[str, PathParameter(pattern=NODE_ID)], cluster: NamedDependency[Cluster]
+) -> dict:
+    cluster.registry.stopped(node_id)
+    node = cluster.registry.nodes.get(node_id)
     if node is not None:
-        await to_thread.run_sync(state.registry.persist, node)
+        await to_thread.run_sync(cluster.registry.persist, node)
     return {"id": node_id, "status": "Stopped"}
 
 
+def _model_object(name: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "llmlb"}
+
+
 @get("/v1/models")
-async def models(request: Request) -> dict:
-    client_key(request)
-    names = cluster_models(_state(request))
-    return {
-        "object": "list",
-        "data": [
-            {"id": m["model"], "object": "model", "created": 0, "owned_by": "llmlb"}
-            for m in names
-            if m["status"] == "available"
-        ],
-    }
+async def models(cluster: NamedDependency[Cluster]) -> dict:
+    available = [m for m in views.cluster_models(cluster.registry) if m["status"] == "available"]
+    return {"object": "list", "data": [_model_object(m["model"]) for m in available]}
+
+
+@get("/v1/models/{model_id:path}")
+async def model(
+    model_id: Annotated[str, PathParameter(max_length=1024)], cluster: NamedDependency[Cluster]
+) -> dict:
+    name = cluster.registry.canonical(model_id.lstrip("/"))  # ModelNotFound when no node has it
+    if not any(
+        m["model"] == name and m["status"] == "available"
+        for m in views.cluster_models(cluster.registry)
+    ):
+        raise ModelNotFound(model_id.lstrip("/"))
+    return _model_object(name)
 
 
 @get("/api/tags")
-async def tags(request: Request) -> dict:
-    client_key(request)
-    return {"models": await proxy.union(_state(request), "/api/tags")}
+async def tags(cluster: NamedDependency[Cluster]) -> dict:
+    return {"models": await cluster.union("/api/tags")}
 
 
-# -- cluster views (the CLI and the dashboard) -------------------------------------
-
-
-def node_json(state: RouterState, n) -> dict[str, Any]:
-    return {
-        "id": n.id,
-        "host": n.host,
-        "port": n.port,
-        "address": f"{n.host}:{n.port}",
-        "status": state.registry.label(n),
-        "state": n.status,
-        "gpu": n.gpu_name or "CPU",
-        "vram_total_bytes": n.vram_total_bytes,
-        "vram_used_bytes": n.vram_used_bytes,
-        "gpu_temperature": n.gpu_temperature,
-        "models": [m["name"] for m in n.models],
-        "loaded_models": n.loaded,
-        "in_flight": n.in_flight,
-        "node_in_flight": n.node_in_flight,
-        "queued": n.node_queued,
-        "uptime_secs": n.uptime_secs,
-        "requests": n.requests,
-        "errors": n.errors,
-        "cooling_down": state.registry.cooling(n),
-        "last_seen": n.last_seen_at.isoformat() if n.last_seen_at else None,
-    }
-
-
-def cluster_models(state: RouterState) -> list[dict[str, Any]]:
-    reg = state.registry
-    out: dict[str, dict[str, Any]] = {}
-    for n in reg.nodes.values():
-        for m in n.models:
-            entry = out.setdefault(
-                m["name"], {"model": m["name"], "nodes": [], "loaded_on": [], "known_on": []}
-            )
-            entry["known_on"].append(n.id)
-            if reg.online(n):
-                entry["nodes"].append(n.id)
-                if m["name"] in n.loaded:
-                    entry["loaded_on"].append(n.id)
-    for entry in out.values():
-        entry["status"] = "available" if entry["nodes"] else "unavailable"
-    return sorted(out.values(), key=lambda e: e["model"])
-
-
-def cluster_status(state: RouterState) -> dict[str, Any]:
-    reg = state.registry
-    nodes = list(reg.nodes.values())
-    online = [n for n in nodes if reg.online(n)]
-    gpus = [n for n in online if n.vram_total_bytes]
-    vram = (
-        (sum(100 * n.vram_used_bytes / n.vram_total_bytes for n in gpus) / len(gpus))
-        if gpus
-        else None
-    )
-    health = (
-        "healthy" if nodes and len(online) == len(nodes) else ("down" if not online else "degraded")
-    )
-    return {
-        "status": health,
-        "nodes_online": len(online),
-        "nodes_offline": len(nodes) - len(online),
-        "models_available": sum(1 for m in cluster_models(state) if m["status"] == "available"),
-        "requests_last_hour": state.history.last_hour(),
-        "vram_percent": vram,
-        "queue_depth": reg.waiting,
-        "uptime_secs": int(time.time() - state.started_at),
-    }
+@get("/api/ps")
+async def ps(cluster: NamedDependency[Cluster]) -> dict:
+    """Loaded models on every online node, each naming its node."""
+    out = []
+    for node, running in await cluster.gather("/api/ps", "models"):
+        out += [
+            {**m, "node": node.id[:8], "node_address": f"{node.host}:{node.port}"} for m in running
+        ]
+    return {"models": out}
 
 
 @get("/admin/cluster/nodes", sync_to_thread=False)
-def nodes_view(request: Request) -> dict:
-    client_key(request)
-    state = _state(request)
-    return {"nodes": [node_json(state, n) for n in state.registry.nodes.values()]}
+def nodes_view(cluster: NamedDependency[Cluster]) -> dict:
+    return {
+        "nodes": [views.node_json(cluster.registry, n) for n in cluster.registry.nodes.values()]
+    }
 
 
 @get("/admin/cluster/models", sync_to_thread=False)
-def models_view(request: Request) -> dict:
-    client_key(request)
-    return {"models": cluster_models(_state(request))}
+def models_view(cluster: NamedDependency[Cluster]) -> dict:
+    return {"models": views.cluster_models(cluster.registry)}
 
 
 @get("/admin/cluster/status", sync_to_thread=True)
-def status_view(request: Request) -> dict:
-    client_key(request)
-    return cluster_status(_state(request))
+def status_view(cluster: NamedDependency[Cluster]) -> dict:
+    return views.cluster_status(cluster.registry, cluster.history, cluster.started_at)
 
 
 @get("/admin/cluster/requests", sync_to_thread=True)
-def requests_view(request: Request, limit: int = 50) -> dict:
-    client_key(request)
-    return {"requests": _state(request).history.recent(max(1, min(limit, 500)))}
+def requests_view(
+    cluster: NamedDependency[Cluster], limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50
+) -> dict:
+    return {"requests": cluster.history.recent(limit)}
 
 
 @get("/admin/cluster/timeseries", sync_to_thread=True)
-def timeseries_view(request: Request, minutes: int = 60) -> dict:
-    client_key(request)
-    return {"minutes": _state(request).history.per_minute(max(1, min(minutes, 24 * 60)))}
+def timeseries_view(
+    cluster: NamedDependency[Cluster],
+    minutes: Annotated[int, QueryParameter(ge=1, le=24 * 60)] = 60,
+) -> dict:
+    return {"minutes": cluster.history.per_minute(minutes)}
 
 
-@get("/metrics", media_type=MediaType.TEXT, sync_to_thread=False)
-def metrics(request: Request) -> str:
-    state = _state(request)
-    return state.metrics.render(state.registry)
+@get("/metrics", sync_to_thread=False)
+def metrics_page(cluster: NamedDependency[Cluster]) -> Response:
+    return Response(cluster.metrics.render(), media_type=CONTENT_TYPE)
 
 
-async def _watch(state: RouterState) -> None:
-    """Probe nodes whose heartbeats are late; two failed probes mean the node crashed."""
-    while True:
-        await asyncio.sleep(settings.heartbeat_secs())
-        for node in state.registry.stale():
-            try:
-                await state.http.get(node.url + "/", timeout=1.0)
-            except httpx.HTTPError:
-                if state.registry.probe_failed(node):
-                    await to_thread.run_sync(state.registry.persist, node)
-
-
-def create_router_app(host: str, port: int, home=None) -> proxy.ProxyApp:
-    home = home or settings.home()
-    home.mkdir(parents=True, exist_ok=True)
-    engine = db.open_catalog(home / "router.db")
+def build_cluster(config: RouterConfig) -> Cluster:
+    config.home.mkdir(parents=True, exist_ok=True)
+    engine = db.open_catalog(config.home / "router.db")
     registry = Registry(
         engine,
         settings.node_max_in_flight(),
@@ -264,61 +191,70 @@ def create_router_app(host: str, port: int, home=None) -> proxy.ProxyApp:
         settings.router_queue_timeout(),
     )
     registry.load()
-    state = RouterState(
+    return Cluster(
         registry=registry,
         history=History(engine, settings.history_days()),
-        http=httpx.AsyncClient(
-            timeout=httpx.Timeout(600, connect=3),
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=500),
-        ),
-        api_keys=auth.key_ids(settings.api_keys()),
-        node_token=settings.node_token(),
+        metrics=RouterMetrics(registry),
+        keys=ApiKeys(config.api_keys, load_secret(config.home)),
+        gate=NodeGate(config.node_token),
+        probe_every=settings.heartbeat_secs(),
     )
 
-    async def startup(app: Litestar) -> None:
-        state.upstream = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=2000, limit_per_host=0, enable_cleanup_closed=True
-            ),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=600),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+
+ROUTES = [
+    root,
+    version,
+    heartbeat,
+    stopped,
+    models,
+    model,
+    tags,
+    ps,
+    nodes_view,
+    models_view,
+    status_view,
+    requests_view,
+    timeseries_view,
+    metrics_page,
+    dashboard.page,
+]
+
+
+def create_router_app(config: RouterConfig, cluster: Cluster | None = None) -> BrowserGuard:
+    """The router's ASGI app: Host/Origin checks, then the proxy, then Litestar."""
+    services = cluster or build_cluster(config)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if config.node_token is None:
+            log.warning(
+                "LLMLB_NODE_TOKEN is not set: only nodes on this machine may register; set it on "
+                "the router and the nodes to accept nodes from the network"
+            )
+        await services.start()
+        log.info(
+            "llmlb router listening on http://%s:%s (data in %s)",
+            config.host,
+            config.port,
+            config.home,
         )
-        await state.history.start()
-        state.tasks.append(asyncio.create_task(_watch(state)))
-        log.info("llmlb router listening on http://%s:%s (data in %s)", host, port, home)
-
-    async def shutdown(app: Litestar) -> None:
-        for task in state.tasks:
-            task.cancel()
-        await state.history.stop()
-        await state.http.aclose()
-        if state.upstream is not None:
-            await state.upstream.close()
-        engine.dispose()
-
-    from llmlb.server import dashboard
+        try:
+            yield
+        finally:
+            await services.stop()
+            services.registry.engine.dispose()
 
     app = Litestar(
-        route_handlers=[
-            root,
-            heartbeat,
-            stopped,
-            models,
-            tags,
-            nodes_view,
-            models_view,
-            status_view,
-            requests_view,
-            timeseries_view,
-            metrics,
-            *dashboard.routes,
-        ],
-        on_startup=[startup],
-        on_shutdown=[shutdown],
+        route_handlers=ROUTES,
+        dependencies={"cluster": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
+        guards=[require_key],
+        lifespan=[lifespan],
         exception_handlers=exception_handlers,
-        request_max_body_size=proxy.MAX_BODY,
-        openapi_config=None,
+        logging_config=None,  # our own format (serve.setup_logging) for every line
+        request_class=ApiRequest,
+        request_max_body_size=4 * 1024 * 1024,  # heartbeats; proxied bodies never reach Litestar
+        openapi_config=OpenAPIConfig(title="llmlb router", version=__version__),
+        debug=False,
     )
-    app.state.router = state
-    return proxy.ProxyApp(app, state)
+    app.state.cluster = services
+    return BrowserGuard(proxy.ProxyApp(app, services), OriginPolicy(config.host, config.origins))

@@ -71,32 +71,22 @@ def run_uvicorn(app, host: str, port: int, on_drain=None) -> None:
 def serve_node(host: str, port: int, router_url: str | None) -> None:
     setup_logging()
     check_port(host, port)
-    from llmlb.server.node_app import create_app
-    from llmlb.server.node_state import NodeConfig, open_state
+    from llmlb.server.node_app import create_node_app
+    from llmlb.server.node_services import NodeConfig, build_services
 
-    state = open_state(
-        NodeConfig(host=host, port=port, home=settings.home(), router_url=router_url)
-    )
+    config = NodeConfig(host=host, port=port, home=settings.home(), router_url=router_url)
+    services = build_services(config)
     logging.getLogger("llmlb.node").info(
-        "llmlb node %s listening on http://%s:%s (data in %s)",
-        state.node_id or "",
-        host,
-        port,
-        state.config.home,
+        "llmlb node listening on http://%s:%s (data in %s)", host, port, config.home
     )
-
-    def drain() -> None:
-        scheduler = state.services.get("scheduler")
-        if scheduler is not None:
-            scheduler.drain()
-
-    run_uvicorn(create_app(state), host, port, on_drain=drain)
+    app = create_node_app(config, services)
+    run_uvicorn(app, host, port, on_drain=services.scheduler.drain)
 
 
 def serve_router(host: str, port: int) -> None:
     setup_logging()
     check_port(host, port)
-    from llmlb.server.router_app import create_router_app
+    from llmlb.server.router_app import RouterConfig, create_router_app
 
-    app = create_router_app(host=host, port=port)
+    app = create_router_app(RouterConfig(host=host, port=port, home=settings.home()))
     run_uvicorn(app, host, port)

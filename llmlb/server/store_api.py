@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from anyio import to_thread
-from litestar import Request, Response, delete, get, post
+from litestar import Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from llmlb.errors import ModelNotFound
-from llmlb.server.body import json_object, model_field
+from llmlb.server.node_services import NodeServices
+from llmlb.server.requests import ModelOnly
 from llmlb.sources.metadata import format_params
-from llmlb.store import catalog, db, validation
+from llmlb.store import catalog as store
+from llmlb.store import db, validation
+from llmlb.store.catalog import resolve as resolve_model
 from llmlb.store.models import DownloadProgress, DownloadStatus, Model
 
 
@@ -19,7 +25,7 @@ def _iso(dt) -> str | None:
     return dt.isoformat() if dt else None
 
 
-def _details(m: Model) -> dict[str, Any]:
+def details(m: Model) -> dict[str, Any]:
     return {
         "parent_model": "",
         "format": m.format.lower(),
@@ -37,15 +43,15 @@ def _tag(m: Model, readonly: bool = False) -> dict[str, Any]:
         "modified_at": _iso(m.created_at),
         "size": m.size_bytes,
         "digest": m.digest or "",
-        "details": _details(m),
+        "details": details(m),
         "alias": m.alias,
         "readonly": readonly,
     }
 
 
-def _tags(state) -> dict:
-    models = [_tag(m) for m in catalog.all_models(state.catalog)]
-    for entry in catalog.ollama_models():
+def _tags(engine: Engine) -> dict:
+    models = [_tag(m) for m in store.all_models(engine)]
+    for entry in store.ollama_models():
         models.append(
             {
                 "name": entry.display,
@@ -58,7 +64,7 @@ def _tags(state) -> dict:
                 "readonly": True,
             }
         )
-    with db.session(state.catalog) as s:
+    with db.session(engine) as s:
         active = s.exec(
             select(DownloadProgress).where(
                 col(DownloadProgress.status).in_(
@@ -94,8 +100,8 @@ def _tags(state) -> dict:
 
 
 @get("/api/tags", sync_to_thread=True)
-def tags(request: Request) -> dict:
-    return _tags(request.app.state.node)
+def tags(catalog: NamedDependency[Engine]) -> dict:
+    return _tags(catalog)
 
 
 def _modelfile(m: Model, template: str | None, params: dict) -> str:
@@ -146,7 +152,7 @@ def show_body(m: Model) -> dict[str, Any]:
         ),
         "template": template or "",
         "system": m.system_prompt or "",
-        "details": _details(m),
+        "details": details(m),
         "model_info": info,
         "capabilities": _capabilities(m, template),
         "modified_at": _iso(m.created_at),
@@ -163,37 +169,28 @@ def show_body(m: Model) -> dict[str, Any]:
 
 
 @post("/api/show", status_code=200)
-async def show(request: Request) -> dict:
-    name = model_field(await json_object(request))
-    m = await to_thread.run_sync(catalog.resolve, request.app.state.node.catalog, name)
+async def show(data: JSONBody[ModelOnly], catalog: NamedDependency[Engine]) -> dict:
+    m = await to_thread.run_sync(resolve_model, catalog, data.target)
     return show_body(m)
 
 
 @delete("/api/delete", status_code=200)
-async def remove(request: Request) -> Response:
+async def remove(data: JSONBody[ModelOnly], node: NamedDependency[NodeServices]) -> Response:
     """Unload, cancel a running download, then delete row and files."""
-    state = request.app.state.node
-    name = model_field(await json_object(request))
-    if name.startswith("ollama:"):
-        await to_thread.run_sync(
-            catalog.delete_model, state.catalog, name, state.config.home / "models"
-        )
+    name = data.target
+    if name.startswith("ollama:"):  # refused with a clear error: ollama's store is read-only
+        await to_thread.run_sync(store.delete_model, node.catalog, name, node.models_dir)
     validation.check_name(name)
-    m = await to_thread.run_sync(catalog.find, state.catalog, name)
+    m = await to_thread.run_sync(store.find, node.catalog, name)
     if m is not None:
         name = m.name
-    downloads = state.services.get("downloads")
-    cancelled = await downloads.cancel(name) if downloads is not None else False
+    cancelled = await node.downloads.cancel(name)
     if m is None:
         if not cancelled:
             raise ModelNotFound(name)
         return Response(content=b"", status_code=200)
-    scheduler = state.services.get("scheduler")
-    if scheduler is not None:
-        await scheduler.unload(name)
-    await to_thread.run_sync(
-        catalog.delete_model, state.catalog, name, state.config.home / "models"
-    )
+    await node.scheduler.unload(name)
+    await to_thread.run_sync(store.delete_model, node.catalog, name, node.models_dir)
     return Response(content=b"", status_code=200)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from sqlalchemy import delete, func
@@ -93,15 +94,24 @@ def recent(engine: Engine, model_name: str | None = None, limit: int = 10) -> li
                 .order_by(col(Message.position))
                 .limit(1)
             ).first()
-            out.append({**summary(row), "message_count": count, "preview": (first or "")[:60]})
+            out.append(
+                {**summary(row), "message_count": count, "preview": readable(first or "")[:60]}
+            )
         return out
 
 
+def readable(text: str) -> str:
+    """Text as it can be sent: a lone surrogate (stored by an older version, which accepted
+    them) becomes U+FFFD instead of breaking every answer that includes it."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 def summary(row: Session) -> dict[str, Any]:
+    settings = {k: readable(v) if isinstance(v, str) else v for k, v in row.settings.items()}
     return {
         "id": row.id,
         "model": row.model_name,
-        "settings": row.settings,
+        "settings": settings,
         "token_count": row.token_count,
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
@@ -116,9 +126,9 @@ def messages(engine: Engine, session_id: str) -> list[dict[str, Any]]:
     return [
         {
             "role": r.role.lower(),
-            "content": r.content,
+            "content": readable(r.content),
             "images": r.images or None,
-            "thinking": r.thinking,
+            "thinking": readable(r.thinking) if r.thinking else None,
             "timestamp": r.timestamp.isoformat(),
         }
         for r in rows
@@ -144,13 +154,17 @@ def _message(raw: Any, i: int) -> dict[str, Any]:
 
 
 def append(engine: Engine, session_id: str, raw_messages: Any, tokens: int = 0) -> Session:
-    """Add messages (validated all first, written in one transaction) and count tokens."""
+    """Add messages (validated all first, written in one transaction) and count tokens.
+
+    Appends to one catalog are serialised: reading the last position and writing after it is
+    a read-modify-write, and two concurrent appends must never take the same position or lose
+    each other's token counts."""
     if not isinstance(raw_messages, list):
         raise BadRequest("field 'messages' must be a list")
     items = [_message(m, i) for i, m in enumerate(raw_messages)]
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
         raise BadRequest("field 'tokens' must be a whole number of at least 0")
-    with db.session(engine) as s:
+    with _writer(engine), db.session(engine) as s:
         row = s.get(Session, session_id)
         if row is None:
             raise NotFound(f"session '{session_id}' not found")
@@ -167,6 +181,16 @@ def append(engine: Engine, session_id: str, raw_messages: Any, tokens: int = 0) 
         s.commit()
         s.refresh(row)
         return row
+
+
+_WRITERS: dict[int, threading.Lock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writer(engine: Engine) -> threading.Lock:
+    """The one writer of a catalog's sessions in this process (the node server)."""
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(id(engine), threading.Lock())
 
 
 def clear(engine: Engine, session_id: str) -> None:

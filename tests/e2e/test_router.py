@@ -187,8 +187,8 @@ def test_unknown_model_and_bad_body(cluster):
         "org/endless",
         "org/only-here",
     }
-    metrics = httpx.get(router.url + "/metrics").text
-    assert "llmlb_router_nodes_online 3" in metrics and "llmlb_router_queue_depth 0" in metrics
+    assert metric(router.url, "llmlb_router_nodes_online") == 3
+    assert metric(router.url, "llmlb_router_queue_depth") == 0
 
 
 def test_router_down_cli_and_node_keeps_serving(tmp_path, endless_gguf):

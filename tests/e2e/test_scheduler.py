@@ -10,7 +10,7 @@ import pytest
 
 from llmlb.store import catalog, db
 from tests.e2e.conftest import start_node
-from tests.support.procs import run_cli, wait_for
+from tests.support.procs import metric, run_cli, wait_for
 
 
 def loaded(server) -> dict:
@@ -113,7 +113,7 @@ def test_queue_full_is_503_and_disconnect_frees_the_model(node):
         target=lambda: results.setdefault("queued", gen(node, "org/slow", n=3))
     )
     queued.start()
-    assert wait_for(lambda: "llmlb_queue_depth 1\n" in httpx.get(node.url + "/metrics").text)
+    assert wait_for(lambda: metric(node.url, "llmlb_queue_depth") == 1)
     full = gen(node, "org/slow", n=3)
     assert full.status_code == 503
     assert "busy" in full.json()["error"] and full.headers.get("retry-after")

@@ -156,18 +156,19 @@ def test_bad_requests_get_clear_errors(tmp_path):
         r = httpx.post(router.url + "/api/chat", content=b"{bad")
         assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
         r = httpx.post(router.url + CHAT, json={"messages": []})
-        assert (
-            r.status_code == 400
-            and r.json()["error"]["message"] == "field 'model' must be a non-empty string"
+        assert r.status_code == 400 and r.json()["error"]["message"].startswith(
+            "field 'model' must be a non-empty string"
         )
         r = httpx.post(router.url + "/api/generate", json={"model": "ghost"})
         assert r.status_code == 404 and r.json() == {"error": "model 'ghost' not found"}
         # a body over the limit is refused from its header, before it is read
         with socket.create_connection(("127.0.0.1", router.port)) as sock:
             sock.sendall(
-                b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                b"POST /v1/embeddings HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
                 b"content-length: 100000000\r\n\r\n"
             )
-            head = sock.recv(4096)
+            head = b""
+            while b"request body is too large" not in head and (part := sock.recv(4096)):
+                head += part  # the status line and the body may come in separate packets
         assert head.startswith(b"HTTP/1.1 413") and b"request body is too large" in head
         assert all(n["in_flight"] == 0 and n["requests"] == 0 for n in nodes(router))

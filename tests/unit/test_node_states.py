@@ -1,12 +1,17 @@
 """The contract's Node transitions as the router records them."""
 
 import asyncio
+import json
 
+import msgspec
 import pytest
 
 from llmlb.balancer import registry as reg
+from llmlb.balancer.wire import Heartbeat
 from llmlb.errors import BadRequest
+from llmlb.jsonio import decode_as
 from llmlb.store import db
+from llmlb.store.router_models import RouterNode
 
 
 @pytest.fixture
@@ -22,15 +27,14 @@ def registry(tmp_path, monkeypatch):
 
 
 def beat(r, node_id="n1", **extra):
-    return r.heartbeat(
-        {
-            "id": node_id,
-            "host": "10.0.0.1",
-            "port": 32769,
-            "models": [{"name": "org/m", "alias": "m"}],
-            **extra,
-        }
-    )
+    payload = {
+        "id": node_id,
+        "host": "10.0.0.1",
+        "port": 32769,
+        "models": [{"name": "org/m", "alias": "m"}],
+        **extra,
+    }
+    return r.heartbeat(msgspec.convert(payload, Heartbeat))
 
 
 def test_register_then_stop_then_restart(registry):
@@ -66,17 +70,39 @@ def test_persisted_and_reloaded_as_offline(registry, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "payload",
+    "body",
     [
-        {},
-        {"id": "x", "host": "h", "port": "80"},
-        {"id": "x", "host": "h", "port": 1, "models": "m"},
-        {"id": "x", "host": "h", "port": 1, "vram_used_bytes": -5},
+        b"{}",
+        b'{"id": "x", "host": "h", "port": "80"}',
+        b'{"id": "x", "host": "h", "port": 1, "models": "m"}',
+        b'{"id": "x", "host": "h", "port": 1, "vram_used_bytes": -5}',
+        # what broke every proxied request before (issue 12): an alias that is not a string
+        b'{"id": "x", "host": "127.0.0.1", "port": 1, "models": [{"name": "m", "alias": [1]}]}',
+        b'{"id": "x", "host": "h", "port": 1, "loaded_models": 5}',
+        b'{"id": "x", "host": "h", "port": 1, "gpu_temperature": NaN}',
+        b'{"id": "x", "host": "h", "port": 1, "gpu_temperature": Infinity}',
+        b'{"id": "x", "host": "h", "port": 1, "uptime_secs": 1180591620717411303424}',
+        b'{"id": "x", "host": "evil.example/x?", "port": 1}',
+        b'{"id": "../x", "host": "h", "port": 1}',
     ],
 )
-def test_bad_heartbeats(registry, payload):
+def test_bad_heartbeats_are_refused_at_the_door(registry, body):
     with pytest.raises(BadRequest):
-        registry.heartbeat(payload)
+        registry.heartbeat(decode_as(body, Heartbeat))
+    assert registry.nodes == {}
+
+
+def test_a_bad_row_in_router_db_is_skipped_at_load(registry, caplog):
+    registry.persist(beat(registry))
+    with db.session(registry.engine) as s:  # as an older version could have stored it
+        s.add(RouterNode(id="bad", host="127.0.0.1", port=1, models=[{"name": "m", "alias": [1]}]))
+        s.commit()
+    again = reg.Registry(registry.engine, 2, 5.0, 1, 0.3)
+    again.load()
+    assert list(again.nodes) == ["n1"]
+    assert "skipping node 'bad'" in caplog.text
+    assert again.canonical("m") == "org/m"  # the registry works: no unhashable alias inside
+    json.dumps([n.models for n in again.nodes.values()])
 
 
 def test_claims_never_go_negative_and_queue_is_bounded(registry):

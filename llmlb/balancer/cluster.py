@@ -1,0 +1,112 @@
+"""The router's services in one typed object: registry, history, metrics, keys, the upstream
+HTTP client, and the background loops that watch nodes. The router app builds one and hands it
+to both its Litestar handlers and the proxy.
+
+All HTTP towards nodes goes through one aiohttp session: its C parser is what keeps the
+proxy's per-chunk cost low, and probes and fan-out reads reuse its connection pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from anyio import to_thread
+
+from llmlb import tasks
+from llmlb.balancer.auth import ApiKeys, NodeGate
+from llmlb.balancer.history import History
+from llmlb.balancer.metrics import RouterMetrics
+from llmlb.balancer.registry import NodeEntry, Registry
+
+log = logging.getLogger("llmlb.router")
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=1.0)
+FANOUT_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
+
+
+@dataclass
+class Cluster:
+    registry: Registry
+    history: History
+    metrics: RouterMetrics
+    keys: ApiKeys
+    gate: NodeGate
+    probe_every: float
+    started_at: float = field(default_factory=time.time)
+    upstream: aiohttp.ClientSession | None = None
+    _watch: asyncio.Task | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self.upstream is None:
+            raise RuntimeError("the router's HTTP client is not started")
+        return self.upstream
+
+    async def start(self) -> None:
+        self.upstream = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=2000, limit_per_host=0, enable_cleanup_closed=True
+            ),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=600),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
+        await self.history.start()
+        self._watch = tasks.start("node watch", self.watch_forever)
+
+    async def stop(self) -> None:
+        await tasks.stop(self._watch)
+        await self.history.stop()
+        if self.upstream is not None:
+            await self.upstream.close()
+
+    # -- health -------------------------------------------------------------------------------
+    async def probe(self, node: NodeEntry) -> bool:
+        try:
+            async with self.http.get(node.url + "/", timeout=PROBE_TIMEOUT) as r:
+                return r.status < 500
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def watch_forever(self) -> None:
+        """Probe nodes whose heartbeats are late; two failed probes mean the node crashed."""
+        while True:
+            await asyncio.sleep(self.probe_every)
+            for node in self.registry.stale():
+                if not await self.probe(node) and self.registry.probe_failed(node):
+                    await to_thread.run_sync(self.registry.persist, node)
+
+    # -- fan-out reads --------------------------------------------------------------------------
+    async def gather(self, path: str, key: str) -> list[tuple[NodeEntry, list[dict[str, Any]]]]:
+        """GET `path` on every online node; each node's `key` list. A node that fails is left
+        out, with a log line saying why."""
+        nodes = [n for n in self.registry.nodes.values() if self.registry.online(n)]
+
+        async def one(node: NodeEntry) -> tuple[NodeEntry, list[dict[str, Any]]]:
+            try:
+                async with self.http.get(node.url + path, timeout=FANOUT_TIMEOUT) as r:
+                    if r.status != 200:
+                        raise ValueError(f"HTTP {r.status}")
+                    items = (await r.json(content_type=None)).get(key, [])
+                    if not isinstance(items, list):
+                        raise ValueError(f"'{key}' is not a list")
+                    return node, [i for i in items if isinstance(i, dict)]
+            except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
+                log.warning("node %s left out of %s: %s", node.id[:8], path, exc)
+                return node, []
+
+        return list(await asyncio.gather(*(one(n) for n in nodes)))
+
+    async def union(self, path: str, key: str = "models") -> list[dict[str, Any]]:
+        """The union of every online node's `key` list by name, for /api/tags."""
+        seen: dict[str, dict[str, Any]] = {}
+        for _, items in await self.gather(path, key):
+            for item in items:
+                name = item.get("name")
+                if isinstance(name, str):
+                    seen.setdefault(name, item)
+        return list(seen.values())

@@ -1,0 +1,112 @@
+"""Everything one running node owns: its catalog, engine, downloads, metrics and router link,
+built once by `build_services`, started in order and stopped in reverse."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from llmlb import settings
+from llmlb.balancer.router_link import RouterLink
+from llmlb.engine import llama_cpp
+from llmlb.engine.scheduler import Scheduler
+from llmlb.jobs.lifecycle import Downloads
+from llmlb.jobs.pull import Pulls
+from llmlb.server.metrics_api import NodeMetrics
+from llmlb.store import db
+from llmlb.store.catalog import sweep_trash
+from llmlb.store.models import NodeStatus
+from llmlb.store.nodes import record_status
+
+log = logging.getLogger("llmlb.node")
+
+
+@dataclass
+class NodeConfig:
+    host: str = "127.0.0.1"
+    port: int = settings.DEFAULT_NODE_PORT
+    home: Path = field(default_factory=settings.home)
+    router_url: str | None = None
+    origins: list[str] = field(default_factory=settings.origins)
+
+
+@dataclass
+class NodeServices:
+    """Everything one running node owns, started in order and stopped in reverse."""
+
+    config: NodeConfig
+    catalog: Engine
+    scheduler: Scheduler
+    downloads: Downloads
+    metrics: NodeMetrics
+    started_at: float = field(default_factory=time.time)
+    node_id: str = ""
+    link: RouterLink | None = None
+
+    @property
+    def pulls(self) -> Pulls:
+        return self.downloads.pulls
+
+    @property
+    def models_dir(self) -> Path:
+        return self.config.home / "models"
+
+    @property
+    def uptime_secs(self) -> int:
+        return int(time.time() - self.started_at)
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.node_id = record_status(self.catalog, cfg.host, cfg.port, NodeStatus.RUNNING)
+        await self.downloads.start()
+        await self.scheduler.start()
+        url = cfg.router_url or settings.router_url()
+        if url:
+            self.link = RouterLink(
+                url,
+                self.node_id,
+                cfg.host,
+                cfg.port,
+                self.catalog,
+                self.scheduler,
+                settings.heartbeat_secs(),
+                settings.node_token(),
+            )
+            await self.link.start()
+
+    async def stop(self) -> None:
+        cfg = self.config
+        steps = [
+            ("router link", self.link.stop() if self.link else None),
+            ("engine", self.scheduler.close()),
+            ("downloads", self.downloads.stop()),
+        ]
+        for what, step in steps:
+            if step is None:
+                continue
+            try:
+                await step
+            except Exception:  # one part failing must not keep the others running
+                log.exception("error while stopping the %s", what)
+        try:
+            record_status(self.catalog, cfg.host, cfg.port, NodeStatus.STOPPED, self.uptime_secs)
+        finally:
+            self.catalog.dispose()
+
+
+def build_services(config: NodeConfig) -> NodeServices:
+    config.home.mkdir(parents=True, exist_ok=True)
+    catalog = db.open_catalog(config.home / "llmlb.db")
+    sweep_trash(config.home / "models")
+    scheduler = Scheduler(catalog, llama_cpp.load)
+    return NodeServices(
+        config=config,
+        catalog=catalog,
+        scheduler=scheduler,
+        downloads=Downloads(catalog, config.home),
+        metrics=NodeMetrics(scheduler),
+    )

@@ -1,0 +1,281 @@
+"""Request bodies of the node's APIs, typed once: every field's type, range and size limit.
+
+Litestar decodes a body into these (msgspec) before a handler runs, so a malformed request is
+a 400 before any model is claimed, loaded or written. Unknown fields are ignored, as ollama
+and OpenAI servers do: clients send many we do not use. Numbers are finite (JSON has no NaN,
+and out-of-range values are refused).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from llmlb import settings
+from llmlb.engine.base import GenOptions
+
+MAX_MESSAGES = 10_000
+MAX_IMAGES = 16
+MAX_STOPS = 16
+
+ModelName = Annotated[str, Meta(min_length=1, max_length=512)]
+Text = Annotated[str, Meta(max_length=64 * 1024 * 1024)]
+Image = Annotated[str, Meta(max_length=32 * 1024 * 1024)]  # base64 or a data: URL
+Stop = Annotated[str, Meta(min_length=1, max_length=512)]
+StopList = Annotated[list[Stop], Meta(max_length=MAX_STOPS)]
+Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+TokenLimit = Annotated[int, Meta(ge=-2, le=10_000_000)]
+# any finite number of seconds or a duration: past ten years means forever
+KeepAlive = float | Annotated[str, Meta(max_length=64)]
+Think = bool | Literal["high", "medium", "low"]
+
+
+def check_keep_alive(value: float | str | None) -> None:
+    """A keep_alive that cannot be read is refused at the door (see settings.keep_alive_secs)."""
+    if value is not None:
+        try:
+            settings.keep_alive_secs(value)
+        except settings.SettingsError as exc:
+            raise ValueError(exc.message) from exc
+
+
+class _Named(msgspec.Struct, kw_only=True):
+    """ollama clients send `model`; older ones `name`."""
+
+    model: ModelName | None = None
+    name: ModelName | None = None
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            if self.name is None:
+                raise ValueError("missing field 'model'")
+            self.model = self.name
+        check_keep_alive(getattr(self, "keep_alive", None))
+
+    @property
+    def target(self) -> str:
+        assert self.model is not None  # __post_init__ filled it
+        return self.model
+
+
+# -- sampling ------------------------------------------------------------------------------
+
+
+class Sampling(msgspec.Struct, kw_only=True):
+    """Options both APIs share under the same names (llama.cpp's, which ollama uses too)."""
+
+    temperature: Temperature | None = None
+    top_k: Annotated[int, Meta(ge=0, le=1_000_000)] | None = None
+    top_p: Fraction | None = None
+    min_p: Fraction | None = None
+    typical_p: Fraction | None = None
+    repeat_penalty: Annotated[float, Meta(ge=0.0, le=10.0)] | None = None
+    repeat_last_n: Annotated[int, Meta(ge=-1, le=1_000_000)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: Seed | None = None
+    stop: Stop | StopList | None = None
+
+    def to_options(self, max_tokens: int | None) -> GenOptions:
+        opts = GenOptions()
+        for key in (
+            "temperature",
+            "top_k",
+            "top_p",
+            "min_p",
+            "typical_p",
+            "repeat_penalty",
+            "repeat_last_n",
+            "presence_penalty",
+            "frequency_penalty",
+        ):
+            value = getattr(self, key)
+            if value is not None:
+                setattr(opts, key, value)
+        if self.seed is not None and self.seed >= 0:
+            opts.seed = self.seed % 2**32  # llama.cpp seeds are 32-bit; negative = random
+        if self.stop is not None:
+            opts.stop = [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        opts.max_tokens = max_tokens
+        return opts
+
+
+class OllamaOptions(Sampling, kw_only=True):
+    """ollama's `options` object; keys we do not use (num_ctx, num_gpu, ...) are ignored."""
+
+    num_predict: TokenLimit | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_predict == 0:
+            raise ValueError("num_predict must be at least 1, or -1 for no limit")
+
+    @property
+    def token_limit(self) -> int | None:
+        """num_predict: -1 and -2 mean no limit."""
+        return None if self.num_predict is None or self.num_predict < 0 else self.num_predict
+
+
+# -- messages -------------------------------------------------------------------------------
+
+
+class TextPart(msgspec.Struct, tag="text", tag_field="type"):
+    text: Text = ""
+
+
+class ImageURL(msgspec.Struct):
+    url: Image
+    detail: Annotated[str, Meta(max_length=16)] | None = None
+
+
+class ImagePart(msgspec.Struct, tag="image_url", tag_field="type"):
+    image_url: ImageURL | Image
+
+
+Role = Literal["system", "user", "assistant", "tool", "developer"]
+
+
+class ChatMessage(msgspec.Struct, kw_only=True):
+    role: Role
+    content: Text | Annotated[list[TextPart | ImagePart], Meta(max_length=256)] | None = None
+    images: Annotated[list[Image], Meta(max_length=MAX_IMAGES)] | None = None
+    thinking: Text | None = None
+
+
+Messages = Annotated[list[ChatMessage], Meta(max_length=MAX_MESSAGES)]
+
+
+# -- ollama ---------------------------------------------------------------------------------
+
+
+class _OllamaGeneration(_Named, kw_only=True):
+    options: OllamaOptions | None = None
+    keep_alive: KeepAlive | None = None
+    stream: bool = True
+    think: Think | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] = 0
+
+    def gen_options(self) -> GenOptions:
+        options = self.options or OllamaOptions()
+        opts = options.to_options(options.token_limit)
+        opts.logprobs = self.logprobs or self.top_logprobs > 0
+        opts.top_logprobs = self.top_logprobs
+        return opts
+
+
+class OllamaChat(_OllamaGeneration, kw_only=True):
+    messages: Messages = []
+
+
+class OllamaGenerate(_OllamaGeneration, kw_only=True):
+    prompt: Text = ""
+    system: Text | None = None
+    images: Annotated[list[Image], Meta(max_length=MAX_IMAGES)] = []
+    raw: bool = False
+
+
+class OllamaEmbed(_Named, kw_only=True):
+    input: Text | Annotated[list[Text], Meta(min_length=1, max_length=2048)]
+    keep_alive: KeepAlive | None = None
+    truncate: bool = True
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class OllamaEmbeddings(_Named, kw_only=True):
+    """The legacy /api/embeddings: one prompt, one vector."""
+
+    prompt: Text
+    keep_alive: KeepAlive | None = None
+
+
+class ModelOnly(_Named, kw_only=True):
+    """show, delete, stop."""
+
+    verbose: bool = False
+
+
+class PullRequest(_Named, kw_only=True):
+    stream: bool = True
+    insecure: bool = False  # ollama's flag; downloads are always verified, so it changes nothing
+
+
+# -- OpenAI ---------------------------------------------------------------------------------
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class _OpenAIGeneration(Sampling, kw_only=True):
+    model: ModelName
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
+    max_completion_tokens: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
+    n: Annotated[int, Meta(ge=1, le=1)] = 1
+    keep_alive: KeepAlive | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+    def base_options(self) -> GenOptions:
+        return self.to_options(self.max_completion_tokens or self.max_tokens)
+
+
+class OpenAIChat(_OpenAIGeneration, kw_only=True):
+    messages: Annotated[list[ChatMessage], Meta(min_length=1, max_length=MAX_MESSAGES)]
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+
+    def __post_init__(self) -> None:
+        check_keep_alive(self.keep_alive)
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs set to true")
+
+    def gen_options(self) -> GenOptions:
+        opts = self.base_options()
+        opts.logprobs = self.logprobs
+        opts.top_logprobs = self.top_logprobs or 0
+        return opts
+
+
+class OpenAICompletion(_OpenAIGeneration, kw_only=True):
+    prompt: Text | Annotated[list[Text], Meta(min_length=1, max_length=1)]
+    logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None  # legacy: how many alternatives
+
+    def __post_init__(self) -> None:
+        check_keep_alive(self.keep_alive)
+
+    @property
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def gen_options(self) -> GenOptions:
+        opts = self.base_options()
+        if self.logprobs is not None:
+            opts.logprobs = True
+            opts.top_logprobs = self.logprobs
+        return opts
+
+
+class OpenAIEmbeddings(msgspec.Struct, kw_only=True):
+    model: ModelName
+    input: Text | Annotated[list[Text], Meta(min_length=1, max_length=2048)]
+    encoding_format: Literal["float", "base64"] = "float"
+    keep_alive: KeepAlive | None = None
+
+    def __post_init__(self) -> None:
+        check_keep_alive(self.keep_alive)
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)

@@ -1,0 +1,104 @@
+"""Property-based fuzzing of both servers from their own OpenAPI documents: no request a client
+can make may answer 5xx (schemathesis's not_a_server_error check).
+
+Bounded for CI: a fixed seed, at most EXAMPLES cases per operation and MAX_SECS per server.
+Pulls go to an empty local Hub stand-in, so they answer 404 instead of reaching the network.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import start_node
+from tests.support.hub_server import HubServer
+from tests.support.procs import ServerProcess, wait_for
+
+EXAMPLES = 15
+MAX_SECS = 90
+SCHEMATHESIS = [sys.executable, "-m", "schemathesis.cli"]
+
+
+def fuzz(base_url: str, report: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            *SCHEMATHESIS,
+            "run",
+            f"{base_url}/schema/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            str(EXAMPLES),
+            "--max-time",
+            str(MAX_SECS),
+            "--seed",
+            "20261125",
+            "--generation-database",
+            "none",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "30",
+            "--no-color",
+            "--report",
+            "junit",
+            "--report-junit-path",
+            str(report),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=MAX_SECS * 3,
+        cwd=report.parent,  # schemathesis keeps a cache in its working directory
+    )
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    with HubServer(tmp_path_factory.mktemp("hub")) as server:
+        yield server
+
+
+def test_no_request_makes_the_node_fail(tmp_path, tiny_gguf, hub):
+    node = start_node(tmp_path / "home", {"org/tiny": tiny_gguf}, env={"HF_ENDPOINT": hub.url})
+    try:
+        result = fuzz(node.url, tmp_path / "node.xml")
+        assert result.returncode == 0, result.stdout[-6000:] + node.log()
+        assert httpx.get(node.url + "/api/version").status_code == 200  # still serving
+    finally:
+        assert node.stop() == 0, node.log()
+
+
+def test_no_request_makes_the_router_fail(tmp_path, tiny_gguf):
+    router = ServerProcess(tmp_path / "router-home", kind="router").start()
+    node = start_node(
+        tmp_path / "node-home",
+        {"org/tiny": tiny_gguf},
+        env={"LLMLB_HEARTBEAT_MS": "200"},
+        extra_args=("--router", router.url),
+    )
+    try:
+        assert wait_for(lambda: "org/tiny" in httpx.get(router.url + "/admin/cluster/models").text)
+        result = fuzz(router.url, tmp_path / "router.xml")
+        assert result.returncode == 0, result.stdout[-6000:] + router.log()
+        # fuzzed heartbeats (from loopback, so accepted) did not break the registry or the proxy
+        models = httpx.get(router.url + "/admin/cluster/models").json()["models"]
+        assert any(m["model"] == "org/tiny" and m["status"] == "available" for m in models)
+        ask = {"model": "org/tiny", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
+        r = httpx.post(router.url + "/api/generate", json=ask, timeout=60)
+        assert r.status_code in (200, 503), r.text
+    finally:
+        node.stop()
+        assert router.stop() == 0, router.log()
+
+
+def test_schemathesis_is_installed():
+    assert (
+        shutil.which("schemathesis")
+        or subprocess.run([*SCHEMATHESIS, "--version"], capture_output=True).returncode == 0
+    )

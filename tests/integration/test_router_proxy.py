@@ -29,7 +29,7 @@ def fake_cluster(tmp_path, groups: list[tuple[int, tuple[str, ...]]], env: dict 
     stop = threading.Event()
     threading.Thread(target=keep_registered, args=(router.url, ports, stop), daemon=True).start()
     try:
-        assert wait_for(lambda: len(nodes(router)) == len(ports), 10)
+        assert wait_for(lambda: len(nodes(router)) == len(ports))
         yield router
     finally:
         stop.set()
@@ -75,12 +75,16 @@ def test_failing_node_is_retried_before_the_first_byte(tmp_path):
                 r = httpx.post(router.url + CHAT, json=body(stream=stream))
                 assert r.status_code == 200, r.text
         # the failing node cools down after a failure (1 s, then 2 s...) instead of being every
-        # request's first try: without that it would have failed all 8
+        # request's first try: without that it would have failed all 8 (with it, failing all 8
+        # would take over a minute of cool-downs, however slow the machine)
         by_errors = sorted(n["errors"] for n in nodes(router))
-        assert by_errors[0] == 0 and 1 <= by_errors[1] <= 2, by_errors
-        assert httpx.post(router.url + CHAT, json=body()).status_code == 200
-        # tried and failed just now, or skipped because it still cools down: cooling either way
-        assert sorted((n["errors"], n["cooling_down"]) for n in nodes(router))[1][1] is True
+        assert by_errors[0] == 0 and 1 <= by_errors[1] < 8, by_errors
+
+        def seen_cooling() -> bool:  # its cool-down may have run out while this machine was busy
+            assert httpx.post(router.url + CHAT, json=body()).status_code == 200
+            return any(n["errors"] and n["cooling_down"] for n in nodes(router))
+
+        assert wait_for(seen_cooling)
         assert all(n["in_flight"] == 0 for n in nodes(router))
 
 

@@ -150,6 +150,23 @@ def test_wait_queue_bounds_and_client_leaving_the_queue(tmp_path):
         assert wait_for(lambda: nodes(router)[0]["in_flight"] == 0, 3)
 
 
+def _read_response(sock: socket.socket) -> bytes:
+    """Head and body of one HTTP response: they may come in separate segments (they do when
+    the machine is busy), so read until the body has its content-length."""
+    sock.settimeout(30)
+    data = b""
+    while True:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            fields = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
+            if len(body) >= int(fields.get(b"content-length", 0)):
+                return data
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def test_bad_requests_get_clear_errors(tmp_path):
     with fake_cluster(tmp_path, [(1, ())]) as router:
         r = httpx.get(router.url + CHAT)
@@ -172,6 +189,6 @@ def test_bad_requests_get_clear_errors(tmp_path):
                 b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                 b"content-length: 100000000\r\n\r\n"
             )
-            head = sock.recv(4096)
+            head = _read_response(sock)
         assert head.startswith(b"HTTP/1.1 413") and b"request body is too large" in head
         assert all(n["in_flight"] == 0 and n["requests"] == 0 for n in nodes(router))

@@ -4,8 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+# pytest arguments for every test target (PYTEST_ARGS is the older name)
+ARGS ?= $(PYTEST_ARGS)
 
-.PHONY: install serve test check browser
+.PHONY: install serve test check browser pytest test-unit test-integration test-e2e \
+	test-browser test-package
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +23,7 @@ serve: install
 	$(VENV)/bin/llmlb node serve
 
 # The dashboard's browser test drives Debian's Chromium (Playwright's own download cannot work
-# offline); installing it needs root, as on CI.
+# offline); installing it needs root, as on CI. Nothing else here does.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
@@ -30,5 +34,19 @@ check: install
 	$(VENV)/bin/ruff format --check llmlb tests bench migrations
 	$(VENV)/bin/mypy
 
+# Everything, as CI runs it (.ci/run): checks, then every tier, the installed wheel included.
 test: install browser check
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(ARGS)
+
+# Without root and without the checks: any pytest arguments, e.g.
+#   make pytest ARGS="tests/e2e/test_router.py::test_spread_views_and_failover"
+#   make pytest ARGS="-m 'not browser and not package' -x"
+pytest: install
+	$(PYTEST) $(ARGS)
+
+# One tier (tests/conftest.py marks each test with its tier, from its directory).
+test-unit test-integration test-e2e test-package: install
+	$(PYTEST) -m $(@:test-%=%) $(ARGS)
+
+test-browser: install browser
+	$(PYTEST) -m browser $(ARGS)

@@ -31,7 +31,7 @@ LLMLB = str(Path(sys.executable).parent / "llmlb")
 def fill(home: Path, n: int) -> str:
     tiny = make_tiny_gguf(home.parent / "tiny.gguf")
     first = register_file(home, "bench/model-0000", tiny)
-    engine = db.open_catalog(home / "llmlb.db")
+    engine = db.open_node_catalog(home / "llmlb.db")
     with db.session(engine) as s:
         for i in range(1, n):
             s.add(

@@ -95,6 +95,11 @@ def catalog_path() -> Path:
     return home() / "llmlb.db"
 
 
+def router_db_path() -> Path:
+    """The router's node registry and request history (a schema of its own)."""
+    return home() / "router.db"
+
+
 def queue_path() -> Path:
     return home() / "queue.db"
 

@@ -1,3 +1,10 @@
+"""Test tiers, and the isolation every test gets.
+
+Each test is marked with its tier, from its directory: unit, integration, e2e, package (the
+installed wheel), except the dashboard's Chromium test, which is browser. Run one tier with
+`make test-unit` (and so on) or `make pytest ARGS="-m 'e2e or browser'"`.
+"""
+
 import sys
 from pathlib import Path
 
@@ -5,6 +12,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tests.support` importable from every test
+
+TIERS = ("unit", "integration", "e2e", "package")
+BROWSER_TESTS = {"tests/e2e/test_dashboard.py"}  # need Chromium (make browser)
+
+
+def tier_of(path: Path) -> str:
+    rel = path.resolve().relative_to(ROOT).as_posix()
+    if rel in BROWSER_TESTS:
+        return "browser"
+    parts = rel.split("/")
+    if len(parts) > 2 and parts[0] == "tests" and parts[1] in TIERS:
+        return parts[1]
+    raise pytest.UsageError(f"{rel}: a test lives in one of tests/{{{','.join(TIERS)}}}/")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(tier_of(item.path))
 
 
 @pytest.fixture(autouse=True)

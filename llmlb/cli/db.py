@@ -1,22 +1,47 @@
-"""`llmlb db ...`: catalog maintenance (the servers migrate by themselves at start-up)."""
+"""`llmlb db ...`: schema maintenance by hand (the servers migrate by themselves at start-up)."""
 
 from __future__ import annotations
 
 import click
 
+from llmlb.errors import LlmlbError
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def db() -> None:
-    """Maintain the SQLite catalog in $LLMLB_HOME."""
+    """Maintain the SQLite databases in $LLMLB_HOME."""
 
 
 @db.command()
+@click.option(
+    "--router",
+    "router",
+    is_flag=True,
+    help="Upgrade the router's database (router.db) instead of the node catalog (llmlb.db).",
+)
 @click.option("--revision", default="head", show_default=True, help="Alembic revision to reach.")
-def upgrade(revision: str) -> None:
-    """Apply catalog migrations by hand (the servers do this at start-up)."""
+def upgrade(router: bool, revision: str) -> None:
+    """Migrate the node catalog, or with --router the router's database, by hand.
+
+    The servers do this by themselves at start-up.
+    """
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DatabaseError
+
     from llmlb import settings
     from llmlb.store import db as store_db
+    from llmlb.store.schema import NODE, ROUTER
 
-    engine = store_db.make_engine(settings.catalog_path())
-    store_db.upgrade(engine, revision)
-    click.echo(f"catalog at {settings.catalog_path()} is at revision {revision}")
+    path = settings.router_db_path() if router else settings.catalog_path()
+    what = "router database" if router else "node catalog"
+    engine = store_db.make_engine(path)
+    try:
+        store_db.upgrade(engine, revision, schema=ROUTER if router else NODE)
+        reached = store_db.current_revision(engine)
+    except CommandError as exc:
+        raise LlmlbError(f"cannot upgrade the {what} {path}: {exc}") from exc
+    except DatabaseError as exc:
+        raise LlmlbError(f"cannot upgrade the {what} {path}: {exc.orig}") from exc
+    finally:
+        engine.dispose()
+    click.echo(f"{what} {path} is at revision {reached or 'base'}")

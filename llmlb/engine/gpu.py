@@ -7,6 +7,7 @@ import logging
 import threading
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger("llmlb.gpu")
 
@@ -62,12 +63,25 @@ class GpuInfo:
         }
 
 
-class Gpus:
-    """Initialises NVML once; every read after a failed init is a cheap 'no GPU'."""
+def _import_pynvml() -> Any:
+    with warnings.catch_warnings():  # pynvml 12+ says to use nvidia-ml-py, which it wraps
+        warnings.simplefilter("ignore", FutureWarning)
+        import pynvml
 
-    def __init__(self):
+    return pynvml
+
+
+class Gpus:
+    """Initialises NVML once; every read after a failed init is a cheap 'no GPU'.
+
+    `nvml` is the pynvml module by default; tests hand in a stand-in with the same functions
+    (tests/support/fake_nvml.py) to see both a machine with GPUs and one without.
+    """
+
+    def __init__(self, nvml: Any = None):
         self._lock = threading.Lock()
-        self._nvml = None
+        self._given = nvml
+        self._nvml: Any = None
         self._tried = False
 
     def _init(self):
@@ -75,12 +89,9 @@ class Gpus:
             return self._nvml
         self._tried = True
         try:
-            with warnings.catch_warnings():  # pynvml 12+ says to use nvidia-ml-py, which it wraps
-                warnings.simplefilter("ignore", FutureWarning)
-                import pynvml
-
-            pynvml.nvmlInit()
-            self._nvml = pynvml
+            nvml = self._given if self._given is not None else _import_pynvml()
+            nvml.nvmlInit()
+            self._nvml = nvml
         except Exception as exc:  # no driver, no library: this machine has no NVIDIA GPU
             log.debug("no NVIDIA GPU: %s", exc)
             self._nvml = None

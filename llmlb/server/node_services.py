@@ -100,7 +100,7 @@ class NodeServices:
 
 def build_services(config: NodeConfig) -> NodeServices:
     config.home.mkdir(parents=True, exist_ok=True)
-    catalog = db.open_catalog(config.home / "llmlb.db")
+    catalog = db.open_node_catalog(config.home / "llmlb.db")
     sweep_trash(config.home / "models")
     scheduler = Scheduler(catalog, llama_cpp.load)
     return NodeServices(

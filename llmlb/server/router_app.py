@@ -182,7 +182,7 @@ def metrics_page(cluster: NamedDependency[Cluster]) -> Response:
 
 def build_cluster(config: RouterConfig) -> Cluster:
     config.home.mkdir(parents=True, exist_ok=True)
-    engine = db.open_catalog(config.home / "router.db")
+    engine = db.open_router_catalog(config.home / "router.db")
     registry = Registry(
         engine,
         settings.node_max_in_flight(),

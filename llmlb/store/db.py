@@ -1,4 +1,5 @@
-"""Engine set-up (WAL, busy_timeout, foreign keys) and Alembic migrations at start-up."""
+"""Engine set-up (WAL, busy_timeout, foreign keys) and each schema's Alembic migrations at
+start-up (the schemas and their chains: schema.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-ROOT = Path(__file__).resolve().parents[2]
-MIGRATIONS = ROOT / "migrations"
+from llmlb.store import schema as schema_mod
+from llmlb.store.schema import NODE, ROUTER
 
 
 def _on_connect(dbapi_conn, _record) -> None:
@@ -33,38 +34,54 @@ def make_engine(path: Path | str) -> Engine:
     return engine
 
 
-def alembic_config(url: str):
+def alembic_config(schema: str = NODE):
+    """Alembic's Config built in code from the packaged chain, so an installed wheel needs no
+    alembic.ini (that file is for developers running `alembic` by hand)."""
     from alembic.config import Config
 
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(schema_mod.script_location(schema)))
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database to `revision`; a no-op when it is already there."""
+def upgrade(engine: Engine, revision: str = "head", schema: str = NODE) -> None:
+    """Bring the database to `revision` of `schema`'s chain; a no-op when it is already there."""
     from alembic import command
 
-    cfg = alembic_config(str(engine.url))
+    cfg = alembic_config(schema)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
 
-def downgrade(engine: Engine, revision: str = "base") -> None:
+def downgrade(engine: Engine, revision: str = "base", schema: str = NODE) -> None:
     from alembic import command
 
-    cfg = alembic_config(str(engine.url))
+    cfg = alembic_config(schema)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
 
 
-def open_catalog(path: Path | str) -> Engine:
-    """The server's way in: an engine on a migrated database."""
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None: never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def open_node_catalog(path: Path | str) -> Engine:
+    """The node server's way in: an engine on its catalog (llmlb.db), migrated."""
     engine = make_engine(path)
-    upgrade(engine)
+    upgrade(engine, schema=NODE)
+    return engine
+
+
+def open_router_catalog(path: Path | str) -> Engine:
+    """The router's way in: an engine on its database (router.db), migrated."""
+    engine = make_engine(path)
+    upgrade(engine, schema=ROUTER)
     return engine
 
 

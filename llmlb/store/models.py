@@ -1,4 +1,4 @@
-"""SQLModel tables for the contract's data model. Migrations in /migrations must match these."""
+"""SQLModel tables of a node's catalog (llmlb.db). Migrations in migrations/node must match these."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The router's tables: registered nodes and the history of proxied requests."""
+"""The router's tables (router.db): registered nodes and the history of proxied requests.
+Migrations in migrations/router must match these."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.catalog import register_file
+from tests.support.fake_nvml import FakeGpu
 from tests.support.procs import ServerProcess
 from tests.support.tiny_model import TinySpec, make_tiny_gguf
 
@@ -39,7 +40,9 @@ def start_node(
     env: dict | None = None,
     extra_args: tuple[str, ...] = (),
     cpus: set[int] | None = None,
+    gpus: tuple[FakeGpu, ...] | None = (),
 ) -> ServerProcess:
+    """A node server with `models` registered; `gpus` as ServerProcess takes them."""
     for name, path in models.items():
         register_file(home, name, path)
-    return ServerProcess(home, env=env, extra_args=extra_args, cpus=cpus).start()
+    return ServerProcess(home, env=env, extra_args=extra_args, cpus=cpus, gpus=gpus).start()

@@ -110,14 +110,14 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(tmp_path):
         assert missing.status_code == 404 and "error" in missing.json()
     finally:
         server.signal(signal.SIGINT)
-        assert server.wait(15) == 0, server.log()
+        assert server.wait() == 0, server.log()
     assert (tmp_path / "home" / "llmlb.db").exists()
 
 
 def test_serve_sigterm_is_graceful(tmp_path):
     server = ServerProcess(tmp_path / "home").start()
     server.signal(signal.SIGTERM)
-    assert server.wait(15) == 0, server.log()
+    assert server.wait() == 0, server.log()
 
 
 def test_serve_port_in_use_is_exit_1(tmp_path):

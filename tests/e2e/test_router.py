@@ -102,7 +102,7 @@ def test_spread_views_and_failover(cluster):
     with ThreadPoolExecutor(8) as pool:
         again = list(pool.map(lambda i: ask(i, 4), range(20)))
     assert all(tokens == 4 for _, tokens in again)
-    assert wait_for(lambda: statuses(router)[nodes[0].port] != "online", timeout=10)
+    assert wait_for(lambda: statuses(router)[nodes[0].port] != "online")
     assert run_cli("router", "models", env=env).stdout.splitlines()[2].split() == [
         "org/only-here",
         "0",
@@ -116,15 +116,15 @@ def test_spread_views_and_failover(cluster):
     assert gone.status_code == 503 and "no online node" in gone.json()["error"]["message"]
     assert gone.headers.get("retry-after")
     # it crashed without a goodbye: after failed probes it is in Error
-    assert wait_for(lambda: statuses(router)[nodes[0].port] == "error", timeout=10)
+    assert wait_for(lambda: statuses(router)[nodes[0].port] == "error")
     nodes[0].start()
-    assert wait_for(lambda: statuses(router)[nodes[0].port] == "online", timeout=10)
+    assert wait_for(lambda: statuses(router)[nodes[0].port] == "online")
 
 
 def test_graceful_stop_is_offline(cluster):
     router, nodes = cluster
     assert nodes[1].stop() == 0
-    assert wait_for(lambda: statuses(router)[nodes[1].port] == "offline", timeout=5)
+    assert wait_for(lambda: statuses(router)[nodes[1].port] == "offline")
     nodes = httpx.get(router.url + "/admin/cluster/nodes").json()["nodes"]
     assert [n["state"] for n in nodes if n["status"] == "offline"] == ["Stopped"]
 
@@ -150,7 +150,7 @@ def test_client_hanging_up_stops_the_node(cluster):
         lines = r.iter_lines()
         assert next(lines).startswith("data: ")
         assert node_in_flight(node) == 1
-    assert wait_for(lambda: node_in_flight(node) == 0, timeout=5)
+    assert wait_for(lambda: node_in_flight(node) == 0)
 
 
 def test_stream_cut_midway_ends_with_an_error_event(cluster):
@@ -208,17 +208,18 @@ def test_router_down_cli_and_node_keeps_serving(tmp_path, endless_gguf):
                 "stream": False,
                 "options": {"num_predict": 2},
             },
+            timeout=60,  # loads the model first
         )
         assert r.status_code == 200
         cli = run_cli("router", "nodes", env={**os.environ, "LLMLB_ROUTER": f"127.0.0.1:{port}"})
         assert cli.returncode == 2 and f"127.0.0.1:{port}" in cli.stderr
         # the router comes up later: the node registers by itself
         router = ServerProcess(tmp_path / "r", kind="router", port=port, env=BEAT).start()
-        assert wait_for(lambda: list(statuses(router).values()) == ["online"], timeout=10)
+        assert wait_for(lambda: list(statuses(router).values()) == ["online"])
         router.stop()
     finally:
         node.signal(signal.SIGINT)
-        node.wait(15)
+        node.wait()
 
 
 def test_tokens_and_keys(tmp_path, endless_gguf):
@@ -242,15 +243,17 @@ def test_tokens_and_keys(tmp_path, endless_gguf):
             lambda: (
                 len(httpx.get(router.url + "/admin/cluster/nodes", headers=headers).json()["nodes"])
                 == 1
-            ),
-            timeout=10,
+            )
         )
         assert httpx.get(router.url + "/admin/cluster/nodes").status_code == 401
         body = {"model": "endless", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
         assert httpx.post(router.url + "/v1/chat/completions", json=body).status_code == 401
         assert (
             httpx.post(
-                router.url + "/v1/chat/completions", json=body, headers={"X-API-Key": "k2"}
+                router.url + "/v1/chat/completions",
+                json=body,
+                headers={"X-API-Key": "k2"},
+                timeout=60,  # loads the model first
             ).status_code
             == 200
         )

@@ -23,9 +23,16 @@ PNG = base64.b64decode(
 )
 
 
+# One-shot runs take no token limit, and a random-weight model talks until its context is full:
+# a small context bounds every reply, so that no test waits on the speed of random text.
+SMALL_CONTEXT = {"LLMLB_CONTEXT_LENGTH": "256"}
+
+
 @pytest.fixture
 def node(tmp_path, tiny_gguf, endless_gguf):
-    server = start_node(tmp_path / "home", {"org/tiny": tiny_gguf, "org/endless": endless_gguf})
+    server = start_node(
+        tmp_path / "home", {"org/tiny": tiny_gguf, "org/endless": endless_gguf}, env=SMALL_CONTEXT
+    )
     yield server
     server.stop()
 

@@ -3,11 +3,11 @@
 import json
 import signal
 import threading
-import time
 
 import httpx
 import pytest
 
+from llmlb.engine.llama_cpp import gpu_offload_supported
 from llmlb.store import catalog, db
 from tests.e2e.conftest import start_node
 from tests.support.procs import metric, run_cli, wait_for
@@ -61,7 +61,9 @@ def test_ps_stop_cli_and_keep_alive(node):
     lines = ps.stdout.splitlines()
     assert lines[0].split() == ["NAME", "ID", "SIZE", "PROCESSOR", "UNTIL", "VRAM", "TEMP"]
     row_b = next(line for line in lines if line.startswith("org/b "))
-    assert "100% CPU" in row_b and "Forever" in row_b and row_b.split()[-2:] == ["-", "-"]
+    # llama.cpp's build decides where layers run; NVML (a stand-in without GPUs) the last two
+    processor = "100% GPU" if gpu_offload_supported() else "100% CPU"
+    assert processor in row_b and "Forever" in row_b and row_b.split()[-2:] == ["-", "-"]
     # org/a had a 1 s keep-alive: it unloads by itself
     assert wait_for(lambda: "org/a" not in loaded(node))
     assert "org/b" in loaded(node)
@@ -76,7 +78,7 @@ def test_ps_stop_cli_and_keep_alive(node):
 
 def test_keep_alive_zero_unloads_after_the_request(node):
     assert gen(node, "org/a", keep_alive=0).status_code == 200
-    assert wait_for(lambda: "org/a" not in loaded(node), timeout=5)
+    assert wait_for(lambda: "org/a" not in loaded(node))
 
 
 def test_least_recently_used_idle_model_is_evicted(node):
@@ -146,6 +148,8 @@ def test_rm_of_a_loaded_model_unloads_it_first(node):
 
 
 def test_no_gpu_is_reported_cleanly(node):
+    """The node's NVML is a stand-in without GPUs (see procs.ServerProcess), as on a machine
+    without an NVIDIA driver; tests/e2e/test_gpu_telemetry.py has the machine with GPUs."""
     gen(node, "org/a")
     gpu = httpx.get(node.url + "/api/ps").json()["gpu"]
     assert (
@@ -158,13 +162,11 @@ def test_sigint_during_a_stream_exits_cleanly(tmp_path, slow_gguf):
     home = tmp_path / "home"
     server = start_node(home, {"org/slow": slow_gguf})
     client, _cm = _hold(server)
-    started = time.time()
     server.signal(signal.SIGINT)
     assert server.wait(20) == 0, server.log()
-    assert time.time() - started < 20
     assert "Traceback" not in server.log()  # the stream ended, it was not torn down
     client.close()
-    engine = db.open_catalog(home / "llmlb.db")
+    engine = db.open_node_catalog(home / "llmlb.db")
     from sqlmodel import select
 
     from llmlb.store.models import Node

@@ -21,7 +21,7 @@ def node(tmp_path, llmlb_env, tiny_gguf):
     st.rename(target)
     from llmlb.store import catalog, db
 
-    engine = db.open_catalog(llmlb_env / "llmlb.db")
+    engine = db.open_node_catalog(llmlb_env / "llmlb.db")
     catalog.register_model(
         engine, name="Qwen/Tiny-ST", path=target, format="Safetensors", source="HuggingFace"
     )

@@ -10,7 +10,7 @@ from llmlb.store.models import Message, Model, Session
 
 @pytest.fixture
 def engine(tmp_path):
-    return db.open_catalog(tmp_path / "c.db")
+    return db.open_node_catalog(tmp_path / "c.db")
 
 
 def _model(**kw):

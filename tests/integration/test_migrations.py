@@ -1,55 +1,186 @@
+"""The two schemas (node catalog, router) and their Alembic chains: each database holds only its
+own tables, each chain's head matches its SQLModel tables, and databases made by the former
+shared chain (tests/support/legacy.py) upgrade cleanly."""
+
+import logging
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, select
 
-import llmlb.store.models
-import llmlb.store.router_models  # noqa: F401
-from llmlb.store import db
+from llmlb.store import db, schema
+from llmlb.store.models import Message, Model, Session
+from llmlb.store.router_models import RequestLog, RouterNode
+from tests.support.legacy import make_legacy_db
+from tests.support.procs import run_cli
+
+NODE_TABLES = {"model", "node", "session", "message", "download_progress"}
+ROUTER_TABLES = {"router_node", "request_log"}
+OWN = {schema.NODE: NODE_TABLES, schema.ROUTER: ROUTER_TABLES}
 
 
-def _diff(engine):
+def _diff(engine, name):
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"render_as_batch": True, "compare_type": True})
-        return compare_metadata(ctx, SQLModel.metadata)
+        return compare_metadata(ctx, schema.metadata(name))
 
 
-def test_upgrade_head_matches_models(tmp_path):
+def _tables(engine) -> set[str]:
+    return set(inspect(engine).get_table_names())
+
+
+def test_every_table_belongs_to_exactly_one_schema():
+    node = {t.name for t in schema.tables(schema.NODE)}
+    router = {t.name for t in schema.tables(schema.ROUTER)}
+    assert (node, router) == (NODE_TABLES, ROUTER_TABLES)
+    assert set(SQLModel.metadata.tables) == node | router
+
+
+@pytest.mark.parametrize("name", schema.SCHEMAS)
+def test_upgrade_head_matches_the_schemas_models(tmp_path, name):
     engine = db.make_engine(tmp_path / "c.db")
-    db.upgrade(engine)
-    assert _diff(engine) == []
-    tables = set(inspect(engine).get_table_names())
-    assert {"model", "node", "session", "message", "download_progress", "alembic_version"} <= tables
+    db.upgrade(engine, schema=name)
+    assert _diff(engine, name) == []
+    assert _tables(engine) == OWN[name] | {"alembic_version"}
+    assert db.current_revision(engine) == "0003"
 
 
-def test_downgrade_base_then_upgrade_again(tmp_path):
+def test_two_fresh_databases_hold_only_their_own_tables(llmlb_env):
+    node = db.open_node_catalog(llmlb_env / "llmlb.db")
+    router = db.open_router_catalog(llmlb_env / "router.db")
+    assert _tables(node) == NODE_TABLES | {"alembic_version"}
+    assert _tables(router) == ROUTER_TABLES | {"alembic_version"}
+
+
+@pytest.mark.parametrize("name", schema.SCHEMAS)
+def test_downgrade_base_then_upgrade_again(tmp_path, name):
     engine = db.make_engine(tmp_path / "c.db")
-    db.upgrade(engine)
-    db.downgrade(engine, "base")
-    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
-    db.upgrade(engine)
-    assert _diff(engine) == []
+    db.upgrade(engine, schema=name)
+    db.downgrade(engine, "base", schema=name)
+    assert _tables(engine) <= {"alembic_version"}
+    db.upgrade(engine, schema=name)
+    assert _diff(engine, name) == []
 
 
-def test_upgrade_is_idempotent(tmp_path):
+@pytest.mark.parametrize("name", schema.SCHEMAS)
+def test_upgrade_is_idempotent(tmp_path, name):
     engine = db.make_engine(tmp_path / "c.db")
-    db.upgrade(engine)
-    db.upgrade(engine)
-    assert _diff(engine) == []
+    db.upgrade(engine, schema=name)
+    db.upgrade(engine, schema=name)
+    assert _diff(engine, name) == []
 
 
 def test_pragmas(tmp_path):
-    engine = db.open_catalog(tmp_path / "c.db")
+    engine = db.open_node_catalog(tmp_path / "c.db")
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 5000
 
 
-def test_db_upgrade_command(tmp_path, llmlb_env):
-    from tests.support.procs import run_cli
+def test_the_former_chain_put_every_table_into_both_databases(tmp_path):
+    """The stand-in for old databases is faithful: what this branch's chains split apart."""
+    engine = db.make_engine(tmp_path / "old.db")
+    make_legacy_db(tmp_path / "old.db")
+    assert _tables(engine) == NODE_TABLES | ROUTER_TABLES | {"alembic_version"}
+    assert db.current_revision(engine) == "0002"
 
+
+def _fill_node_catalog(engine) -> None:
+    with db.session(engine) as s:
+        s.add(Model(name="org/kept", path="/m/kept.gguf", format="GGUF", size_bytes=123))
+        s.add(Session(id="s1", model_name="org/kept"))
+        s.commit()  # before its message: no relationship tells the session the order
+        s.add(Message(session_id="s1", position=0, role="User", content="still here"))
+        s.commit()
+
+
+@pytest.mark.parametrize("old_revision", ["0001", "0002"])
+def test_a_node_catalog_from_the_former_chain_upgrades(tmp_path, old_revision):
+    path = tmp_path / "llmlb.db"
+    make_legacy_db(path, old_revision)
+    engine = db.make_engine(path)
+    _fill_node_catalog(engine)
+    db.upgrade(engine, schema=schema.NODE)
+    assert _tables(engine) == NODE_TABLES | {"alembic_version"}  # router tables dropped
+    assert db.current_revision(engine) == "0003"
+    assert _diff(engine, schema.NODE) == []
+    with db.session(engine) as s:
+        assert s.exec(select(Model.name)).all() == ["org/kept"]
+        assert s.exec(select(Message.content)).all() == ["still here"]
+
+
+def test_a_router_db_from_the_former_chain_upgrades(tmp_path):
+    path = tmp_path / "router.db"
+    make_legacy_db(path)
+    engine = db.make_engine(path)
+    with db.session(engine) as s:
+        s.add(RouterNode(id="n1", host="10.0.0.2", port=32769))
+        s.add(RequestLog(endpoint="/v1/chat/completions", model="m", status=200, duration_ms=5))
+        s.commit()
+    db.upgrade(engine, schema=schema.ROUTER)
+    assert _tables(engine) == ROUTER_TABLES | {"alembic_version"}  # catalog tables dropped
+    assert db.current_revision(engine) == "0003"
+    assert _diff(engine, schema.ROUTER) == []
+    with db.session(engine) as s:
+        assert s.exec(select(RouterNode.host)).all() == ["10.0.0.2"]
+        assert s.exec(select(RequestLog.status)).all() == [200]
+
+
+def test_foreign_tables_that_hold_rows_are_kept_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "llmlb.db"
+    make_legacy_db(path)
+    engine = db.make_engine(path)
+    with db.session(engine) as s:
+        s.add(RequestLog(endpoint="/api/chat", model="m", status=200, duration_ms=1))
+        s.commit()
+    with caplog.at_level(logging.WARNING, logger="llmlb.store"):
+        db.upgrade(engine, schema=schema.NODE)
+    assert _tables(engine) == NODE_TABLES | ROUTER_TABLES | {"alembic_version"}
+    assert db.current_revision(engine) == "0003"
+    assert any("request_log, router_node" in r.getMessage() for r in caplog.records)
+    with db.session(engine) as s:
+        assert s.exec(select(RequestLog.endpoint)).all() == ["/api/chat"]
+
+
+def test_db_upgrade_command_migrates_each_database(llmlb_env):
     r = run_cli("db", "upgrade")
     assert r.returncode == 0, r.stderr
-    engine = db.make_engine(llmlb_env / "llmlb.db")
-    assert _diff(engine) == []
+    assert r.stdout == f"node catalog {llmlb_env / 'llmlb.db'} is at revision 0003\n"
+    assert not (llmlb_env / "router.db").exists()
+    r = run_cli("db", "upgrade", "--router")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"router database {llmlb_env / 'router.db'} is at revision 0003\n"
+    node = db.make_engine(llmlb_env / "llmlb.db")
+    router = db.make_engine(llmlb_env / "router.db")
+    assert _tables(node) == NODE_TABLES | {"alembic_version"} and _diff(node, schema.NODE) == []
+    assert _tables(router) == ROUTER_TABLES | {"alembic_version"}
+    assert _diff(router, schema.ROUTER) == []
+
+
+def test_db_upgrade_command_on_databases_from_the_former_chain(llmlb_env):
+    make_legacy_db(llmlb_env / "llmlb.db")
+    make_legacy_db(llmlb_env / "router.db")
+    assert run_cli("db", "upgrade").returncode == 0
+    assert run_cli("db", "upgrade", "--router").returncode == 0
+    assert _tables(db.make_engine(llmlb_env / "llmlb.db")) == NODE_TABLES | {"alembic_version"}
+    assert _tables(db.make_engine(llmlb_env / "router.db")) == ROUTER_TABLES | {"alembic_version"}
+
+
+def test_db_upgrade_command_errors_are_one_line(llmlb_env):
+    r = run_cli("db", "upgrade", "--revision", "nope")
+    assert r.returncode == 1
+    assert r.stderr == (
+        f"Error: cannot upgrade the node catalog {llmlb_env / 'llmlb.db'}: "
+        "Can't locate revision identified by 'nope'\n"
+    )
+    llmlb_env.mkdir(parents=True, exist_ok=True)
+    (llmlb_env / "router.db").write_bytes(b"not a database, just bytes " * 100)
+    r = run_cli("db", "upgrade", "--router")
+    assert r.returncode == 1
+    assert r.stderr == (
+        f"Error: cannot upgrade the router database {llmlb_env / 'router.db'}: "
+        "file is not a database\n"
+    )

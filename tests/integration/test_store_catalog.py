@@ -15,7 +15,7 @@ from tests.support.tiny_safetensors import make_tiny_safetensors
 
 @pytest.fixture
 def engine(llmlb_env):
-    return db.open_catalog(llmlb_env / "llmlb.db")
+    return db.open_node_catalog(llmlb_env / "llmlb.db")
 
 
 def _place(home: Path, name: str, src: Path) -> Path:

@@ -21,7 +21,7 @@ def register_file(
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / Path(source_file).name
     shutil.copyfile(source_file, target)
-    engine = db.open_catalog(Path(home) / "llmlb.db")
+    engine = db.open_node_catalog(Path(home) / "llmlb.db")
     try:
         return catalog.register_model(
             engine, name=name, path=target, format=format, source=source, **fields

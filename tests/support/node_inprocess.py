@@ -26,7 +26,7 @@ def node_client(
     for name, path in models.items():
         register_file(home, name, path)
     cfg = NodeConfig(home=home, **config)
-    catalog = db.open_catalog(home / "llmlb.db")
+    catalog = db.open_node_catalog(home / "llmlb.db")
     scheduler = Scheduler(catalog, loader, max_queue=4, keep_alive=300)
     services = NodeServices(
         config=cfg,

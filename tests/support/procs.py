@@ -1,4 +1,8 @@
-"""Start real `llmlb` server processes on free loopback ports, and stop them."""
+"""Start real `llmlb` server processes on free loopback ports, and stop them.
+
+The timeouts are margins for a loaded 2-core machine shared by several test runs, not
+expectations: every wait returns as soon as its event happens.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.fake_nvml import FakeGpu, server_env
+
 LLMLB = [sys.executable, "-m", "llmlb"]
 
 
@@ -21,7 +27,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate, timeout: float = 20.0, every: float = 0.1) -> bool:
+def wait_for(predicate, timeout: float = 30.0, every: float = 0.1) -> bool:
     """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -39,7 +45,7 @@ def metric(url: str, name: str) -> float:
     raise AssertionError(f"no metric {name} at {url}/metrics")
 
 
-def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 60):
+def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 120):
     """Run `llmlb ARGS` as a user would, in a child process."""
     return subprocess.run(
         [*LLMLB, *args],
@@ -52,7 +58,14 @@ def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeo
 
 
 class ServerProcess:
-    """`llmlb node serve` (or `router serve`) in a child process with its log in a file."""
+    """`llmlb node serve` (or `router serve`) in a child process with its log in a file.
+
+    What the server sees of the machine is fixed, so that its output is the same everywhere:
+    NVML is a stand-in with `gpus` (default none; None: the real NVML), and a model computes
+    with one thread (LLMLB_THREADS=1, unless `env` says otherwise): llama.cpp's threads wait
+    for each other by spinning, so on a busy machine two of them on two shared cores run many
+    times slower than one. `command` is the `llmlb` to run (default: this checkout's).
+    """
 
     def __init__(
         self,
@@ -62,14 +75,21 @@ class ServerProcess:
         extra_args: tuple[str, ...] = (),
         env: dict | None = None,
         cpus: set[int] | None = None,
+        gpus: tuple[FakeGpu, ...] | None = (),
+        command: list[str] = LLMLB,
+        cwd: Path | None = None,
     ):
         self.home = Path(home)
+        self.command = command
+        self.cwd = cwd
         self.cpus = cpus  # pin the process (all its threads) to these CPUs
         self.kind = kind
         self.port = port or free_port()
         self.extra_args = extra_args
         self.env = {
             **os.environ,
+            "LLMLB_THREADS": "1",
+            **(server_env(gpus) if gpus is not None else {}),
             **(env or {}),
             "LLMLB_HOME": str(self.home),
             "PYTHONUNBUFFERED": "1",
@@ -90,12 +110,13 @@ class ServerProcess:
         key = "LLMLB_HOST" if self.kind == "node" else "LLMLB_ROUTER"
         return {**self.env, key: self.address}
 
-    def start(self, timeout: float = 30) -> ServerProcess:
+    def start(self, timeout: float = 60) -> ServerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(
-                [*LLMLB, self.kind, "serve", "--port", str(self.port), *self.extra_args],
+                [*self.command, self.kind, "serve", "--port", str(self.port), *self.extra_args],
                 env=self.env,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -104,7 +125,7 @@ class ServerProcess:
         self.wait_ready(timeout)
         return self
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc and self.proc.poll() is not None:
@@ -127,7 +148,7 @@ class ServerProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
 
-    def wait(self, timeout: float = 15) -> int:
+    def wait(self, timeout: float = 30) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
@@ -135,9 +156,9 @@ class ServerProcess:
         """kill -9, as a crash would."""
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+            self.proc.wait(30)
 
-    def stop(self, timeout: float = 15) -> int | None:
+    def stop(self, timeout: float = 30) -> int | None:
         if not self.proc or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGINT)

@@ -17,7 +17,7 @@ from llmlb.store.router_models import RouterNode
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
     r = reg.Registry(
-        db.open_catalog(tmp_path / "router.db"),
+        db.open_router_catalog(tmp_path / "router.db"),
         capacity=2,
         timeout=5.0,
         max_queue=1,

@@ -28,6 +28,7 @@ from llmlb.jobs.downloader import DigestMismatch, FileDownload, Stopped
 from llmlb.sources import huggingface as hf
 from llmlb.store import catalog, db
 from llmlb.store.models import DownloadProgress, DownloadStatus, utcnow
+from llmlb.units import size
 
 log = logging.getLogger("llmlb.pull")
 
@@ -160,8 +161,6 @@ class Pulls:
         return download_id, False
 
     def _check_space(self, plan: hf.Plan, state: dict) -> None:
-        from llmlb.cli.render import size
-
         needed = plan.total - downloaded_bytes(state)
         free = free_bytes(self.home)
         if needed > free:

@@ -11,7 +11,8 @@ from sqlmodel import col, select
 from llmlb.errors import ModelNotFound
 from llmlb.server.body import json_object, model_field
 from llmlb.sources.metadata import format_params
-from llmlb.store import catalog, db, validation
+from llmlb import validation
+from llmlb.store import catalog, db
 from llmlb.store.models import DownloadProgress, DownloadStatus, Model
 
 

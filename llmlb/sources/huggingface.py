@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 
 from llmlb import settings
 from llmlb.errors import BadRequest, LlmlbError, NotFound, Unauthorized, ValidationError
-from llmlb.store import validation
+from llmlb import validation
 
 UNAUTHORIZED = "Unauthorized. Set HF_TOKEN environment variable."
 # GGUF quantizations, best default first (ollama's default is Q4_K_M: a good size/quality balance).

@@ -20,7 +20,8 @@ from llmlb import settings
 from llmlb.errors import Conflict, ModelNotFound, ValidationError
 from llmlb.sources import metadata as meta
 from llmlb.sources import ollama
-from llmlb.store import db, validation
+from llmlb import validation
+from llmlb.store import db
 from llmlb.store.alias import unique_alias
 from llmlb.store.models import Model, Source, utcnow
 

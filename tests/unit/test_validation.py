@@ -1,7 +1,7 @@
 import pytest
 
 from llmlb.errors import ValidationError
-from llmlb.store import validation as v
+from llmlb import validation as v
 
 
 @pytest.mark.parametrize(

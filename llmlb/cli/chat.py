@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any, TextIO
 from urllib.parse import urlencode
 
 from llmlb.client import Client
-from llmlb.errors import LlmlbError, NotFound
+from llmlb.errors import LlmlbError
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 
@@ -155,46 +154,3 @@ def open_session(client: Client, model: str, session_id: str | None, resume_last
         if recent:
             return client.get(f"/api/sessions/{recent[0]['id']}")
     return client.post("/api/sessions", {"model": model})
-
-
-def run_chat(
-    model: str,
-    prompt: str,
-    *,
-    think: bool,
-    session_id: str | None,
-    resume_last: bool,
-    verbose: bool,
-) -> None:
-    client = Client.node()
-    try:
-        info = client.post("/api/show", {"model": model})
-    except NotFound:
-        raise LlmlbError(
-            f"model '{model}' not found; download it with `llmlb node pull {model}`"
-        ) from None
-    session = open_session(client, info["name"], session_id, resume_last)
-    interactive = not prompt and sys.stdin.isatty()
-    chat = Chat(
-        client,
-        info,
-        session,
-        sys.stdout,
-        styled=sys.stdout.isatty(),
-        show_thinking=think,
-        verbose=verbose,
-    )
-    if not interactive:
-        text = prompt or sys.stdin.read()
-        if not text.strip():
-            raise LlmlbError("no prompt given: pass one as an argument or on standard input")
-        from llmlb.cli.attachments import extract
-
-        found = extract(text)
-        for err in found.errors:
-            print(f"Error: {err}", file=sys.stderr)
-        chat.turn(found.text, found.images)
-        return
-    from llmlb.cli.repl import Repl
-
-    Repl(chat).run()

@@ -32,7 +32,7 @@ def list_models() -> None:
     click.echo(render.table(["NAME", "SIZE", "MODIFIED"], rows))
 
 
-def _block(info: dict) -> str:
+def model_block(info: dict) -> str:
     details = info.get("details") or {}
     lines = [f"Model: {info['name']}"]
     if info.get("alias"):
@@ -54,7 +54,7 @@ def _block(info: dict) -> str:
 def show_model(model: str, item: str | None) -> None:
     info = Client.node().post("/api/show", {"model": model})
     if item is None:
-        click.echo(_block(info))
+        click.echo(model_block(info))
         return
     value = (info.get(item) or "").strip("\n")
     click.echo(

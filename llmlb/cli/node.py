@@ -84,7 +84,7 @@ def run(
     With a PROMPT, or with text on standard input, print one reply and exit.
     In the REPL, type /? for help and /bye to leave.
     """
-    from llmlb.cli.chat import run_chat
+    from llmlb.cli.run import run_chat
 
     if think and hidethinking:
         raise click.UsageError("--think and --hidethinking cannot be used together")

@@ -9,6 +9,7 @@ from llmlb import settings as env
 from llmlb.cli import render
 from llmlb.cli.attachments import extract
 from llmlb.cli.chat import Chat
+from llmlb.cli.models import model_block
 from llmlb.errors import LlmlbError
 
 HISTORY_LIMIT = 1000
@@ -169,9 +170,7 @@ class Repl:
         if rest != "info":
             self.say("Available Commands:\n  /show info   Show details for this model")
             return
-        from llmlb.cli.models import _block
-
-        self.say(_block(self.chat.client.post("/api/show", {"model": self.chat.name})))
+        self.say(model_block(self.chat.client.post("/api/show", {"model": self.chat.name})))
 
     def sessions(self) -> None:
         rows = self.chat.client.get(

@@ -94,18 +94,6 @@ def catalog_path() -> Path:
     return home() / "llmlb.db"
 
 
-def queue_path() -> Path:
-    return home() / "queue.db"
-
-
-def models_dir() -> Path:
-    return home() / "models"
-
-
-def partial_dir() -> Path:
-    return home() / "partial"
-
-
 def history_path() -> Path:
     return home() / "history"
 

@@ -38,6 +38,7 @@ async def start(state) -> None:
         consumer.wake.set()
 
     pulls.enqueue = enqueue
+    await to_thread.run_sync(pulls.sweep_trash)
     # The rows are the truth: drop whatever the queue still holds, then rebuild it from them.
     await to_thread.run_sync(huey.flush)
     unfinished = await to_thread.run_sync(pulls.active_rows)
@@ -58,9 +59,3 @@ async def start(state) -> None:
         await to_thread.run_sync(consumer.stop, True)
 
     state.on_stop(stop)
-
-
-async def cancel_download(state, name: str) -> bool:
-    """Stop `name`'s download and remove its row and partial data; False when there was none."""
-    downloads = state.services.get("downloads")
-    return await downloads.cancel(name) if downloads is not None else False

@@ -358,6 +358,11 @@ class Pulls:
             with self.lock:
                 self.cancelling.discard(name)
 
+    def sweep_trash(self) -> None:
+        """Finish cancellations that a crash interrupted (partial/.trash-*)."""
+        for trash in (self.home / "partial").glob(".trash-*"):
+            shutil.rmtree(trash, ignore_errors=True)
+
     def stop_all(self) -> None:
         """Server shutdown: stop every job now; rows stay Downloading and resume at next start."""
         with self.lock:

@@ -156,6 +156,11 @@ def hf_endpoint() -> str:
     return (_env("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
 
 
+def hf_endpoint_override() -> str | None:
+    """HF_ENDPOINT only when it is set: what `llmlb node pull` forwards to the server."""
+    return _env("HF_ENDPOINT")
+
+
 def pull_connections() -> int:
     """Parallel ranged connections per downloaded file."""
     return _int_env("LLMLB_PULL_CONNECTIONS", 8)

@@ -29,7 +29,7 @@ def clock(secs: float | None) -> str:
     """Time left as a pull shows it: `45s`, `3m12s`, `1h05m`; `-` when unknown."""
     if secs is None or secs < 0 or secs != secs:  # secs != secs: NaN
         return "-"
-    secs = int(round(secs))
+    secs = round(secs)
     if secs < 60:
         return f"{secs}s"
     if secs < 3600:

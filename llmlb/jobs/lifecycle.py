@@ -41,7 +41,7 @@ async def start(state) -> None:
     await to_thread.run_sync(pulls.sweep_trash)
     # The rows are the truth: drop whatever the queue still holds, then rebuild it from them.
     await to_thread.run_sync(huey.flush)
-    unfinished = await to_thread.run_sync(pulls.active_rows)
+    unfinished = await to_thread.run_sync(pulls.resume_unfinished)
     for row in unfinished:
         log.info(
             "resuming the download of %s (%d of %d bytes on disk)",
@@ -49,7 +49,6 @@ async def start(state) -> None:
             row.downloaded_bytes,
             row.total_bytes,
         )
-        task(row.id)
     consumer.start()
     state.services["pulls"] = pulls
     state.services["downloads"] = Downloads(pulls)

@@ -3,6 +3,9 @@
 Resolving the repo (404, gated, bad name, disk space) happens before the first line, so those
 are plain HTTP errors. Then the handler only watches the DownloadProgress row: a client that
 goes away leaves the download running, and a second pull of the same model attaches to it.
+
+Each line keeps ollama's fields (`status`, `digest`, `total`, `completed`), so ollama clients
+work; file lines add `file` (the name in the repo), which `llmlb node pull` shows.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from litestar import Request, Response, post
 from litestar.response import Stream
 
 from llmlb.errors import Unavailable
+from llmlb.jobs import pull_state
 from llmlb.jobs.downloader import DownloadError
 from llmlb.server.body import field, json_object, model_field
 from llmlb.sources import huggingface as hf
@@ -25,50 +29,55 @@ from llmlb.store.models import DownloadStatus
 NDJSON = "application/x-ndjson"
 POLL_SECS = 0.1
 TOKEN_HEADER = "x-hf-token"  # the CLI forwards its HF_TOKEN; kept in memory only
+ENDPOINT_HEADER = "x-hf-endpoint"  # the CLI forwards its HF_ENDPOINT (a mirror) for this pull
+CHECKSUM_STEP = {
+    "all": "verifying sha256 digest",
+    "some": "verifying sha256 digest (some files publish no checksum; their size is checked)",
+    "none": "no checksum published; size checked",
+}
 
 
-def _file_event(f: hf.PlanFile, completed: int) -> dict:
-    digest = f.sha256 or f.blob_id or ""
+def _file_event(f: hf.PlanFile, completed: int, total: int | None) -> dict:
     return {
-        "status": f"pulling {digest[:12]}",
-        "digest": f"sha256:{f.sha256}" if f.sha256 else digest,
-        "total": f.size,
+        "status": f"pulling {f.path}",
+        # ollama clients key their bars by digest: a file without one still needs its own key
+        "digest": f"sha256:{f.sha256}" if f.sha256 else (f.blob_id or f.path),
+        "total": total or 0,
         "completed": completed,
+        "file": f.path,
     }
 
 
-def _file_done(state: dict, f: hf.PlanFile) -> int:
-    st = (state.get("files") or {}).get(f.path) or {}
-    if st.get("done"):
-        return f.size
-    return sum(p[2] for p in st.get("parts") or [])
+def _steps(plan: hf.Plan) -> list[str]:
+    return [CHECKSUM_STEP[plan.checksums], "writing manifest"]
 
 
 async def _watch(pulls, name: str) -> AsyncIterator[dict]:
     sent: dict[str, int] = {}
-    phases = ["verifying sha256 digest", "writing manifest"]
     shown = 0
     while True:
+        failure = pulls.failures.get(name)  # set even when the disk is too full to save it
         row = await to_thread.run_sync(pulls.row, name)
         if row is None:
-            yield {"error": f"the download of '{name}' was cancelled"}
+            yield {"error": failure or f"the download of '{name}' was cancelled"}
             return
         state = row.plan or {}
         plan = hf.Plan.from_json(state["plan"])
         for f in plan.files:
-            done = _file_done(state, f)
+            done = pull_state.file_done(state, f.path, f.size)
             if sent.get(f.path) != done:
                 sent[f.path] = done
-                yield _file_event(f, done)
-        if row.status == DownloadStatus.FAILED.value:
-            yield {"error": row.error or "download failed"}
+                yield _file_event(f, done, pull_state.file_size(state, f.path, f.size))
+        if failure or row.status == DownloadStatus.FAILED.value:
+            yield {"error": failure or row.error or "download failed"}
             return
         phase = state.get("phase")
         reached = {"verifying": 1, "writing": 2, "done": 2}.get(str(phase), 0)
         if row.status == DownloadStatus.COMPLETED.value:
             reached = 2
+        steps = _steps(plan)
         while shown < reached:
-            yield {"status": phases[shown]}
+            yield {"status": steps[shown]}
             shown += 1
         if row.status == DownloadStatus.COMPLETED.value:
             yield {"status": "success"}
@@ -83,19 +92,18 @@ def _installed(state, plan: hf.Plan) -> bool:
     return bool(m and main and m.digest and m.digest == main.digest and m.source == "HuggingFace")
 
 
-def _start(state, text: str, token: str | None) -> tuple[str, hf.Plan | None]:
+def _start(state, text: str, token: str | None, endpoint: str | None) -> tuple[str, hf.Plan | None]:
     """(model name, plan) after starting or attaching to its download; plan None when installed."""
     pulls = state.services.get("pulls")
     if pulls is None:
         raise Unavailable("downloads are not available on this server")
-    ref = hf.parse_ref(text)
-    row = pulls.row(ref.model_name)
-    if row is not None and row.status in (
-        DownloadStatus.PENDING.value,
-        DownloadStatus.DOWNLOADING.value,
-    ):
-        return ref.model_name, hf.Plan.from_json(row.plan["plan"])  # attach: no second download
-    plan = hf.plan_pull(ref, token)
+    if endpoint:
+        endpoint = hf.check_endpoint(endpoint)
+    ref = hf.parse_ref(text, endpoint)
+    running = pulls.under_way(ref.model_name)
+    if running is not None:
+        return ref.model_name, running  # attach: no second download
+    plan = hf.plan_pull(ref, token, endpoint)
     if _installed(state, plan):
         return plan.name, None
     pulls.submit(plan, token)
@@ -106,10 +114,11 @@ async def _events(state, name: str, plan: hf.Plan | None) -> AsyncIterator[dict]
     yield {"status": "pulling manifest"}
     if plan is None:
         m = await to_thread.run_sync(catalog.resolve, state.catalog, name)
-        main = hf.PlanFile(path=m.path, size=m.size_bytes, sha256=m.digest)
-        yield _file_event(main, main.size)
-        for status in ("verifying sha256 digest", "writing manifest", "success"):
+        main = hf.PlanFile(path=m.path.rsplit("/", 1)[-1], size=m.size_bytes, sha256=m.digest)
+        yield _file_event(main, m.size_bytes, m.size_bytes)
+        for status in (CHECKSUM_STEP["all" if m.digest else "none"], "writing manifest"):
             yield {"status": status}
+        yield {"status": "success"}
         return
     async for event in _watch(state.services["pulls"], name):
         yield event
@@ -122,7 +131,8 @@ async def pull(request: Request) -> Response:
     text = model_field(data)
     stream = field(data, "stream", bool, default=True)
     token = request.headers.get(TOKEN_HEADER) or None
-    name, plan = await to_thread.run_sync(_start, state, text, token)
+    endpoint = request.headers.get(ENDPOINT_HEADER) or None
+    name, plan = await to_thread.run_sync(_start, state, text, token, endpoint)
     events = _events(state, name, plan)
     if stream:
 

@@ -8,10 +8,10 @@ from anyio import to_thread
 from litestar import Request, Response, delete, get, post
 from sqlmodel import col, select
 
+from llmlb import validation
 from llmlb.errors import ModelNotFound
 from llmlb.server.body import json_object, model_field
 from llmlb.sources.metadata import format_params
-from llmlb import validation
 from llmlb.store import catalog, db
 from llmlb.store.models import DownloadProgress, DownloadStatus, Model
 

@@ -16,11 +16,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
 
-from llmlb import settings
+from llmlb import settings, validation
 from llmlb.errors import Conflict, ModelNotFound, ValidationError
 from llmlb.sources import metadata as meta
 from llmlb.sources import ollama
-from llmlb import validation
 from llmlb.store import db
 from llmlb.store.alias import unique_alias
 from llmlb.store.models import Model, Source, utcnow

@@ -8,8 +8,8 @@ from sqlalchemy import delete, func
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from llmlb.errors import BadRequest, Conflict, NotFound
 from llmlb import validation
+from llmlb.errors import BadRequest, Conflict, NotFound
 from llmlb.store import db
 from llmlb.store.models import Message, Role, Session, utcnow
 

@@ -165,7 +165,7 @@ class Pulls:
                     shutil.rmtree(self.staging(plan.name), ignore_errors=True)
                     state = ps.fresh_state(plan)
                 else:
-                    state = {**state, "phase": "downloading"}
+                    state = self._still_on_disk(plan.name, {**state, "phase": "downloading"})
                 self._check_space(plan, state)
                 if row is None:
                     row = DownloadProgress(model_name=plan.name)
@@ -185,6 +185,18 @@ class Pulls:
             self.live.add(plan.name)
         self._enqueue(plan.name, download_id)
         return download_id, False
+
+    def _still_on_disk(self, name: str, state: dict) -> dict:
+        """Forget the progress of files whose partial data is gone (freed after a full disk,
+        or deleted by hand): they start over instead of trusting parts that are not there."""
+        files = {}
+        for path, st in state["files"].items():
+            if (st.get("done") or st.get("parts")) and not validation.inside(
+                self.staging(name), path
+            ).exists():
+                st = {"parts": None, "done": False, "digest": None}
+            files[path] = st
+        return {**state, "files": files}
 
     def _enqueue(self, name: str, download_id: int) -> None:
         if self.enqueue is None:

@@ -12,7 +12,8 @@ from llmlb.cli.attachments import extract
 from llmlb.cli.chat import Chat, open_session
 from llmlb.cli.repl import Repl
 from llmlb.client import Client
-from llmlb.errors import LlmlbError, NotFound
+from llmlb.errors import LlmlbError, NotFound, ValidationError
+from llmlb.sources.hf_refs import parse_ref
 
 
 def run_chat(
@@ -27,10 +28,8 @@ def run_chat(
     client = Client.node()
     try:
         info = client.post("/api/show", {"model": model})
-    except NotFound:
-        raise LlmlbError(
-            f"model '{model}' not found; download it with `llmlb node pull {model}`"
-        ) from None
+    except NotFound as exc:
+        raise LlmlbError(not_found(model, exc.message)) from None
     session = open_session(client, info["name"], session_id, resume_last)
     interactive = not prompt and sys.stdin.isatty()
     chat = Chat(
@@ -52,3 +51,15 @@ def run_chat(
         chat.turn(found.text, found.images)
         return
     Repl(chat).run()
+
+
+def not_found(model: str, message: str) -> str:
+    """The server's "not found" (with its closest local names), plus how to download the
+    model when the name is one `pull` takes; never a pull hint that would fail."""
+    try:
+        parse_ref(model)
+    except ValidationError:
+        return message
+    if "did you mean" in message:
+        return f"{message} Or download it: `llmlb node pull {model}`"
+    return f"{message}; download it with `llmlb node pull {model}`"

@@ -8,8 +8,6 @@ from anyio import to_thread
 from litestar import Request, Response, delete, get, post
 from sqlmodel import col, select
 
-from llmlb import validation
-from llmlb.errors import ModelNotFound
 from llmlb.server.body import json_object, model_field
 from llmlb.sources.metadata import format_params
 from llmlb.store import catalog, db
@@ -179,15 +177,13 @@ async def remove(request: Request) -> Response:
         await to_thread.run_sync(
             catalog.delete_model, state.catalog, name, state.config.home / "models"
         )
-    validation.check_name(name)
-    m = await to_thread.run_sync(catalog.find, state.catalog, name)
-    if m is not None:
-        name = m.name
+    typed = name  # a name, an alias, `:latest` or `:TAG`, as catalog.resolve takes them
+    name, m = await to_thread.run_sync(catalog.lookup, state.catalog, typed)
     downloads = state.services.get("downloads")
     cancelled = await downloads.cancel(name) if downloads is not None else False
     if m is None:
         if not cancelled:
-            raise ModelNotFound(name)
+            raise await to_thread.run_sync(catalog.missing, state.catalog, typed)
         return Response(content=b"", status_code=200)
     scheduler = state.services.get("scheduler")
     if scheduler is not None:

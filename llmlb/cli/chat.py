@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 from urllib.parse import urlencode
 
+from llmlb.cli.wrap import WordWrap
 from llmlb.client import Client
 from llmlb.errors import LlmlbError
 
@@ -24,11 +26,15 @@ class Chat:
         styled: bool,
         show_thinking: bool = False,
         verbose: bool = False,
+        width: int | None = None,
     ):
         self.client, self.model, self.out, self.styled = client, model, out, styled
         self.session = session
         self.show_thinking = show_thinking
         self.verbose = verbose
+        # On a terminal, replies wrap at word boundaries (width: its columns); None: as they come.
+        self.wrap = WordWrap(width) if width else None
+        self._pending_dim = False
 
     @property
     def name(self) -> str:
@@ -39,6 +45,16 @@ class Chat:
         return self.session["settings"]
 
     def write(self, text: str, dim: bool = False) -> None:
+        if self.wrap is not None:
+            if self.wrap.pending and dim != self._pending_dim:  # a word keeps its own style
+                self._emit(self.wrap.flush(), self._pending_dim)
+            text = self.wrap.feed(text)
+            self._pending_dim = dim
+        self._emit(text, dim)
+
+    def _emit(self, text: str, dim: bool) -> None:
+        if not text:
+            return
         if dim and self.styled:
             text = DIM + text + RESET
         self.out.write(text)
@@ -129,28 +145,47 @@ class Chat:
         return reply
 
     def stats(self, final: dict, started: float, first: float | None) -> None:
+        """Counts always; a time to first token only when one came, and rates only when there
+        are tokens to rate (an empty reply has none: its "rate" would be noise)."""
         evals, ns = final.get("eval_count", 0), final.get("eval_duration", 0)
-        rate = evals / (ns / 1e9) if ns else 0.0
-        ttft = (first - started) * 1000 if first else 0.0
-        self.write(
-            f"prompt tokens:       {final.get('prompt_eval_count', 0)}\n"
-            f"completion tokens:   {evals}\n"
-            f"time to first token: {ttft:.0f} ms\n"
-            f"eval rate:           {rate:.2f} tokens/s\n",
-            dim=True,
-        )
+        lines = [
+            f"prompt tokens:       {final.get('prompt_eval_count', 0)}",
+            f"completion tokens:   {evals}",
+        ]
+        if first is not None:
+            lines.append(f"time to first token: {(first - started) * 1000:.0f} ms")
+        if evals > 0 and ns > 0:
+            lines.append(f"eval rate:           {evals / (ns / 1e9):.2f} tokens/s")
+        self.write("\n".join(lines) + "\n", dim=True)
 
 
-def open_session(client: Client, model: str, session_id: str | None, resume_last: bool) -> dict:
+def open_session(
+    client: Client,
+    model: str,
+    session_id: str | None,
+    resume_last: bool,
+    note: Callable[[str], None] | None = None,
+) -> dict:
+    """The session to chat in; `note` hears one line when a session was asked to be resumed."""
+    say = note or (lambda _text: None)
     if session_id:
         session = client.get(f"/api/sessions/{session_id}")
         if session["model"] != model:
             raise LlmlbError(
                 f"session '{session_id}' belongs to model '{session['model']}', not '{model}'"
             )
+        say(resumed(session))
         return session
     if resume_last:
         recent = client.get("/api/sessions?" + urlencode({"model": model, "limit": 1}))["sessions"]
         if recent:
-            return client.get(f"/api/sessions/{recent[0]['id']}")
+            session = client.get(f"/api/sessions/{recent[0]['id']}")
+            say(resumed(session))
+            return session
+        say(f"No earlier session of {model}; starting a new one")
     return client.post("/api/sessions", {"model": model})
+
+
+def resumed(session: dict) -> str:
+    count = len(session.get("messages") or [])
+    return f"Resumed session {session['id'][:8]} ({count} message{'' if count == 1 else 's'})"

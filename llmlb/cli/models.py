@@ -7,6 +7,7 @@ import click
 from llmlb.cli import render
 from llmlb.client import Client
 
+NO_TEMPLATE = "no chat template: raw completion only"
 NO_ITEM = {
     "license": "No license was specified for this model.",
     "parameters": "No parameters were specified for this model.",
@@ -55,6 +56,9 @@ def model_block(info: dict) -> str:
     ]
     if "vision" in (info.get("capabilities") or []):
         lines.append("  Capabilities: " + ", ".join(info["capabilities"]))
+    if (details.get("format") or "").lower() == "gguf" and not (info.get("template") or "").strip():
+        # llama.cpp would fall back to a generic template the model was never trained on
+        lines.append(f"  Note: {NO_TEMPLATE}")
     return "\n".join(lines)
 
 

@@ -155,14 +155,18 @@ class Display:
     def _tick(self) -> None:
         while not self.stopped.wait(REDRAW_SECS):
             with self.lock:
-                now = time.monotonic()
-                frame = SPINNER[int(now / REDRAW_SECS) % len(SPINNER)]
-                if self.open_status is not None and now - self.open_since >= SPIN_AFTER:
-                    self.lines[self.open_status] = f"{self.open_status} {frame}"
-                for key, f in self.files.items():
-                    if not f.total and f.done:
-                        self.lines[key] = f.line(frame)
-                self._draw(force=True)
+                self.spin(time.monotonic())
+
+    def spin(self, now: float) -> None:
+        """Advance the spinners (of a step running longer than SPIN_AFTER, and of files whose
+        size is unknown) and redraw; the ticker calls it ten times a second."""
+        frame = SPINNER[int(now / REDRAW_SECS) % len(SPINNER)]
+        if self.open_status is not None and now - self.open_since >= SPIN_AFTER:
+            self.lines[self.open_status] = f"{self.open_status} {frame}"
+        for key, f in self.files.items():
+            if not f.total and f.done:
+                self.lines[key] = f.line(frame)
+        self._draw(force=True)
 
     def _draw(self, force: bool = False) -> None:
         if not self.tty:

@@ -163,6 +163,9 @@ class Repl:
                 raise LlmlbError(f"{key} must be a number (got '{value}')") from None
             self._update(**{key: number})
             self.say(f"Set parameter '{key}' to '{value}'")
+        elif key:
+            self.say(f"Error: unknown parameter '{key}'")
+            self.say(SET_HELP)
         else:
             self.say(SET_HELP)
 

@@ -6,10 +6,11 @@ loop), so neither of those imports the other's caller.
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 from llmlb.cli.attachments import extract
-from llmlb.cli.chat import Chat, open_session
+from llmlb.cli.chat import DIM, RESET, Chat, open_session
 from llmlb.cli.repl import Repl
 from llmlb.client import Client
 from llmlb.errors import LlmlbError, NotFound, ValidationError
@@ -30,16 +31,18 @@ def run_chat(
         info = client.post("/api/show", {"model": model})
     except NotFound as exc:
         raise LlmlbError(not_found(model, exc.message)) from None
-    session = open_session(client, info["name"], session_id, resume_last)
+    session = open_session(client, info["name"], session_id, resume_last, note=_note)
     interactive = not prompt and sys.stdin.isatty()
+    tty = sys.stdout.isatty()
     chat = Chat(
         client,
         info,
         session,
         sys.stdout,
-        styled=sys.stdout.isatty(),
+        styled=tty,
         show_thinking=think,
         verbose=verbose,
+        width=shutil.get_terminal_size().columns if tty else None,
     )
     if not interactive:
         text = prompt or sys.stdin.read()
@@ -51,6 +54,13 @@ def run_chat(
         chat.turn(found.text, found.images)
         return
     Repl(chat).run()
+
+
+def _note(text: str) -> None:
+    """One dim line on stderr (stdout holds only the reply when it is piped)."""
+    if sys.stderr.isatty():
+        text = DIM + text + RESET
+    print(text, file=sys.stderr)
 
 
 def not_found(model: str, message: str) -> str:

@@ -26,16 +26,14 @@ import logging
 import os
 import shutil
 import socket
-import ssl
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
 
 from llmlb.errors import LlmlbError, NotFound, Unauthorized
+from llmlb.jobs.http_get import TooManyRedirects, describe, open_get
 from llmlb.units import size as human_size
 
 log = logging.getLogger("llmlb.pull")
@@ -44,7 +42,6 @@ MIN_PART = 8 << 20
 MAX_PARTS = 16
 HASH_CHUNK = 4 << 20
 READ_CHUNK = 1 << 20  # one readinto() per MiB: Python overhead per byte stays negligible
-MAX_REDIRECTS = 5
 MAX_ATTEMPTS = 6  # consecutive failures of one part without progress
 BACKOFF = (0.5, 1, 2, 4, 8, 15)
 REPORT_EVERY = 0.25  # seconds between progress reports (they become SQLite writes)
@@ -269,9 +266,9 @@ class FileDownload:
                 if failures > MAX_ATTEMPTS:
                     raise DownloadError(
                         f"download of {self.dest.name} failed after {MAX_ATTEMPTS} attempts: "
-                        f"{_describe(exc)}"
+                        f"{describe(exc)}"
                     ) from exc
-                log.info("downloading %s again from the start: %s", self.dest.name, _describe(exc))
+                log.info("downloading %s again from the start: %s", self.dest.name, describe(exc))
                 if self.stop.wait(BACKOFF[min(failures - 1, len(BACKOFF) - 1)]):
                     raise Stopped() from exc
 
@@ -300,8 +297,7 @@ class FileDownload:
             if expected is not None and offset != expected:
                 raise _Retry(f"connection closed after byte {offset} of {expected}")
         finally:
-            with self._lock:
-                self._sockets.discard(conn.sock)
+            self._untrack(conn.sock)
             conn.close()
         self.size = offset
         self.digest = sha.hexdigest()
@@ -417,14 +413,14 @@ class FileDownload:
                 if self.stop.is_set() or self._abort.is_set():
                     raise Stopped() from exc
                 if not ranged:  # the server cannot resume: the whole file starts over
-                    raise _RangeIgnored(_describe(exc)) from exc
+                    raise _RangeIgnored(describe(exc)) from exc
                 with self._lock:
                     progressed = self.parts[index][2] > before
                 failures = 1 if progressed else failures + 1
                 if failures > MAX_ATTEMPTS:
                     raise DownloadError(
                         f"download of {self.dest.name} failed after {MAX_ATTEMPTS} attempts: "
-                        f"{_describe(exc)}"
+                        f"{describe(exc)}"
                     ) from exc
                 delay = BACKOFF[min(failures - 1, len(BACKOFF) - 1)]
                 log.info(
@@ -432,7 +428,7 @@ class FileDownload:
                     self.dest.name,
                     start + self.parts[index][2],
                     delay,
-                    _describe(exc),
+                    describe(exc),
                 )
                 if self.stop.wait(delay):
                     raise Stopped() from exc
@@ -457,8 +453,7 @@ class FileDownload:
                     raise self._size_mismatch(int(length))
             self._copy(resp, index, offset, end, buf)
         finally:
-            with self._lock:
-                self._sockets.discard(conn.sock)
+            self._untrack(conn.sock)
             conn.close()
 
     def _check_status(self, resp: http.client.HTTPResponse, ranged: bool) -> None:
@@ -487,39 +482,22 @@ class FileDownload:
     def _open(
         self, headers: dict[str, str]
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """GET self.url, following redirects; the token is never sent to another host (a CDN)."""
-        url = self.url
-        origin = urlsplit(url).netloc
-        for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
-            send = (
-                headers
-                if parts.netloc == origin
-                else {k: v for k, v in headers.items() if k != "Authorization"}
-            )
-            conn = _connect(parts, self.stall_secs)
-            try:
-                target = parts.path + (f"?{parts.query}" if parts.query else "")
-                if isinstance(conn, _ProxiedConnection):
-                    target = url
-                conn.request("GET", target or "/", headers=send)
-                if conn.sock is not None:
-                    with self._lock:
-                        self._sockets.add(conn.sock)
-                    if self._abort.is_set() or self.stop.is_set():
-                        raise Stopped()
-                resp = conn.getresponse()
-            except BaseException:
-                conn.close()
-                raise
-            if resp.status in (301, 302, 303, 307, 308) and resp.getheader("location"):
-                url = urljoin(url, resp.getheader("location"))
-                with self._lock:
-                    self._sockets.discard(conn.sock)
-                conn.close()
-                continue
-            return conn, resp
-        raise DownloadError(f"too many redirects while downloading {self.dest.name}")
+        try:
+            return open_get(self.url, headers, self.stall_secs, self._track, self._untrack)
+        except TooManyRedirects:
+            raise DownloadError(f"too many redirects while downloading {self.dest.name}") from None
+
+    def _track(self, sock: socket.socket) -> None:
+        """A connection's socket, so interrupt() can shut it down even in a blocking read."""
+        with self._lock:
+            self._sockets.add(sock)
+        if self._abort.is_set() or self.stop.is_set():
+            raise Stopped()
+
+    def _untrack(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            with self._lock:
+                self._sockets.discard(sock)
 
     def _copy(
         self, resp: http.client.HTTPResponse, index: int, offset: int, end: int, buf: bytearray
@@ -540,42 +518,3 @@ class FileDownload:
             self._report()
         if offset < end:
             raise _Retry(f"connection closed after byte {offset} of {end}")
-
-
-_SSL: ssl.SSLContext | None = None
-
-
-class _ProxiedConnection(http.client.HTTPConnection):
-    """Plain HTTP through a proxy: requests carry the absolute URI."""
-
-
-def _connect(parts, timeout: float) -> http.client.HTTPConnection:
-    """A connection for one request; honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY like curl."""
-    global _SSL
-    https = parts.scheme == "https"
-    port = parts.port or (443 if https else 80)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and urllib.request.proxy_bypass(parts.hostname or ""):
-        proxy = None
-    if https and _SSL is None:
-        _SSL = ssl.create_default_context()
-    host = parts.hostname or ""
-    if proxy:
-        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        if https:
-            tunnel = http.client.HTTPSConnection(
-                p.hostname or "", p.port or 80, timeout=timeout, context=_SSL
-            )
-            tunnel.set_tunnel(host, port)
-            return tunnel
-        return _ProxiedConnection(p.hostname or "", p.port or 80, timeout=timeout)
-    if https:
-        return http.client.HTTPSConnection(host, port, timeout=timeout, context=_SSL)
-    return http.client.HTTPConnection(host, port, timeout=timeout)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return "no data received (stalled)"
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0]

@@ -30,11 +30,7 @@ NDJSON = "application/x-ndjson"
 POLL_SECS = 0.1
 TOKEN_HEADER = "x-hf-token"  # the CLI forwards its HF_TOKEN; kept in memory only
 ENDPOINT_HEADER = "x-hf-endpoint"  # the CLI forwards its HF_ENDPOINT (a mirror) for this pull
-CHECKSUM_STEP = {
-    "all": "verifying sha256 digest",
-    "some": "verifying sha256 digest (some files publish no checksum; their size is checked)",
-    "none": "no checksum published; size checked",
-}
+NO_CHECKSUM = "no checksum published; size checked"
 
 
 def _file_event(f: hf.PlanFile, completed: int, total: int | None) -> dict:
@@ -48,8 +44,21 @@ def _file_event(f: hf.PlanFile, completed: int, total: int | None) -> dict:
     }
 
 
+def checksum_step(plan: hf.Plan) -> str:
+    """Says what is verified, never more: sha256 (LFS files), git blob ids (small files, and
+    what mirrors' tree listings give), or only the size when nothing was published."""
+    kinds = {"sha256" if f.sha256 else "git blob" if f.blob_id else "none" for f in plan.files}
+    known = sorted(kinds - {"none"}, reverse=True)
+    if not known:
+        return NO_CHECKSUM
+    step = f"verifying {' and '.join(known)} digest{'s' if len(known) > 1 else ''}"
+    if "none" in kinds:
+        step += " (some files publish no checksum; their size is checked)"
+    return step
+
+
 def _steps(plan: hf.Plan) -> list[str]:
-    return [CHECKSUM_STEP[plan.checksums], "writing manifest"]
+    return [checksum_step(plan), "writing manifest"]
 
 
 async def _watch(pulls, name: str) -> AsyncIterator[dict]:
@@ -116,7 +125,7 @@ async def _events(state, name: str, plan: hf.Plan | None) -> AsyncIterator[dict]
         m = await to_thread.run_sync(catalog.resolve, state.catalog, name)
         main = hf.PlanFile(path=m.path.rsplit("/", 1)[-1], size=m.size_bytes, sha256=m.digest)
         yield _file_event(main, m.size_bytes, m.size_bytes)
-        for status in (CHECKSUM_STEP["all" if m.digest else "none"], "writing manifest"):
+        for status in ("verifying sha256 digest" if m.digest else NO_CHECKSUM, "writing manifest"):
             yield {"status": status}
         yield {"status": "success"}
         return

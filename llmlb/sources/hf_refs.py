@@ -127,12 +127,6 @@ class Plan:
         return all(f.size is not None for f in self.files)
 
     @property
-    def checksums(self) -> str:
-        """Which files can be verified: "all", "some" or "none"."""
-        have = [bool(f.digest) for f in self.files]
-        return "all" if all(have) else ("some" if any(have) else "none")
-
-    @property
     def main(self) -> PlanFile | None:
         return next((f for f in self.files if f.role == "model"), None)
 

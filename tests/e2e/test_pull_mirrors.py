@@ -77,6 +77,16 @@ def test_pull_from_an_olah_like_mirror(olah, llmlb_env, ref):
     assert len(file_gets(olah, "tiny-Q8_0.gguf")) >= 1  # a GET for the file was sent
 
 
+def test_plain_git_mirror_is_verified_by_git_blob_id(tmp_path, llmlb_env, gguf):
+    """olah serving a plain git repo (the .gguf not in LFS): the tree API gives blob ids."""
+    with HubServer.olah_like(tmp_path / "hub") as hub:
+        hub.add_repo("org/repo", {"tiny-Q8_0.gguf": gguf}, lfs=False)
+        with ServerProcess(llmlb_env, env={"HF_ENDPOINT": hub.url}) as node:
+            r = cli(node, "node", "pull", "org/repo")
+        assert r.returncode == 0, r.stderr
+        assert "verifying git blob digest" in r.stdout.splitlines()
+
+
 def test_mirror_without_tree_api_gets_sizes_and_hashes_from_head(tmp_path, llmlb_env, gguf):
     with HubServer.olah_like(tmp_path / "hub", tree_api=False) as hub:
         hub.add_repo("org/repo", {"tiny-Q8_0.gguf": gguf})

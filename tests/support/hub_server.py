@@ -11,12 +11,13 @@ bytes in Python, so the server is never the bottleneck of a throughput benchmark
 Fault switches (per file name, see `fault()`): drop the connection after N bytes, ignore Range,
 flip a byte, stall, answer a status (5xx, 401, 403, 404), throttle, declare a false size.
 
-Mirror behaviours (per server, see `Behaviour`): `HubServer.olah_like()` acts as olah, a
-self-hosted mirror, does in offline mode: revision-less repo info answers 401, listings carry
-bare names (no sizes, no LFS data), files are served in place (no CDN redirect) with an
-unquoted ETag, and Range is ignored. Switch off the tree API and HEAD metadata as well and no
-size is known before the download (`unknown_sizes()`); `listed_names` puts names in a listing
-that no file backs (hostile mirrors: `../../x.gguf`).
+Mirror behaviours (per server, see `Behaviour`): `HubServer.olah_like()` acts as olah 0.5.4, a
+self-hosted mirror, does in offline mode (checked against the real one): revision-less repo
+info answers 401, listings carry bare names (no sizes, no LFS data), the tree API and HEAD do
+give sizes and an unquoted ETag, files are served in place (no CDN redirect) as chunked bodies
+without Content-Length, and Range is ignored. Switch off the tree API and HEAD metadata as well
+and no size is known before the download (`unknown_sizes()`). Hostile names (`../../x.gguf`)
+can be listed: their content is stored under a hashed name.
 
 Standalone: `python -m tests.support.hub_server --port 8080 owner/repo=/path/to/file.gguf ...`
 """
@@ -140,6 +141,7 @@ class HubServer:
             listing_metadata=False,
             cdn_redirect=False,
             honour_range=False,
+            content_length=False,  # olah streams file bodies chunked (HEAD still has the size)
             quoted_etag=False,
         )
         for key, value in changes.items():
@@ -149,7 +151,7 @@ class HubServer:
     @classmethod
     def unknown_sizes(cls, data_dir: Path | str | None = None) -> HubServer:
         """Nothing tells a file's size or hash before it is downloaded."""
-        return cls.olah_like(data_dir, tree_api=False, head_metadata=False, content_length=False)
+        return cls.olah_like(data_dir, tree_api=False, head_metadata=False)
 
     @property
     def url(self) -> str:
@@ -163,10 +165,11 @@ class HubServer:
         files: dict[str, Path | str | bytes],
         gated: bool = False,
         copy: bool = True,
-        listed_names: dict[str, str] | None = None,
+        lfs: bool | None = None,
     ) -> Repo:
-        """Files are paths (copied, or served in place with copy=False) or bytes.
-        `listed_names` adds {name in the listing: name of a file above} (hostile names)."""
+        """Files are paths (copied, or served in place with copy=False) or bytes. They are LFS
+        files by their suffix or size unless `lfs` says (False: a plain git repo, as a mirror
+        may serve one)."""
         stored: dict[str, HubFile] = {}
         for name, content in files.items():
             key = name if _safe_name(name) else hashlib.sha1(name.encode()).hexdigest()
@@ -182,12 +185,10 @@ class HubServer:
             stored[name] = HubFile(
                 target,
                 size,
-                name.endswith(LFS_SUFFIXES) or size > 10 << 20,
+                (name.endswith(LFS_SUFFIXES) or size > 10 << 20) if lfs is None else lfs,
                 sha256_of(target),
                 git_blob_id(target),
             )
-        for listed, real in (listed_names or {}).items():
-            stored[listed] = stored[real]
         sha = hashlib.sha1(
             json.dumps(sorted((n, f.blob_id) for n, f in stored.items())).encode()
         ).hexdigest()
@@ -484,10 +485,12 @@ class _Handler(BaseHTTPRequestHandler):
             start, end = parsed
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{f.size}"
-        chunked = not b.content_length and status == 200
-        if self.command == "HEAD" and not b.head_metadata:
-            headers.pop("ETag", None)
-            chunked = True
+        if self.command == "HEAD":
+            chunked = not b.head_metadata  # HEAD: no Content-Length, no ETag
+            if chunked:
+                headers.pop("ETag", None)
+        else:
+            chunked = not b.content_length and status == 200
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         if chunked:

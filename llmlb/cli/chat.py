@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -85,6 +86,8 @@ class Chat:
     def turn(self, text: str, images: list[str] | None = None) -> str | None:
         """Stream one reply; record it. Ctrl+C stops the reply and keeps what arrived."""
         images = images or []
+        if self.wrap is not None and self.out.isatty():  # the window may have been resized
+            self.wrap.width = max(10, shutil.get_terminal_size().columns)
         body = {
             "model": self.name,
             "messages": self.request_messages(text, images),

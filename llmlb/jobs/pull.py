@@ -130,6 +130,11 @@ class Pulls:
             s.add(row)
             s.commit()
 
+    def is_live(self, name: str) -> bool:
+        """A job for `name` is queued or running in this process."""
+        with self.lock:
+            return name in self.live
+
     def under_way(self, name: str) -> hf.Plan | None:
         """The plan of `name`'s download when one is really queued or running here."""
         with self.lock:
@@ -153,8 +158,8 @@ class Pulls:
                 row = s.exec(
                     select(DownloadProgress).where(DownloadProgress.model_name == plan.name)
                 ).first()
-                attach = row is not None and row.id is not None and row.status in ACTIVE
-                if attach and row is not None and row.id is not None and plan.name in self.live:
+                live = plan.name in self.live
+                if row is not None and row.id is not None and row.status in ACTIVE and live:
                     if token:
                         self.tokens[plan.name] = token
                     return row.id, True

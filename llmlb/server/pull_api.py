@@ -31,6 +31,8 @@ POLL_SECS = 0.1
 TOKEN_HEADER = "x-hf-token"  # the CLI forwards its HF_TOKEN; kept in memory only
 ENDPOINT_HEADER = "x-hf-endpoint"  # the CLI forwards its HF_ENDPOINT (a mirror) for this pull
 NO_CHECKSUM = "no checksum published; size checked"
+STOPPED = "the download of '{name}' stopped; run `llmlb node pull {name}` to resume it"
+ACTIVE = (DownloadStatus.PENDING.value, DownloadStatus.DOWNLOADING.value)
 
 
 def _file_event(f: hf.PlanFile, completed: int, total: int | None) -> dict:
@@ -80,6 +82,12 @@ async def _watch(pulls, name: str) -> AsyncIterator[dict]:
         if failure or row.status == DownloadStatus.FAILED.value:
             yield {"error": failure or row.error or "download failed"}
             return
+        if row.status in ACTIVE and not pulls.is_live(name):  # the job is gone: never wait on
+            row = await to_thread.run_sync(pulls.row, name)  # (unless it just finished)
+            if row is None or row.status in ACTIVE:
+                yield {"error": pulls.failures.get(name) or STOPPED.format(name=name)}
+                return
+            continue
         phase = state.get("phase")
         reached = {"verifying": 1, "writing": 2, "done": 2}.get(str(phase), 0)
         if row.status == DownloadStatus.COMPLETED.value:

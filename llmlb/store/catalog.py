@@ -147,6 +147,7 @@ def _from_ollama(entry: ollama.OllamaEntry) -> Model:
 def candidates(engine: Engine, typed: str) -> list[str]:
     """Catalog names `typed` can mean, most specific first (see store/names.py)."""
     base, tag = names.split_tag(typed)
+    base = names.without_host(base)
     if tag is None:
         return [base]
     found = [names.tagged(base, tag)]

@@ -1,7 +1,8 @@
 """What people type for a model, as ollama users type it, and the errors that help them.
 
 `smollm2:latest` is `smollm2` (the default file); `owner/repo:Q4_1` is what `pull` made of it,
-`owner/repo/Q4_1`; an alias works with a tag too (`repo:Q8_0` -> `owner/repo/Q8_0`). A name
+`owner/repo/Q4_1`; an alias works with a tag too (`repo:Q8_0` -> `owner/repo/Q8_0`), and so
+does ollama's `hf.co/owner/repo:TAG`. A name
 that matches nothing answers with the closest local names, and a model still downloading says
 so with its progress. Pure helpers; store/catalog.py asks the catalog with them.
 """
@@ -30,6 +31,14 @@ def split_tag(typed: str) -> tuple[str, str | None]:
         )
     validation.check_name(base)
     return base, None if tag.lower() == "latest" else tag.upper()
+
+
+def without_host(name: str) -> str:
+    """`hf.co/owner/repo` (as ollama users write pulled models) is `owner/repo` here."""
+    for host in ("hf.co/", "huggingface.co/"):
+        if name.lower().startswith(host) and name.count("/") >= 2:
+            return name[len(host) :]
+    return name
 
 
 def tagged(base: str, tag: str) -> str:

@@ -48,6 +48,7 @@ def shown_name(node, typed: str) -> str:
         ("repo:Q4_1", "org/repo/Q4_1"),  # the alias of org/repo, with a tag
         ("org/repo:F32", "org/repo"),  # the repo's own file is that quantization
         ("repo-q4_1:latest", "org/repo/Q4_1"),
+        ("hf.co/org/repo:Q4_1", "org/repo/Q4_1"),  # as ollama users write a pulled model
     ],
 )
 def test_latest_and_tags_resolve_to_what_pull_made(node, typed, name):

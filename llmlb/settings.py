@@ -100,18 +100,6 @@ def router_db_path() -> Path:
     return home() / "router.db"
 
 
-def queue_path() -> Path:
-    return home() / "queue.db"
-
-
-def models_dir() -> Path:
-    return home() / "models"
-
-
-def partial_dir() -> Path:
-    return home() / "partial"
-
-
 def history_path() -> Path:
     return home() / "history"
 
@@ -188,6 +176,11 @@ def context_length() -> int:
 def hf_endpoint() -> str:
     """HF_ENDPOINT as huggingface_hub reads it: a mirror or a test Hub."""
     return (_env("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def hf_endpoint_override() -> str | None:
+    """HF_ENDPOINT only when it is set: what `llmlb node pull` forwards to the server."""
+    return _env("HF_ENDPOINT")
 
 
 def pull_connections() -> int:

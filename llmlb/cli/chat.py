@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import sys
+import shutil
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 from urllib.parse import urlencode
 
+from llmlb.cli.wrap import WordWrap
 from llmlb.client import Client
-from llmlb.errors import LlmlbError, NotFound
+from llmlb.errors import LlmlbError
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 
@@ -25,11 +27,15 @@ class Chat:
         styled: bool,
         show_thinking: bool = False,
         verbose: bool = False,
+        width: int | None = None,
     ):
         self.client, self.model, self.out, self.styled = client, model, out, styled
         self.session = session
         self.show_thinking = show_thinking
         self.verbose = verbose
+        # On a terminal, replies wrap at word boundaries (width: its columns); None: as they come.
+        self.wrap = WordWrap(width) if width else None
+        self._pending_dim = False
 
     @property
     def name(self) -> str:
@@ -40,6 +46,16 @@ class Chat:
         return self.session["settings"]
 
     def write(self, text: str, dim: bool = False) -> None:
+        if self.wrap is not None:
+            if self.wrap.pending and dim != self._pending_dim:  # a word keeps its own style
+                self._emit(self.wrap.flush(), self._pending_dim)
+            text = self.wrap.feed(text)
+            self._pending_dim = dim
+        self._emit(text, dim)
+
+    def _emit(self, text: str, dim: bool) -> None:
+        if not text:
+            return
         if dim and self.styled:
             text = DIM + text + RESET
         self.out.write(text)
@@ -70,6 +86,8 @@ class Chat:
     def turn(self, text: str, images: list[str] | None = None) -> str | None:
         """Stream one reply; record it. Ctrl+C stops the reply and keeps what arrived."""
         images = images or []
+        if self.wrap is not None and self.out.isatty():  # the window may have been resized
+            self.wrap.width = max(10, shutil.get_terminal_size().columns)
         body = {
             "model": self.name,
             "messages": self.request_messages(text, images),
@@ -130,71 +148,47 @@ class Chat:
         return reply
 
     def stats(self, final: dict, started: float, first: float | None) -> None:
+        """Counts always; a time to first token only when one came, and rates only when there
+        are tokens to rate (an empty reply has none: its "rate" would be noise)."""
         evals, ns = final.get("eval_count", 0), final.get("eval_duration", 0)
-        rate = evals / (ns / 1e9) if ns else 0.0
-        ttft = (first - started) * 1000 if first else 0.0
-        self.write(
-            f"prompt tokens:       {final.get('prompt_eval_count', 0)}\n"
-            f"completion tokens:   {evals}\n"
-            f"time to first token: {ttft:.0f} ms\n"
-            f"eval rate:           {rate:.2f} tokens/s\n",
-            dim=True,
-        )
+        lines = [
+            f"prompt tokens:       {final.get('prompt_eval_count', 0)}",
+            f"completion tokens:   {evals}",
+        ]
+        if first is not None:
+            lines.append(f"time to first token: {(first - started) * 1000:.0f} ms")
+        if evals > 0 and ns > 0:
+            lines.append(f"eval rate:           {evals / (ns / 1e9):.2f} tokens/s")
+        self.write("\n".join(lines) + "\n", dim=True)
 
 
-def open_session(client: Client, model: str, session_id: str | None, resume_last: bool) -> dict:
+def open_session(
+    client: Client,
+    model: str,
+    session_id: str | None,
+    resume_last: bool,
+    note: Callable[[str], None] | None = None,
+) -> dict:
+    """The session to chat in; `note` hears one line when a session was asked to be resumed."""
+    say = note or (lambda _text: None)
     if session_id:
         session = client.get(f"/api/sessions/{session_id}")
         if session["model"] != model:
             raise LlmlbError(
                 f"session '{session_id}' belongs to model '{session['model']}', not '{model}'"
             )
+        say(resumed(session))
         return session
     if resume_last:
         recent = client.get("/api/sessions?" + urlencode({"model": model, "limit": 1}))["sessions"]
         if recent:
-            return client.get(f"/api/sessions/{recent[0]['id']}")
+            session = client.get(f"/api/sessions/{recent[0]['id']}")
+            say(resumed(session))
+            return session
+        say(f"No earlier session of {model}; starting a new one")
     return client.post("/api/sessions", {"model": model})
 
 
-def run_chat(
-    model: str,
-    prompt: str,
-    *,
-    think: bool,
-    session_id: str | None,
-    resume_last: bool,
-    verbose: bool,
-) -> None:
-    client = Client.node()
-    try:
-        info = client.post("/api/show", {"model": model})
-    except NotFound:
-        raise LlmlbError(
-            f"model '{model}' not found; download it with `llmlb node pull {model}`"
-        ) from None
-    session = open_session(client, info["name"], session_id, resume_last)
-    interactive = not prompt and sys.stdin.isatty()
-    chat = Chat(
-        client,
-        info,
-        session,
-        sys.stdout,
-        styled=sys.stdout.isatty(),
-        show_thinking=think,
-        verbose=verbose,
-    )
-    if not interactive:
-        text = prompt or sys.stdin.read()
-        if not text.strip():
-            raise LlmlbError("no prompt given: pass one as an argument or on standard input")
-        from llmlb.cli.attachments import extract
-
-        found = extract(text)
-        for err in found.errors:
-            print(f"Error: {err}", file=sys.stderr)
-        chat.turn(found.text, found.images)
-        return
-    from llmlb.cli.repl import Repl
-
-    Repl(chat).run()
+def resumed(session: dict) -> str:
+    count = len(session.get("messages") or [])
+    return f"Resumed session {session['id'][:8]} ({count} message{'' if count == 1 else 's'})"

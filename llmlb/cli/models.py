@@ -7,6 +7,7 @@ import click
 from llmlb.cli import render
 from llmlb.client import Client
 
+NO_TEMPLATE = "no chat template: raw completion only"
 NO_ITEM = {
     "license": "No license was specified for this model.",
     "parameters": "No parameters were specified for this model.",
@@ -27,12 +28,19 @@ def _modified(m: dict) -> str:
 
 
 def list_models() -> None:
+    """The contract's NAME SIZE MODIFIED, then ALIAS: the short name people type (shown when
+    it differs from the name). A trailing column keeps the contract's columns where they were."""
     models = Client.node().get("/api/tags")["models"]
-    rows = [[_name(m), render.size(m.get("size")), _modified(m)] for m in models]
-    click.echo(render.table(["NAME", "SIZE", "MODIFIED"], rows))
+    rows = [[_name(m), render.size(m.get("size")), _modified(m), _alias(m)] for m in models]
+    click.echo(render.table(["NAME", "SIZE", "MODIFIED", "ALIAS"], rows))
 
 
-def _block(info: dict) -> str:
+def _alias(m: dict) -> str:
+    alias = m.get("alias")
+    return alias if alias and alias != m.get("name") else ""
+
+
+def model_block(info: dict) -> str:
     details = info.get("details") or {}
     lines = [f"Model: {info['name']}"]
     if info.get("alias"):
@@ -48,13 +56,16 @@ def _block(info: dict) -> str:
     ]
     if "vision" in (info.get("capabilities") or []):
         lines.append("  Capabilities: " + ", ".join(info["capabilities"]))
+    if (details.get("format") or "").lower() == "gguf" and not (info.get("template") or "").strip():
+        # llama.cpp would fall back to a generic template the model was never trained on
+        lines.append(f"  Note: {NO_TEMPLATE}")
     return "\n".join(lines)
 
 
 def show_model(model: str, item: str | None) -> None:
     info = Client.node().post("/api/show", {"model": model})
     if item is None:
-        click.echo(_block(info))
+        click.echo(model_block(info))
         return
     value = (info.get(item) or "").strip("\n")
     click.echo(

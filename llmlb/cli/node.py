@@ -79,12 +79,12 @@ def run(
     resume_last: bool,
     verbose: bool,
 ) -> None:
-    """Chat with MODEL (name or alias) in an interactive REPL.
+    """Chat with MODEL (name or alias; NAME:latest, or NAME:TAG for a pulled tag) in a REPL.
 
     With a PROMPT, or with text on standard input, print one reply and exit.
     In the REPL, type /? for help and /bye to leave.
     """
-    from llmlb.cli.chat import run_chat
+    from llmlb.cli.run import run_chat
 
     if think and hidethinking:
         raise click.UsageError("--think and --hidethinking cannot be used together")
@@ -106,12 +106,14 @@ def pull(model: str) -> None:
     \b
     MODEL is one of:
       owner/repo                 the repo's best GGUF (Q4_K_M first) or its safetensors
+      owner/repo:latest          the same
       owner/repo:Q8_0            a GGUF quantization tag (any case)
       owner/repo/path/file.gguf  one file of the repo
       hf.co/owner/repo:TAG       as ollama writes it
       https://huggingface.co/owner/repo[/resolve|blob/REV/FILE]
     The download runs in the server: Ctrl+C detaches, and `pull` again shows its progress.
-    Set HF_TOKEN for gated models.
+    Set HF_TOKEN for gated models, HF_ENDPOINT for a mirror; both go to the server with this
+    pull (it never sends its own token to a mirror named here).
     """
     from llmlb.cli.pulling import pull_model
 

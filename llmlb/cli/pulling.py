@@ -1,13 +1,17 @@
 """`llmlb node pull`: ask the server to download, and show its progress.
 
-On a terminal: the contract's display (one bar per file, redrawn in place). Otherwise plain
-lines, a few per file. Ctrl+C only detaches: the download goes on inside the server.
+On a terminal: one line per step, redrawn in place: each file by its name with a bar, speed
+and time left; a step still running after half a second gets a spinner, so the display never
+sits still. Otherwise plain lines, a few per file. Ctrl+C only detaches: the download goes on
+inside the server.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 
 import click
 
@@ -17,53 +21,152 @@ from llmlb.client import Client
 from llmlb.errors import LlmlbError
 
 REDRAW_SECS = 0.1
+SPIN_AFTER = 0.5  # a step that takes longer than this shows a spinner
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+NAME_WIDTH = 48
+RATE_WINDOW = 0.5  # seconds between speed samples
 
 
-def _file_line(event: dict) -> str:
-    total, done = event.get("total") or 0, event.get("completed") or 0
-    label = f"{event['status']}..."
-    if total and done >= total:
-        return f"{label} 100% {render.bar(1.0)} {render.size(total)}"
-    fraction = done / total if total else 0.0
-    return f"{label} {int(fraction * 100):3d}% {render.bar(fraction)} {render.size(done)}/{render.size(total)}"
+def _short(name: str) -> str:
+    return name if len(name) <= NAME_WIDTH else "…" + name[-(NAME_WIDTH - 1) :]
 
 
-class _Display:
-    """Lines keyed by status (or file digest); on a TTY they are redrawn in place."""
+@dataclass
+class _File:
+    name: str
+    total: int = 0
+    done: int = 0
+    speed: float = 0.0
+    samples: list[tuple[float, int]] = field(default_factory=list)
 
-    def __init__(self, tty: bool):
+    def update(self, done: int, total: int, now: float) -> None:
+        if self.samples and now - self.samples[-1][0] >= RATE_WINDOW:
+            t0, d0 = self.samples[-1]
+            current = max(0, done - d0) / (now - t0)
+            self.speed = current if self.speed == 0 else 0.6 * self.speed + 0.4 * current
+            self.samples.append((now, done))
+        elif not self.samples:
+            self.samples.append((now, done))
+        self.done, self.total = done, total
+
+    def line(self, frame: str = "") -> str:
+        label = f"pulling {_short(self.name)}..."
+        if self.total and self.done >= self.total:
+            return f"{label} 100% {render.bar(1.0)} {render.size(self.total)}"
+        rate = f"  {render.rate(self.speed)}" if self.speed else ""
+        if not self.total:  # size unknown until the download ends
+            return f"{label} {frame or ' '} {render.size(self.done)}{rate}"
+        fraction = self.done / self.total
+        eta = f"  {render.clock((self.total - self.done) / self.speed)}" if self.speed else ""
+        return (
+            f"{label} {int(fraction * 100):3d}% {render.bar(fraction)} "
+            f"{render.size(self.done)}/{render.size(self.total)}{rate}{eta}"
+        )
+
+
+class Display:
+    """Lines keyed by step (or file); on a TTY they are redrawn in place by a ticker thread."""
+
+    def __init__(self, tty: bool, out=None):
         self.tty = tty
+        self.out = out or sys.stdout
         self.lines: dict[str, str] = {}
+        self.files: dict[str, _File] = {}
         self.drawn = 0
         self.last_draw = 0.0
         self.plain_step: dict[str, int] = {}
         self.open_status: str | None = None
+        self.open_since = 0.0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.ticker: threading.Thread | None = None
+
+    # --- input ------------------------------------------------------------------------------
+    def start(self, first_step: str) -> None:
+        """Show `first_step` at once (the server answers only after it resolved the repo)."""
+        if not self.tty:
+            return
+        with self.lock:
+            self._open(first_step)
+            self._draw(force=True)
+        self.ticker = threading.Thread(target=self._tick, name="pull-display", daemon=True)
+        self.ticker.start()
 
     def event(self, event: dict) -> None:
+        with self.lock:
+            self._event(event)
+
+    def _event(self, event: dict) -> None:
         status = event.get("status", "")
         if "total" in event and "digest" in event:
-            key = event["digest"] or status
+            name = event.get("file") or status.removeprefix("pulling ")
+            key = f"file:{event.get('digest') or name}"
             self._close_status()
-            self.lines[key] = _file_line(event)
+            f = self.files.setdefault(key, _File(name))
+            f.update(event.get("completed") or 0, event.get("total") or 0, time.monotonic())
+            self.lines[key] = f.line()
             if not self.tty:
-                total, done = event.get("total") or 0, event.get("completed") or 0
-                step = 10 if not total else int(10 * done / total)
+                step = 10 if not f.total else int(10 * f.done / f.total)
                 if self.plain_step.get(key) != step:
                     self.plain_step[key] = step
-                    click.echo(self.lines[key])
+                    click.echo(self.lines[key], file=self.out)
             self._draw()
             return
+        if status == self.open_status:  # already shown (the first step, before the server spoke)
+            return
         self._close_status()
-        self.lines[status] = status
-        self.open_status = None if status == "success" else status
+        if status == "success":
+            self.lines[status] = status
+        else:
+            self._open(status)
         if not self.tty:
-            click.echo(status)
+            click.echo(status, file=self.out)
         self._draw(force=True)
+
+    def finish(self) -> None:
+        self.stopped.set()
+        if self.ticker is not None:
+            self.ticker.join()
+        with self.lock:
+            self._close_status()
+            self._draw(force=True)
+
+    def abandon(self) -> None:
+        """An error: stop spinning and leave the open step without a check mark."""
+        self.stopped.set()
+        if self.ticker is not None:
+            self.ticker.join()
+        with self.lock:
+            if self.open_status is not None:
+                self.lines[self.open_status] = self.open_status
+                self.open_status = None
+            self._draw(force=True)
+
+    # --- lines -----------------------------------------------------------------------------
+    def _open(self, status: str) -> None:
+        self.lines[status] = status
+        self.open_status, self.open_since = status, time.monotonic()
 
     def _close_status(self) -> None:
         if self.open_status is not None:
             self.lines[self.open_status] = f"{self.open_status} ✓"
             self.open_status = None
+
+    def _tick(self) -> None:
+        while not self.stopped.wait(REDRAW_SECS):
+            with self.lock:
+                self.spin(time.monotonic())
+
+    def spin(self, now: float) -> None:
+        """Advance the spinners (of a step running longer than SPIN_AFTER, and of files whose
+        size is unknown) and redraw; the ticker calls it ten times a second."""
+        frame = SPINNER[int(now / REDRAW_SECS) % len(SPINNER)]
+        if self.open_status is not None and now - self.open_since >= SPIN_AFTER:
+            self.lines[self.open_status] = f"{self.open_status} {frame}"
+        for key, f in self.files.items():
+            if not f.total and f.done:
+                self.lines[key] = f.line(frame)
+        self._draw(force=True)
 
     def _draw(self, force: bool = False) -> None:
         if not self.tty:
@@ -73,35 +176,41 @@ class _Display:
             return
         self.last_draw = now
         out = "\x1b[1A" * self.drawn + "".join(f"\r\x1b[2K{line}\n" for line in self.lines.values())
-        sys.stdout.write(out)
-        sys.stdout.flush()
+        self.out.write(out)
+        self.out.flush()
         self.drawn = len(self.lines)
 
-    def finish(self) -> None:
-        self._close_status()
-        self._draw(force=True)
+
+def pull_headers() -> dict[str, str]:
+    """HF_TOKEN and HF_ENDPOINT of this shell go with the request; the server keeps them in
+    memory for this pull only (and never sends its own token to an endpoint named here)."""
+    headers = {}
+    if token := settings.hf_token():
+        headers["X-HF-Token"] = token
+    if endpoint := settings.hf_endpoint_override():
+        headers["X-HF-Endpoint"] = endpoint
+    return headers
 
 
 def pull_model(model: str) -> None:
     client = Client.node()
-    token = settings.hf_token()
-    headers = {"X-HF-Token": token} if token else None
-    display = _Display(sys.stdout.isatty())
+    display = Display(sys.stdout.isatty())
     last: dict = {}
+    display.start("pulling manifest")
     try:
         # No timeout: a big pull takes as long as it takes; the server keeps the stream alive.
         with client.stream(
-            "POST", "/api/pull", {"model": model, "stream": True}, headers=headers
+            "POST", "/api/pull", {"model": model, "stream": True}, headers=pull_headers()
         ) as events:
             for event in events:
                 last = event
                 display.event(event)
         display.finish()
     except LlmlbError:
-        display.finish()
+        display.abandon()
         raise
     except KeyboardInterrupt:
-        display.finish()
+        display.abandon()
         click.echo(
             f"\nThe download continues in the background; run `llmlb node pull {model}` "
             "again to see its progress.",

@@ -1,19 +1,12 @@
-"""Terminal rendering: sizes, relative times, tables, progress bars. The only place for them."""
+"""Terminal rendering: relative times, tables, progress bars (sizes come from llmlb.units)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from llmlb.units import clock, rate, size
 
-def size(n: int | float | None) -> str:
-    """Decimal units as ollama prints them: `397 MB`, `6.4 GB`."""
-    if n is None:
-        return "-"
-    n = float(n)
-    for unit, scale, places in (("TB", 1e12, 1), ("GB", 1e9, 1), ("MB", 1e6, 0), ("KB", 1e3, 0)):
-        if n >= scale:
-            return f"{n / scale:.{places}f} {unit}"
-    return f"{int(n)} B"
+__all__ = ["ago", "bar", "clock", "count", "duration", "rate", "size", "table"]
 
 
 def _plural(n: int, word: str) -> str:

@@ -9,6 +9,7 @@ from llmlb import settings as env
 from llmlb.cli import render
 from llmlb.cli.attachments import extract
 from llmlb.cli.chat import Chat
+from llmlb.cli.models import model_block
 from llmlb.errors import LlmlbError
 
 HISTORY_LIMIT = 1000
@@ -162,6 +163,9 @@ class Repl:
                 raise LlmlbError(f"{key} must be a number (got '{value}')") from None
             self._update(**{key: number})
             self.say(f"Set parameter '{key}' to '{value}'")
+        elif key:
+            self.say(f"Error: unknown parameter '{key}'")
+            self.say(SET_HELP)
         else:
             self.say(SET_HELP)
 
@@ -169,9 +173,7 @@ class Repl:
         if rest != "info":
             self.say("Available Commands:\n  /show info   Show details for this model")
             return
-        from llmlb.cli.models import _block
-
-        self.say(_block(self.chat.client.post("/api/show", {"model": self.chat.name})))
+        self.say(model_block(self.chat.client.post("/api/show", {"model": self.chat.name})))
 
     def sessions(self) -> None:
         rows = self.chat.client.get(

@@ -7,6 +7,10 @@ than it saves. Each part records how many of its bytes are on disk (`done`), and
 grows after the bytes were written, so a saved snapshot never claims data that is not there:
 after a crash the download continues from the snapshot with Range requests.
 
+A file whose size nobody published (a mirror's bare listing, no Content-Length on HEAD) is
+fetched in one stream without Range requests, hashed as it arrives, and started over after a
+failure. Sizes that are known are checked: a server that sends another length fails the file.
+
 Hashing runs beside the download: a hasher thread follows the contiguous prefix of the file
 that is on disk and reads it back from the page cache it was just written to, so verification
 costs no extra pass over the data and no extra time (hashing is faster than any network).
@@ -20,17 +24,17 @@ import hashlib
 import http.client
 import logging
 import os
+import shutil
 import socket
-import ssl
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
 
 from llmlb.errors import LlmlbError, NotFound, Unauthorized
+from llmlb.jobs.http_get import TooManyRedirects, describe, open_get
+from llmlb.units import size as human_size
 
 log = logging.getLogger("llmlb.pull")
 
@@ -38,7 +42,6 @@ MIN_PART = 8 << 20
 MAX_PARTS = 16
 HASH_CHUNK = 4 << 20
 READ_CHUNK = 1 << 20  # one readinto() per MiB: Python overhead per byte stays negligible
-MAX_REDIRECTS = 5
 MAX_ATTEMPTS = 6  # consecutive failures of one part without progress
 BACKOFF = (0.5, 1, 2, 4, 8, 15)
 REPORT_EVERY = 0.25  # seconds between progress reports (they become SQLite writes)
@@ -51,6 +54,32 @@ class DownloadError(LlmlbError):
 
 class DigestMismatch(DownloadError):
     pass
+
+
+class DiskFull(DownloadError):
+    """No space left while writing (ENOSPC, or a quota): the pull fails, nothing hangs."""
+
+    status = 507
+
+
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def disk_full(path: Path, exc: BaseException | None = None) -> DiskFull:
+    where = Path(path).parent
+    try:
+        free = f"{human_size(_free(where))} free in {where}"
+    except OSError:
+        free = f"no space left in {where}"
+    return DiskFull(
+        f"disk full while writing {Path(path).name} ({free}); free some space and pull again"
+    )
+
+
+def _free(path: Path) -> int:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
 
 
 class Stopped(Exception):
@@ -79,7 +108,7 @@ class FileDownload:
         self,
         url: str,
         dest: Path,
-        size: int,
+        size: int | None,
         *,
         sha256: str | None = None,
         blob_id: str | None = None,
@@ -90,19 +119,23 @@ class FileDownload:
         stop: threading.Event | None = None,
         on_progress: Callable[[FileDownload], None] | None = None,
         on_unauthorized: Callable[[], LlmlbError] | None = None,
+        where: str = "on Hugging Face",
+        pwrite: Callable[[int, memoryview, int], int] = os.pwrite,
     ):
         self.url = url
         self.dest = Path(dest)
         self.size = size
         self.sha256 = sha256
         self.blob_id = blob_id
-        self.parts = [list(p) for p in parts] if parts else split(size)
+        self.parts = [list(p) for p in parts] if parts and size is not None else split(size or 0)
         self.headers = headers or {}
         self.connections = max(1, connections)
         self.stall_secs = stall_secs
         self.stop = stop or threading.Event()
         self.on_progress = on_progress
         self.on_unauthorized = on_unauthorized
+        self.where = where
+        self.pwrite = pwrite  # the OS write; tests replace it to simulate a full disk
         self.fetched = 0  # bytes received in this run (for speed and the tests)
         self.digest: str | None = None
         self._lock = threading.Lock()
@@ -127,7 +160,7 @@ class FileDownload:
         for start, end, done in self.parts:
             if start + done < end:
                 return start + done
-        return self.size
+        return self.size or 0
 
     def _report(self, force: bool = False) -> None:
         if self.on_progress is None:
@@ -146,9 +179,17 @@ class FileDownload:
     # --- the run -------------------------------------------------------------------------
     def run(self) -> str:
         """Download what is missing, verify, and return the hex digest. The file stays on disk."""
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.dest, os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.dest, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise disk_full(self.dest, exc) from exc
+            raise
+        try:
+            if self.size is None:
+                self._run_stream()
+                return self._verify()
             if os.fstat(self._fd).st_size != self.size:
                 os.ftruncate(self._fd, self.size)
             ranged, restarts = True, 0
@@ -175,13 +216,16 @@ class FileDownload:
                     ranged = False
                     self._restart_clean()
             self._report(force=True)
-            expected = self.sha256 or self.blob_id
-            if expected and self.digest != expected.lower():
-                self._fail_digest(expected)
-            return self.digest or ""
+            return self._verify()
         finally:
             os.close(self._fd)
             self._fd = -1
+
+    def _verify(self) -> str:
+        expected = self.sha256 or self.blob_id
+        if expected and self.digest != expected.lower():
+            self._fail_digest(expected)
+        return self.digest or ""
 
     def _fail_digest(self, expected: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -194,10 +238,82 @@ class FileDownload:
 
     def _restart_clean(self) -> None:
         with self._lock:
-            self.parts = [[0, self.size, 0]]
+            self.parts = [[0, self.size or 0, 0]]
         os.ftruncate(self._fd, 0)
-        os.ftruncate(self._fd, self.size)
+        os.ftruncate(self._fd, self.size or 0)
         self._abort.clear()
+
+    # --- a file of unknown size --------------------------------------------------------------
+    def _run_stream(self) -> None:
+        """One GET without Range, written in order and hashed inline; failures start over."""
+        failures = 0
+        buf = bytearray(READ_CHUNK)
+        while True:
+            if self.stop.is_set():
+                raise Stopped()
+            with self._lock:
+                self.parts = [[0, 0, 0]]
+            os.ftruncate(self._fd, 0)
+            try:
+                self._stream_whole(buf)
+                return
+            except (_Retry, OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+                    raise disk_full(self.dest, exc) from exc
+                if self.stop.is_set() or self._abort.is_set():
+                    raise Stopped() from exc
+                failures += 1
+                if failures > MAX_ATTEMPTS:
+                    raise DownloadError(
+                        f"download of {self.dest.name} failed after {MAX_ATTEMPTS} attempts: "
+                        f"{describe(exc)}"
+                    ) from exc
+                log.info("downloading %s again from the start: %s", self.dest.name, describe(exc))
+                if self.stop.wait(BACKOFF[min(failures - 1, len(BACKOFF) - 1)]):
+                    raise Stopped() from exc
+
+    def _stream_whole(self, buf: bytearray) -> None:
+        conn, resp = self._open({**self.headers, "Accept-Encoding": "identity"})
+        try:
+            self._check_status(resp, ranged=False)
+            length = resp.getheader("content-length")
+            expected = int(length) if length and length.isdigit() else None
+            sha = hashlib.sha256()
+            view = memoryview(buf)
+            offset = 0
+            while True:
+                if self.stop.is_set() or self._abort.is_set():
+                    raise Stopped()
+                n = resp.readinto(view)
+                if not n:
+                    break
+                written = self._write(view[:n], offset)
+                sha.update(view[:written])
+                offset += written
+                with self._cond:
+                    self.parts[0][1] = self.parts[0][2] = offset
+                    self.fetched += written
+                self._report()
+            if expected is not None and offset != expected:
+                raise _Retry(f"connection closed after byte {offset} of {expected}")
+        finally:
+            self._untrack(conn.sock)
+            conn.close()
+        self.size = offset
+        self.digest = sha.hexdigest()
+        if self.blob_id and not self.sha256:  # a git blob id needs the size first: hash again
+            blob = hashlib.sha1(f"blob {offset}\0".encode())
+            with open(self.dest, "rb") as fh:
+                while chunk := fh.read(HASH_CHUNK):
+                    blob.update(chunk)
+            self.digest = blob.hexdigest()
+        self._report(force=True)
+
+    def _write(self, data: memoryview, offset: int) -> int:
+        total = 0
+        while total < len(data):
+            total += self.pwrite(self._fd, data[total:], offset + total)
+        return total
 
     def _run_parts(self, ranged: bool) -> None:
         self._abort.clear()
@@ -230,7 +346,7 @@ class FileDownload:
                 errors.sort(key=lambda e: isinstance(e, Stopped))
                 if errors:
                     raise errors[0]
-                if self.stop.is_set() and self.done < self.size:
+                if self.stop.is_set() and self.done < (self.size or 0):
                     raise Stopped()
         except BaseException:
             self._abort_all()
@@ -262,7 +378,8 @@ class FileDownload:
         buf = bytearray(HASH_CHUNK)
         view = memoryview(buf)
         pos = 0
-        while pos < self.size:
+        size = self.size or 0
+        while pos < size:
             with self._cond:
                 while (frontier := self._frontier()) <= pos and not self._abort.is_set():
                     self._cond.wait(0.5)
@@ -291,22 +408,19 @@ class FileDownload:
                 self._stream(index, start + done, end, ranged, buf)
                 return
             except (_Retry, OSError, http.client.HTTPException) as exc:
-                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                    raise DownloadError(
-                        f"no space left on the disk while writing {self.dest.name}; "
-                        "free some space and pull again to resume"
-                    ) from exc
+                if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+                    raise disk_full(self.dest, exc) from exc
                 if self.stop.is_set() or self._abort.is_set():
                     raise Stopped() from exc
                 if not ranged:  # the server cannot resume: the whole file starts over
-                    raise _RangeIgnored(_describe(exc)) from exc
+                    raise _RangeIgnored(describe(exc)) from exc
                 with self._lock:
                     progressed = self.parts[index][2] > before
                 failures = 1 if progressed else failures + 1
                 if failures > MAX_ATTEMPTS:
                     raise DownloadError(
                         f"download of {self.dest.name} failed after {MAX_ATTEMPTS} attempts: "
-                        f"{_describe(exc)}"
+                        f"{describe(exc)}"
                     ) from exc
                 delay = BACKOFF[min(failures - 1, len(BACKOFF) - 1)]
                 log.info(
@@ -314,7 +428,7 @@ class FileDownload:
                     self.dest.name,
                     start + self.parts[index][2],
                     delay,
-                    _describe(exc),
+                    describe(exc),
                 )
                 if self.stop.wait(delay):
                     raise Stopped() from exc
@@ -325,67 +439,65 @@ class FileDownload:
             headers["Range"] = f"bytes={offset}-{end - 1}"
         conn, resp = self._open(headers)
         try:
-            status = resp.status
-            if status in (401, 403):
-                raise (
-                    self.on_unauthorized()
-                    if self.on_unauthorized
-                    else Unauthorized(f"HTTP {status} for {self.url}")
-                )
-            if status == 404:
-                raise NotFound(f"{self.dest.name} is no longer on Hugging Face (404)")
-            if status == 429 or status >= 500:
-                raise _Retry(f"HTTP {status}")
-            if ranged and status == 200:
-                raise _RangeIgnored("the server ignored a Range request")
-            if status not in (200, 206):
-                raise DownloadError(f"unexpected HTTP {status} while downloading {self.dest.name}")
-            if ranged and not (resp.getheader("content-range") or "").startswith(
-                f"bytes {offset}-"
-            ):
-                raise _RangeIgnored("the server answered another range")
+            self._check_status(resp, ranged)
+            if ranged:
+                content_range = resp.getheader("content-range") or ""
+                if not content_range.startswith(f"bytes {offset}-"):
+                    raise _RangeIgnored("the server answered another range")
+                total = content_range.rpartition("/")[2]
+                if total.isdigit() and int(total) != self.size:
+                    raise self._size_mismatch(int(total))
+            else:
+                length = resp.getheader("content-length")
+                if length and length.isdigit() and int(length) != self.size:
+                    raise self._size_mismatch(int(length))
             self._copy(resp, index, offset, end, buf)
         finally:
-            with self._lock:
-                self._sockets.discard(conn.sock)
+            self._untrack(conn.sock)
             conn.close()
+
+    def _check_status(self, resp: http.client.HTTPResponse, ranged: bool) -> None:
+        status = resp.status
+        if status in (401, 403):
+            raise (
+                self.on_unauthorized()
+                if self.on_unauthorized
+                else Unauthorized(f"HTTP {status} for {self.url}")
+            )
+        if status == 404:
+            raise NotFound(f"{self.dest.name} is no longer {self.where} (404)")
+        if status == 429 or status >= 500:
+            raise _Retry(f"HTTP {status}")
+        if ranged and status == 200:
+            raise _RangeIgnored("the server ignored a Range request")
+        if status not in (200, 206):
+            raise DownloadError(f"unexpected HTTP {status} while downloading {self.dest.name}")
+
+    def _size_mismatch(self, sent: int) -> DownloadError:
+        return DownloadError(
+            f"size mismatch for {self.dest.name}: the server sends {sent} bytes "
+            f"but the repo listed {self.size}"
+        )
 
     def _open(
         self, headers: dict[str, str]
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """GET self.url, following redirects; the token is never sent to another host (a CDN)."""
-        url = self.url
-        origin = urlsplit(url).netloc
-        for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
-            send = (
-                headers
-                if parts.netloc == origin
-                else {k: v for k, v in headers.items() if k != "Authorization"}
-            )
-            conn = _connect(parts, self.stall_secs)
-            try:
-                target = parts.path + (f"?{parts.query}" if parts.query else "")
-                if isinstance(conn, _ProxiedConnection):
-                    target = url
-                conn.request("GET", target or "/", headers=send)
-                if conn.sock is not None:
-                    with self._lock:
-                        self._sockets.add(conn.sock)
-                    if self._abort.is_set() or self.stop.is_set():
-                        raise Stopped()
-                resp = conn.getresponse()
-            except BaseException:
-                conn.close()
-                raise
-            if resp.status in (301, 302, 303, 307, 308) and resp.getheader("location"):
-                url = urljoin(url, resp.getheader("location"))
-                with self._lock:
-                    self._sockets.discard(conn.sock)
-                conn.close()
-                continue
-            return conn, resp
-        raise DownloadError(f"too many redirects while downloading {self.dest.name}")
+        try:
+            return open_get(self.url, headers, self.stall_secs, self._track, self._untrack)
+        except TooManyRedirects:
+            raise DownloadError(f"too many redirects while downloading {self.dest.name}") from None
+
+    def _track(self, sock: socket.socket) -> None:
+        """A connection's socket, so interrupt() can shut it down even in a blocking read."""
+        with self._lock:
+            self._sockets.add(sock)
+        if self._abort.is_set() or self.stop.is_set():
+            raise Stopped()
+
+    def _untrack(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            with self._lock:
+                self._sockets.discard(sock)
 
     def _copy(
         self, resp: http.client.HTTPResponse, index: int, offset: int, end: int, buf: bytearray
@@ -397,7 +509,7 @@ class FileDownload:
             n = resp.readinto(view[: min(len(view), end - offset)])
             if not n:
                 break
-            written = os.pwrite(self._fd, view[:n], offset)
+            written = self._write(view[:n], offset)
             offset += written
             with self._cond:
                 self.parts[index][2] += written
@@ -406,42 +518,3 @@ class FileDownload:
             self._report()
         if offset < end:
             raise _Retry(f"connection closed after byte {offset} of {end}")
-
-
-_SSL: ssl.SSLContext | None = None
-
-
-class _ProxiedConnection(http.client.HTTPConnection):
-    """Plain HTTP through a proxy: requests carry the absolute URI."""
-
-
-def _connect(parts, timeout: float) -> http.client.HTTPConnection:
-    """A connection for one request; honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY like curl."""
-    global _SSL
-    https = parts.scheme == "https"
-    port = parts.port or (443 if https else 80)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and urllib.request.proxy_bypass(parts.hostname or ""):
-        proxy = None
-    if https and _SSL is None:
-        _SSL = ssl.create_default_context()
-    host = parts.hostname or ""
-    if proxy:
-        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        if https:
-            tunnel = http.client.HTTPSConnection(
-                p.hostname or "", p.port or 80, timeout=timeout, context=_SSL
-            )
-            tunnel.set_tunnel(host, port)
-            return tunnel
-        return _ProxiedConnection(p.hostname or "", p.port or 80, timeout=timeout)
-    if https:
-        return http.client.HTTPSConnection(host, port, timeout=timeout, context=_SSL)
-    return http.client.HTTPConnection(host, port, timeout=timeout)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return "no data received (stalled)"
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0]

@@ -34,16 +34,16 @@ class Downloads:
 
     async def start(self) -> None:
         """Start the consumer and re-enqueue every download a previous run left unfinished."""
+        await to_thread.run_sync(self.pulls.sweep_trash)
         # The rows are the truth: drop whatever the queue still holds, then rebuild it from them.
         await to_thread.run_sync(self.huey.flush)
-        for row in await to_thread.run_sync(self.pulls.active_rows):
+        for row in await to_thread.run_sync(self.pulls.resume_unfinished):
             log.info(
                 "resuming the download of %s (%d of %d bytes on disk)",
                 row.model_name,
                 row.downloaded_bytes,
                 row.total_bytes,
             )
-            self._task(row.id)
         self.consumer.start()
         self.started = True
 

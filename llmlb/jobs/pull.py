@@ -1,9 +1,11 @@
 """The pull job: DownloadProgress row -> files in LLMLB_HOME/partial/<name>/ -> verified ->
-moved into LLMLB_HOME/models/<name>/ -> registered in the catalog.
+moved into LLMLB_HOME/models/<name>/ -> registered in the catalog (install.py).
 
-The row is the truth. Its JSON `plan` column holds {"plan": <what to fetch>, "files": {path:
-{"parts": [[start, end, done], ...], "done": bool, "digest": hex}}, "phase": ...}, so a job that
-dies at any point continues from the row. One job per model name runs at a time.
+The row is the truth (its JSON state: pull_state.py), so a job that dies at any point continues
+from it. One job per model name runs at a time. Two things live only in memory, because a full
+disk can refuse the row write that would record them: which downloads are really under way in
+this process (`live`), and the last failure of each name (`failures`), which waiting clients
+read, so a pull that failed is never shown to them as still running.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +24,21 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from llmlb import settings
+from llmlb import settings, validation
 from llmlb.errors import LlmlbError
-from llmlb.jobs.downloader import DigestMismatch, FileDownload, Stopped
+from llmlb.jobs import pull_state as ps
+from llmlb.jobs.downloader import (
+    DISK_FULL_ERRNOS,
+    DigestMismatch,
+    FileDownload,
+    Stopped,
+    disk_full,
+)
+from llmlb.jobs.install import install, prune, prune_empty
 from llmlb.sources import huggingface as hf
-from llmlb.store import catalog, db
+from llmlb.store import db
 from llmlb.store.models import DownloadProgress, DownloadStatus, utcnow
+from llmlb.units import size
 
 log = logging.getLogger("llmlb.pull")
 
@@ -47,32 +58,25 @@ class Running:
     cancelled: bool = False
 
 
-def _fresh_state(plan: hf.Plan) -> dict:
-    return {
-        "plan": plan.to_json(),
-        "files": {f.path: {"parts": None, "done": False, "digest": None} for f in plan.files},
-        "phase": "downloading",
-    }
-
-
-def downloaded_bytes(state: dict) -> int:
-    plan = hf.Plan.from_json(state["plan"])
-    total = 0
-    for f in plan.files:
-        st = state["files"].get(f.path) or {}
-        if st.get("done"):
-            total += f.size
-        elif st.get("parts"):
-            total += sum(p[2] for p in st["parts"])
-    return total
-
-
 def free_bytes(path: Path) -> int:
     """Free space on the file system that holds `path` (or its nearest existing parent)."""
     path = Path(path)
     while not path.exists() and path != path.parent:
         path = path.parent
     return shutil.disk_usage(path).free
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC from a file write, or SQLite's SQLITE_FULL ("database or disk is full")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return True
+        if isinstance(seen, sqlite3.OperationalError) and "disk is full" in str(seen):
+            return True
+        orig = getattr(seen, "orig", None)  # SQLAlchemy wraps the driver's error
+        seen = orig if isinstance(orig, BaseException) else seen.__cause__
+    return False
 
 
 class Pulls:
@@ -85,9 +89,12 @@ class Pulls:
             None  # set by lifecycle: the huey task (call it with a row id)
         )
         self.running: dict[str, Running] = {}
+        self.live: set[str] = set()  # enqueued or running in this process
+        self.failures: dict[str, str] = {}  # name -> why its last pull failed
         self.cancelling: set[str] = set()
         self.tokens: dict[str, str] = {}  # HF tokens sent with a pull: memory only, never stored
         self.lock = threading.Lock()
+        self.pwrite = os.pwrite  # the OS write of downloads: tests put a full disk here
 
     def staging(self, name: str) -> Path:
         return self.home / "partial" / name
@@ -123,46 +130,101 @@ class Pulls:
             s.add(row)
             s.commit()
 
-    def submit(self, plan: hf.Plan, token: str | None = None) -> tuple[int, bool]:
-        """Create (or reuse) the model's row and enqueue it: (row id, attached to a running one)."""
+    def is_live(self, name: str) -> bool:
+        """A job for `name` is queued or running in this process."""
         with self.lock:
-            if token:
-                self.tokens[plan.name] = token
+            return name in self.live
+
+    def under_way(self, name: str) -> hf.Plan | None:
+        """The plan of `name`'s download when one is really queued or running here."""
+        with self.lock:
+            if name not in self.live:
+                return None
+        row = self.row(name)
+        if row is None or row.status not in ACTIVE:
+            return None
+        return hf.Plan.from_json(row.plan["plan"])
+
+    def submit(self, plan: hf.Plan, token: str | None = None) -> tuple[int, bool]:
+        """Create (or reuse) the model's row and enqueue it: (row id, attached to a running one).
+
+        A row left Failed, or left Downloading by a job that is gone (its failure could not be
+        written), resumes from its parts when the plan is the same; otherwise it starts over.
+        """
+        for f in plan.files:
+            validation.inside(self.staging(plan.name), f.path)
+        with self.lock:
             with db.session(self.engine) as s:
                 row = s.exec(
                     select(DownloadProgress).where(DownloadProgress.model_name == plan.name)
                 ).first()
-                if row is not None and row.id is not None and row.status in ACTIVE:
+                live = plan.name in self.live
+                if row is not None and row.id is not None and row.status in ACTIVE and live:
+                    if token:
+                        self.tokens[plan.name] = token
                     return row.id, True
                 state = row.plan if row is not None else None
-                reusable = row is not None and row.status == DownloadStatus.FAILED.value
+                reusable = row is not None and row.status != DownloadStatus.COMPLETED.value
                 if not (reusable and state and state.get("plan") == plan.to_json()):
                     # Another plan (first pull, or the repo changed): stale partial data goes.
                     shutil.rmtree(self.staging(plan.name), ignore_errors=True)
-                    state = _fresh_state(plan)
+                    state = ps.fresh_state(plan)
                 else:
-                    state = {**state, "phase": "downloading"}
+                    state = self._still_on_disk(plan.name, {**state, "phase": "downloading"})
                 self._check_space(plan, state)
                 if row is None:
                     row = DownloadProgress(model_name=plan.name)
                 row.plan = state
                 row.status = DownloadStatus.PENDING.value
-                row.total_bytes = plan.total
-                row.downloaded_bytes = downloaded_bytes(state)
+                row.total_bytes = ps.total_bytes(state)
+                row.downloaded_bytes = ps.downloaded_bytes(state)
                 row.speed_bps, row.eta_secs, row.error, row.updated_at = 0.0, None, None, utcnow()
                 s.add(row)
                 s.commit()
                 s.refresh(row)
                 assert row.id is not None  # the row was just written
                 download_id = row.id
-        if self.enqueue is not None:
-            self.enqueue(download_id)
+            if token:
+                self.tokens[plan.name] = token
+            self.failures.pop(plan.name, None)
+            self.live.add(plan.name)
+        self._enqueue(plan.name, download_id)
         return download_id, False
 
-    def _check_space(self, plan: hf.Plan, state: dict) -> None:
-        from llmlb.cli.render import size
+    def _still_on_disk(self, name: str, state: dict) -> dict:
+        """Forget the progress of files whose partial data is gone (freed after a full disk,
+        or deleted by hand): they start over instead of trusting parts that are not there."""
+        files = {}
+        for path, st in state["files"].items():
+            if (st.get("done") or st.get("parts")) and not validation.inside(
+                self.staging(name), path
+            ).exists():
+                st = {"parts": None, "done": False, "digest": None}
+            files[path] = st
+        return {**state, "files": files}
 
-        needed = plan.total - downloaded_bytes(state)
+    def _enqueue(self, name: str, download_id: int) -> None:
+        if self.enqueue is None:
+            return
+        try:
+            self.enqueue(download_id)
+        except BaseException:
+            with self.lock:
+                self.live.discard(name)
+            raise
+
+    def resume_unfinished(self) -> list[DownloadProgress]:
+        """At start-up: enqueue every download a previous run left unfinished."""
+        rows = self.active_rows()
+        for row in rows:
+            assert row.id is not None
+            with self.lock:
+                self.live.add(row.model_name)
+            self._enqueue(row.model_name, row.id)
+        return rows
+
+    def _check_space(self, plan: hf.Plan, state: dict) -> None:
+        needed = ps.total_bytes(state) - ps.downloaded_bytes(state)
         free = free_bytes(self.home)
         if needed > free:
             raise NoSpace(
@@ -175,156 +237,164 @@ class Pulls:
         """The huey task body (a consumer thread)."""
         row = self.row_by_id(download_id)
         if row is None or row.status not in ACTIVE:
+            if row is not None:
+                with self.lock:
+                    if row.model_name not in self.running:
+                        self.live.discard(row.model_name)
             return
         name = row.model_name
         with self.lock:
             if name in self.running or name in self.cancelling:
                 return
             job = self.running[name] = Running()
+            self.live.add(name)
         try:
             self._run(row, job)
         finally:
             with self.lock:
                 self.running.pop(name, None)
+                self.live.discard(name)
             job.finished.set()
 
     def _run(self, row: DownloadProgress, job: Running) -> None:
         name, download_id = row.model_name, row.id
         assert download_id is not None  # rows read back from the catalog have ids
         state = row.plan
-        plan = hf.Plan.from_json(state["plan"])
-        token = hf.resolve_token(self.tokens.get(name))
-        self._update(download_id, status=DownloadStatus.DOWNLOADING.value, error=None)
-        clock = _Speed(downloaded_bytes(state))
         try:
+            plan = hf.Plan.from_json(state["plan"])
+            token = hf.download_token(plan, self.tokens.get(name))
+            self._update(download_id, status=DownloadStatus.DOWNLOADING.value, error=None)
+            clock = ps.Speed(ps.downloaded_bytes(state))
             for f in plan.files:
-                st = state["files"].setdefault(
-                    f.path, {"parts": None, "done": False, "digest": None}
-                )
-                if st.get("done"):
-                    continue
-                dl = FileDownload(
-                    hf.file_url(plan, f.path),
-                    self.staging(name) / f.path,
-                    f.size,
-                    sha256=f.sha256,
-                    blob_id=f.blob_id,
-                    parts=st.get("parts"),
-                    headers=hf.auth_headers(token),
-                    connections=settings.pull_connections(),
-                    stall_secs=settings.pull_stall_secs(),
-                    stop=job.stop,
-                    on_unauthorized=lambda: hf.unauthorized(token),
-                    on_progress=partial(self._progress, download_id, state, f.path, clock=clock),
-                )
-                job.download = dl
-                if job.stop.is_set():
-                    raise Stopped()
-                try:
-                    digest = dl.run()
-                except DigestMismatch:
-                    st.update(
-                        parts=None, done=False
-                    )  # the file was deleted: start it over next time
-                    raise
-                except BaseException:
-                    st["parts"] = dl.snapshot()
-                    raise
-                st.update(done=True, digest=digest, parts=dl.snapshot())
-                self._progress(download_id, state, f.path, None, clock)
+                self._fetch(download_id, job, plan, state, f, token, clock)
             self._phase(download_id, state, "verifying")
             self._phase(download_id, state, "writing")
-            self._install(plan, state)
+            install(self.engine, self.home, plan, state)
             self._update(
                 download_id,
                 status=DownloadStatus.COMPLETED.value,
                 plan={**state, "phase": "done"},
-                downloaded_bytes=plan.total,
+                total_bytes=ps.total_bytes(state),
+                downloaded_bytes=ps.total_bytes(state),
                 speed_bps=0.0,
                 eta_secs=0.0,
             )
-            log.info("pulled %s (%d bytes)", name, plan.total)
+            log.info("pulled %s (%d bytes)", name, ps.total_bytes(state))
         except Stopped:
             if not job.cancelled:
                 self._update(
                     download_id,
-                    plan=_copy(state),
-                    downloaded_bytes=downloaded_bytes(state),
+                    plan=ps.copy(state),
+                    downloaded_bytes=ps.downloaded_bytes(state),
                     speed_bps=0.0,
                 )
                 log.info("download of %s paused; it continues when the server starts again", name)
         except LlmlbError as exc:
             self._fail(download_id, state, name, exc.message)
         except Exception as exc:  # a bug must still end the row, not leave it Downloading forever
-            log.exception("pull of %s failed", name)
-            self._fail(download_id, state, name, f"internal error: {type(exc).__name__}: {exc}")
+            if is_disk_full(exc):
+                message = disk_full(self.home / "llmlb.db").message
+            else:
+                log.exception("pull of %s failed", name)
+                message = f"internal error: {type(exc).__name__}: {exc}"
+            self._fail(download_id, state, name, message)
+
+    def _fetch(self, download_id, job, plan, state, f, token, clock) -> None:
+        st = state["files"].setdefault(f.path, {"parts": None, "done": False, "digest": None})
+        if st.get("done"):
+            return
+        dl = FileDownload(
+            hf.file_url(plan, f.path),
+            validation.inside(self.staging(plan.name), f.path),
+            f.size,
+            sha256=f.sha256,
+            blob_id=f.blob_id,
+            parts=st.get("parts"),
+            headers=hf.auth_headers(token),
+            connections=settings.pull_connections(),
+            stall_secs=settings.pull_stall_secs(),
+            stop=job.stop,
+            on_unauthorized=lambda: hf.unauthorized(token),
+            on_progress=partial(self._progress, download_id, state, f.path, clock=clock),
+            where=hf.hub_where(plan.endpoint),
+            pwrite=self.pwrite,
+        )
+        job.download = dl
+        if job.stop.is_set():
+            raise Stopped()
+        try:
+            digest = dl.run()
+        except DigestMismatch:
+            st.update(parts=None, done=False)  # the file was deleted: start it over next time
+            raise
+        except BaseException:
+            st["parts"] = dl.snapshot() if f.size is not None else None
+            raise
+        st.update(done=True, digest=digest, parts=dl.snapshot(), size=dl.size)
+        self._progress(download_id, state, f.path, None, clock)
 
     def _fail(self, download_id: int, state: dict, name: str, message: str) -> None:
+        """Record the failure: in memory first (waiting clients see it at once), then in the
+        row. When the disk is too full for that write, this pull's partial data is freed and
+        the write tried again (the next pull then starts over)."""
         log.warning("pull of %s failed: %s", name, message)
-        self._update(
-            download_id,
-            status=DownloadStatus.FAILED.value,
-            error=message,
-            plan=_copy(state),
-            downloaded_bytes=downloaded_bytes(state),
-            speed_bps=0.0,
-            eta_secs=None,
-        )
+        with self.lock:
+            self.failures[name] = message
+        prune_empty(self.staging(name), self.home / "partial")
+        values = dict(status=DownloadStatus.FAILED.value, error=message, speed_bps=0.0)
+        try:
+            self._update(
+                download_id,
+                **values,
+                plan=ps.copy(state),
+                downloaded_bytes=ps.downloaded_bytes(state),
+                eta_secs=None,
+            )
+            return
+        except Exception as exc:
+            if not is_disk_full(exc):
+                log.exception("could not record the failure of the pull of %s", name)
+                return
+        shutil.rmtree(self.staging(name), ignore_errors=True)
+        prune(self.staging(name).parent, self.home / "partial")
+        fresh = ps.fresh_state(hf.Plan.from_json(state["plan"]))
+        try:
+            self._update(download_id, **values, plan=fresh, downloaded_bytes=0, eta_secs=None)
+            log.warning("the disk was full: freed the partial download of %s", name)
+        except Exception:
+            log.error(
+                "could not record the failure of %s (%s) even after freeing its partial data; "
+                "it is kept in memory and a new pull starts over",
+                name,
+                message,
+            )
 
     def _progress(
-        self, download_id: int, state: dict, path: str, dl: FileDownload | None, clock: _Speed
+        self, download_id: int, state: dict, path: str, dl: FileDownload | None, clock: ps.Speed
     ) -> None:
         if dl is not None:
             state["files"][path]["parts"] = dl.snapshot()
-        done = downloaded_bytes(state)
+        done = ps.downloaded_bytes(state)
         speed = clock.update(done)
-        total = sum(f["size"] for f in state["plan"]["files"])
-        eta = (total - done) / speed if speed > 0 else None
-        self._update(
-            download_id, plan=_copy(state), downloaded_bytes=done, speed_bps=speed, eta_secs=eta
-        )
+        total = ps.total_bytes(state)
+        eta = (total - done) / speed if speed > 0 and ps.sizes_known(state) else None
+        try:
+            self._update(
+                download_id,
+                plan=ps.copy(state),
+                total_bytes=total,
+                downloaded_bytes=done,
+                speed_bps=speed,
+                eta_secs=eta,
+            )
+        except Exception as exc:
+            if is_disk_full(exc):  # stop the download with the reason, not a database error
+                raise disk_full(self.staging(state["plan"]["name"]) / path) from exc
+            raise
 
     def _phase(self, download_id: int, state: dict, phase: str) -> None:
         state["phase"] = phase
-        self._update(download_id, plan=_copy(state))
-
-    def _install(self, plan: hf.Plan, state: dict) -> None:
-        """Move the verified files into models/<name>/ and register them; all or nothing."""
-        staging, target = self.staging(plan.name), self.target(plan.name)
-        placed: list[Path] = []
-        fresh = not target.exists()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            os.replace(staging, target)  # one atomic rename
-        else:  # an update (or a nested model's directory): replace only our files, each atomically
-            for f in plan.files:
-                dest = target / f.path
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staging / f.path, dest)
-                placed.append(dest)
-            shutil.rmtree(staging, ignore_errors=True)
-        _prune(staging.parent, self.home / "partial")
-        main = plan.main
-        if main is None:
-            raise LlmlbError(f"the plan for '{plan.name}' names no model file")
-        path = target if plan.format == "Safetensors" else target / main.path
-        digest = state["files"][main.path].get("digest")
-        try:
-            catalog.register_model(
-                self.engine,
-                name=plan.name,
-                path=path,
-                format=plan.format,
-                source="HuggingFace",
-                digest=digest,
-            )
-        except Exception:
-            if fresh:
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                for p in placed:
-                    p.unlink(missing_ok=True)
-            raise
+        self._update(download_id, plan=ps.copy(state))
 
     # --- cancel and stop ---------------------------------------------------------------------
     def cancel(self, name: str, wait_secs: float = 30) -> bool:
@@ -352,12 +422,20 @@ class Pulls:
                 trash = self.home / "partial" / f".trash-{uuid.uuid4().hex}"
                 staging.rename(trash)
                 shutil.rmtree(trash, ignore_errors=True)
-                _prune(staging.parent, self.home / "partial")
-            self.tokens.pop(name, None)
+                prune(staging.parent, self.home / "partial")
+            with self.lock:
+                self.tokens.pop(name, None)
+                self.failures.pop(name, None)
+                self.live.discard(name)
             return existed or job is not None
         finally:
             with self.lock:
                 self.cancelling.discard(name)
+
+    def sweep_trash(self) -> None:
+        """Finish cancellations that a crash interrupted (partial/.trash-*)."""
+        for trash in (self.home / "partial").glob(".trash-*"):
+            shutil.rmtree(trash, ignore_errors=True)
 
     def stop_all(self) -> None:
         """Server shutdown: stop every job now; rows stay Downloading and resume at next start."""
@@ -367,37 +445,3 @@ class Pulls:
             job.stop.set()
             if job.download is not None:
                 job.download.interrupt()
-
-
-class _Speed:
-    """Bytes per second, smoothed over the last few seconds."""
-
-    def __init__(self, done: int):
-        self.last_done, self.last_time, self.speed = done, time.monotonic(), 0.0
-
-    def update(self, done: int) -> float:
-        now = time.monotonic()
-        dt = now - self.last_time
-        if dt >= 0.2:
-            current = max(0, done - self.last_done) / dt
-            self.speed = current if self.speed == 0 else 0.7 * self.speed + 0.3 * current
-            self.last_done, self.last_time = done, now
-        return self.speed
-
-
-def _copy(state: dict) -> dict:
-    """A new object, so SQLAlchemy sees the JSON column change."""
-    return {**state, "files": {k: dict(v) for k, v in state["files"].items()}}
-
-
-def _prune(directory: Path, root: Path) -> None:
-    """Remove empty parents left by nested names (owner/repo/...), never `root` itself."""
-    root = root.resolve()
-    while (
-        directory.exists() and directory.resolve() != root and root in directory.resolve().parents
-    ):
-        try:
-            directory.rmdir()
-        except OSError:
-            return
-        directory = directory.parent

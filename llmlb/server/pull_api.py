@@ -3,6 +3,9 @@
 Resolving the repo (404, gated, bad name, disk space) happens before the first line, so those
 are plain HTTP errors. Then the handler only watches the DownloadProgress row: a client that
 goes away leaves the download running, and a second pull of the same model attaches to it.
+
+Each line keeps ollama's fields (`status`, `digest`, `total`, `completed`), so ollama clients
+work; file lines add `file` (the name in the repo), which `llmlb node pull` shows.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 from sqlalchemy.engine import Engine
 
+from llmlb.jobs import pull_state
 from llmlb.jobs.downloader import DownloadError
 from llmlb.jobs.lifecycle import Downloads
 from llmlb.jobs.pull import Pulls
@@ -29,50 +33,72 @@ from llmlb.store.models import DownloadStatus
 NDJSON = "application/x-ndjson"
 POLL_SECS = 0.1
 TOKEN_HEADER = "x-hf-token"  # the CLI forwards its HF_TOKEN; kept in memory only
+ENDPOINT_HEADER = "x-hf-endpoint"  # the CLI forwards its HF_ENDPOINT (a mirror) for this pull
+NO_CHECKSUM = "no checksum published; size checked"
+STOPPED = "the download of '{name}' stopped; run `llmlb node pull {name}` to resume it"
+ACTIVE = (DownloadStatus.PENDING.value, DownloadStatus.DOWNLOADING.value)
 
 
-def _file_event(f: hf.PlanFile, completed: int) -> dict:
-    digest = f.sha256 or f.blob_id or ""
+def _file_event(f: hf.PlanFile, completed: int, total: int | None) -> dict:
     return {
-        "status": f"pulling {digest[:12]}",
-        "digest": f"sha256:{f.sha256}" if f.sha256 else digest,
-        "total": f.size,
+        "status": f"pulling {f.path}",
+        # ollama clients key their bars by digest: a file without one still needs its own key
+        "digest": f"sha256:{f.sha256}" if f.sha256 else (f.blob_id or f.path),
+        "total": total or 0,
         "completed": completed,
+        "file": f.path,
     }
 
 
-def _file_done(state: dict, f: hf.PlanFile) -> int:
-    st = (state.get("files") or {}).get(f.path) or {}
-    if st.get("done"):
-        return f.size
-    return sum(p[2] for p in st.get("parts") or [])
+def checksum_step(plan: hf.Plan) -> str:
+    """Says what is verified, never more: sha256 (LFS files), git blob ids (small files, and
+    what mirrors' tree listings give), or only the size when nothing was published."""
+    kinds = {"sha256" if f.sha256 else "git blob" if f.blob_id else "none" for f in plan.files}
+    known = sorted(kinds - {"none"}, reverse=True)
+    if not known:
+        return NO_CHECKSUM
+    step = f"verifying {' and '.join(known)} digest{'s' if len(known) > 1 else ''}"
+    if "none" in kinds:
+        step += " (some files publish no checksum; their size is checked)"
+    return step
+
+
+def _steps(plan: hf.Plan) -> list[str]:
+    return [checksum_step(plan), "writing manifest"]
 
 
 async def _watch(pulls, name: str) -> AsyncIterator[dict]:
     sent: dict[str, int] = {}
-    phases = ["verifying sha256 digest", "writing manifest"]
     shown = 0
     while True:
+        failure = pulls.failures.get(name)  # set even when the disk is too full to save it
         row = await to_thread.run_sync(pulls.row, name)
         if row is None:
-            yield {"error": f"the download of '{name}' was cancelled"}
+            yield {"error": failure or f"the download of '{name}' was cancelled"}
             return
-        state = row.plan or {}
-        plan = hf.Plan.from_json(state["plan"])
+        saved = row.plan or {}
+        plan = hf.Plan.from_json(saved["plan"])
         for f in plan.files:
-            done = _file_done(state, f)
+            done = pull_state.file_done(saved, f.path, f.size)
             if sent.get(f.path) != done:
                 sent[f.path] = done
-                yield _file_event(f, done)
-        if row.status == DownloadStatus.FAILED.value:
-            yield {"error": row.error or "download failed"}
+                yield _file_event(f, done, pull_state.file_size(saved, f.path, f.size))
+        if failure or row.status == DownloadStatus.FAILED.value:
+            yield {"error": failure or row.error or "download failed"}
             return
-        phase = state.get("phase")
+        if row.status in ACTIVE and not pulls.is_live(name):  # the job is gone: never wait on
+            row = await to_thread.run_sync(pulls.row, name)  # (unless it just finished)
+            if row is None or row.status in ACTIVE:
+                yield {"error": pulls.failures.get(name) or STOPPED.format(name=name)}
+                return
+            continue
+        phase = saved.get("phase")
         reached = {"verifying": 1, "writing": 2, "done": 2}.get(str(phase), 0)
         if row.status == DownloadStatus.COMPLETED.value:
             reached = 2
+        steps = _steps(plan)
         while shown < reached:
-            yield {"status": phases[shown]}
+            yield {"status": steps[shown]}
             shown += 1
         if row.status == DownloadStatus.COMPLETED.value:
             yield {"status": "success"}
@@ -87,16 +113,17 @@ def _installed(engine: Engine, plan: hf.Plan) -> bool:
     return bool(m and main and m.digest and m.digest == main.digest and m.source == "HuggingFace")
 
 
-def _start(pulls: Pulls, text: str, token: str | None) -> tuple[str, hf.Plan | None]:
+def _start(
+    pulls: Pulls, text: str, token: str | None, endpoint: str | None
+) -> tuple[str, hf.Plan | None]:
     """(model name, plan) after starting or attaching to its download; plan None when installed."""
-    ref = hf.parse_ref(text)
-    row = pulls.row(ref.model_name)
-    if row is not None and row.status in (
-        DownloadStatus.PENDING.value,
-        DownloadStatus.DOWNLOADING.value,
-    ):
-        return ref.model_name, hf.Plan.from_json(row.plan["plan"])  # attach: no second download
-    plan = hf.plan_pull(ref, token)
+    if endpoint:
+        endpoint = hf.check_endpoint(endpoint)
+    ref = hf.parse_ref(text, endpoint)
+    running = pulls.under_way(ref.model_name)
+    if running is not None:
+        return ref.model_name, running  # attach: no second download
+    plan = hf.plan_pull(ref, token, endpoint)
     if _installed(pulls.engine, plan):
         return plan.name, None
     pulls.submit(plan, token)
@@ -107,10 +134,11 @@ async def _events(pulls: Pulls, name: str, plan: hf.Plan | None) -> AsyncIterato
     yield {"status": "pulling manifest"}
     if plan is None:
         m = await to_thread.run_sync(catalog.resolve, pulls.engine, name)
-        main = hf.PlanFile(path=m.path, size=m.size_bytes, sha256=m.digest)
-        yield _file_event(main, main.size)
-        for status in ("verifying sha256 digest", "writing manifest", "success"):
+        main = hf.PlanFile(path=m.path.rsplit("/", 1)[-1], size=m.size_bytes, sha256=m.digest)
+        yield _file_event(main, m.size_bytes, m.size_bytes)
+        for status in ("verifying sha256 digest" if m.digest else NO_CHECKSUM, "writing manifest"):
             yield {"status": status}
+        yield {"status": "success"}
         return
     async for event in _watch(pulls, name):
         yield event
@@ -121,7 +149,8 @@ async def pull(
     request: Request, data: JSONBody[PullRequest], downloads: NamedDependency[Downloads]
 ) -> Response:
     token = request.headers.get(TOKEN_HEADER) or None
-    name, plan = await to_thread.run_sync(_start, downloads.pulls, data.target, token)
+    endpoint = request.headers.get(ENDPOINT_HEADER) or None
+    name, plan = await to_thread.run_sync(_start, downloads.pulls, data.target, token, endpoint)
     events = _events(downloads.pulls, name, plan)
     if data.stream:
 

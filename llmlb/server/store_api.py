@@ -11,12 +11,11 @@ from litestar.params import JSONBody
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from llmlb.errors import ModelNotFound
 from llmlb.server.node_services import NodeServices
 from llmlb.server.requests import ModelOnly
 from llmlb.sources.metadata import format_params
 from llmlb.store import catalog as store
-from llmlb.store import db, validation
+from llmlb.store import db
 from llmlb.store.catalog import resolve as resolve_model
 from llmlb.store.models import DownloadProgress, DownloadStatus, Model
 
@@ -177,17 +176,14 @@ async def show(data: JSONBody[ModelOnly], catalog: NamedDependency[Engine]) -> d
 @delete("/api/delete", status_code=200)
 async def remove(data: JSONBody[ModelOnly], node: NamedDependency[NodeServices]) -> Response:
     """Unload, cancel a running download, then delete row and files."""
-    name = data.target
-    if name.startswith("ollama:"):  # refused with a clear error: ollama's store is read-only
-        await to_thread.run_sync(store.delete_model, node.catalog, name, node.models_dir)
-    validation.check_name(name)
-    m = await to_thread.run_sync(store.find, node.catalog, name)
-    if m is not None:
-        name = m.name
+    typed = data.target  # a name, an alias, `:latest` or `:TAG`, as catalog.resolve takes them
+    if typed.startswith("ollama:"):  # refused with a clear error: ollama's store is read-only
+        await to_thread.run_sync(store.delete_model, node.catalog, typed, node.models_dir)
+    name, m = await to_thread.run_sync(store.lookup, node.catalog, typed)
     cancelled = await node.downloads.cancel(name)
     if m is None:
         if not cancelled:
-            raise ModelNotFound(name)
+            raise await to_thread.run_sync(store.missing, node.catalog, typed)
         return Response(content=b"", status_code=200)
     await node.scheduler.unload(name)
     await to_thread.run_sync(store.delete_model, node.catalog, name, node.models_dir)

@@ -1,353 +1,90 @@
-"""What the user typed -> a Hugging Face repo, revision and the files to download.
+"""Asking a Hugging Face Hub (or a mirror) what to download: the only `huggingface_hub` user.
 
-The only module that imports `huggingface_hub`. `parse_ref` is pure; `plan_pull` asks the Hub
-(HF_ENDPOINT, HF_TOKEN) for the repo's files, sizes and hashes and chooses what to fetch.
+`plan_pull` asks for the repo at an explicit revision (as `snapshot_download` does: mirrors
+such as olah answer nothing without one), checks every file name of the listing, chooses the
+files (hf_refs.py), and fills in sizes and hashes the listing left out, from the tree API or,
+failing that, a HEAD request on each file's `resolve` URL. Mirrors often list bare names.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from pathlib import PurePosixPath
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from llmlb import settings
-from llmlb.errors import BadRequest, LlmlbError, NotFound, Unauthorized, ValidationError
-from llmlb.store import validation
+from llmlb import settings, validation
+from llmlb.errors import LlmlbError, NotFound, Unauthorized, ValidationError
+from llmlb.sources.hf_refs import HfRef, Plan, PlanFile, Sibling, choose_files, parse_ref
+
+__all__ = [
+    "UNAUTHORIZED",
+    "Hub",
+    "HubError",
+    "Plan",
+    "PlanFile",
+    "auth_headers",
+    "check_endpoint",
+    "download_token",
+    "file_url",
+    "hub_for",
+    "hub_where",
+    "parse_ref",
+    "plan_pull",
+    "resolve_token",
+    "unauthorized",
+]
 
 UNAUTHORIZED = "Unauthorized. Set HF_TOKEN environment variable."
-# GGUF quantizations, best default first (ollama's default is Q4_K_M: a good size/quality balance).
-QUANT_PREFERENCE = (
-    "Q4_K_M",
-    "Q4_K_S",
-    "Q4_0",
-    "Q5_K_M",
-    "Q5_K_S",
-    "Q5_0",
-    "Q6_K",
-    "Q8_0",
-    "IQ4_XS",
-    "IQ4_NL",
-    "Q4_K_L",
-    "Q5_K_L",
-    "Q3_K_L",
-    "Q3_K_M",
-    "Q3_K_S",
-    "Q3_K_XL",
-    "Q4_1",
-    "Q5_1",
-    "IQ3_M",
-    "IQ3_XS",
-    "IQ3_XXS",
-    "Q2_K",
-    "Q2_K_L",
-    "IQ2_M",
-    "IQ2_XS",
-    "IQ2_XXS",
-    "IQ1_M",
-    "IQ1_S",
-    "BF16",
-    "F16",
-    "F32",
-)
-_QUANT = re.compile(
-    r"(?<![A-Za-z0-9])(?:UD-)?((?:I?Q\d(?:_[A-Z0-9]+)*)|BF16|F16|F32|FP16|FP32)(?![A-Za-z0-9])",
-    re.IGNORECASE,
-)
-_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
-_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
-_REPO = re.compile(rf"^{_PART}/{_PART}$")
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-SAFETENSORS_EXTRAS = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.json",
-    "chat_template.jinja",
-    "preprocessor_config.json",
-    "README.md",
-    "LICENSE",
-)
+DEFAULT_REVISION = "main"  # what huggingface_hub asks for when no revision is given
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_BLOB_ID = re.compile(r"^[0-9a-f]{40}$")
 
 
 class HubError(LlmlbError):
-    """The Hub answered something we cannot use (5xx, a network failure)."""
+    """The Hub answered something we cannot use (5xx, a network failure, a hostile listing)."""
 
     status = 502
     kind = "server_error"
 
 
 @dataclass(frozen=True)
-class HfRef:
-    repo: str
-    revision: str | None = None
-    tag: str | None = None  # a GGUF quantization, as in owner/repo:Q4_K_M
-    file: str | None = None  # a path inside the repo
+class Hub:
+    """Where one pull asks, and the token it may send there."""
+
+    endpoint: str
+    token: str | None
+    client_named: bool = False  # the endpoint came with the request, not from our settings
 
     @property
-    def model_name(self) -> str:
-        """The catalog name: owner/repo, owner/repo/<QUANT> or owner/repo/<file stem>."""
-        if self.file:
-            stem = _SPLIT.sub("", PurePosixPath(self.file).name)
-            stem = re.sub(r"\.(gguf|safetensors)$", "", stem, flags=re.IGNORECASE)
-            stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "file"
-            return f"{self.repo}/{stem}"
-        if self.tag:
-            return f"{self.repo}/{self.tag.upper()}"
-        return self.repo
+    def where(self) -> str:
+        return hub_where(self.endpoint)
 
 
-@dataclass
-class PlanFile:
-    path: str  # path inside the repo
-    size: int
-    sha256: str | None = None  # LFS files: their content hash
-    blob_id: str | None = None  # other files: their git blob id (sha1 of "blob <size>\0" + data)
-    role: str = "model"  # model | part | projector | extra
-
-    @property
-    def digest(self) -> str:
-        return self.sha256 or self.blob_id or ""
+def hub_where(endpoint: str | None) -> str:
+    """How errors name an endpoint: `on Hugging Face` or `at http://mirror:8090`."""
+    endpoint = (endpoint or settings.hf_endpoint()).rstrip("/")
+    return "on Hugging Face" if endpoint == "https://huggingface.co" else f"at {endpoint}"
 
 
-@dataclass
-class Plan:
-    repo: str
-    revision: str  # the commit: a resumed download never mixes two revisions
-    name: str
-    format: str  # GGUF | Safetensors
-    files: list[PlanFile] = field(default_factory=list)
-    gated: bool = False
-
-    @property
-    def total(self) -> int:
-        return sum(f.size for f in self.files)
-
-    @property
-    def main(self) -> PlanFile | None:
-        return next((f for f in self.files if f.role == "model"), None)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> Plan:
-        files = [PlanFile(**f) for f in data.get("files", [])]
-        return cls(
-            **{**{k: v for k, v in data.items() if k in cls.__dataclass_fields__}, "files": files}
-        )
-
-
-def _bad(text: str, why: str) -> ValidationError:
-    return ValidationError(f"invalid model name '{text}': {why}")
-
-
-def _strip_host(text: str) -> str:
-    """Drop `https://huggingface.co/`, `hf.co/`, or the HF_ENDPOINT prefix."""
-    endpoints = {
-        settings.hf_endpoint().rstrip("/"),
-        "https://huggingface.co",
-        "http://huggingface.co",
-        "https://hf.co",
-        "http://hf.co",
-    }
-    for prefix in sorted(endpoints, key=len, reverse=True):
-        if text.lower().startswith(prefix.lower() + "/"):
-            return text[len(prefix) + 1 :]
-    if re.match(r"^https?://", text, re.IGNORECASE):
-        raise _bad(text, "only Hugging Face URLs can be pulled")
-    for prefix in ("huggingface.co/", "hf.co/"):
-        if text.lower().startswith(prefix):
-            return text[len(prefix) :]
-    return text
-
-
-def parse_ref(text: str) -> HfRef:
-    """`owner/repo`, `owner/repo:TAG`, `owner/repo/path/file.gguf`, `hf.co/...`, and Hub URLs
-    (`/resolve/<rev>/<file>`, `/blob/<rev>/<file>`, `/tree/<rev>`)."""
-    original = text
-    text = (text or "").strip()
-    if not text:
-        raise _bad(original, "it must not be empty")
-    text = _strip_host(text)
-    text = urlsplit(text).path if "?" in text or "#" in text else text
-    text = text.strip("/")
-    tag = None
-    if ":" in text:
-        text, _, tag = text.rpartition(":")
-        if not _TAG.match(tag):
-            raise _bad(original, f"'{tag}' is not a quantization tag like Q4_K_M")
-    parts = text.split("/")
-    if len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
-        raise _bad(original, "expected owner/repo, owner/repo:TAG or a Hugging Face URL")
-    repo = "/".join(parts[:2])
-    if not _REPO.match(repo):
-        raise _bad(original, "owner and repo may hold only letters, digits and - _ .")
-    rest = parts[2:]
-    revision = file = None
-    if len(rest) >= 2 and rest[0] in ("resolve", "blob", "tree"):
-        revision = rest[1]
-        file = "/".join(rest[2:]) or None
-        if rest[0] != "tree" and not file:
-            raise _bad(original, "the URL names no file")
-    elif rest:
-        file = "/".join(rest)
-    if file and tag:
-        raise _bad(original, "give either a file or a :TAG, not both")
-    if file and not all(re.match(r"^[A-Za-z0-9._+ -]+$", p) for p in file.split("/")):
-        raise _bad(original, "the file path holds characters that are not allowed")
-    ref = HfRef(repo=repo, revision=revision, tag=tag, file=file)
-    validation.check_name(ref.model_name)
-    return ref
-
-
-def quant_of(filename: str) -> str | None:
-    """The quantization named in a GGUF file name, upper-cased (`model-q4_k_m.gguf` -> Q4_K_M)."""
-    name = _SPLIT.sub(".gguf", PurePosixPath(filename).name)
-    found = _QUANT.findall(name.rsplit(".", 1)[0])
-    return found[-1].upper() if found else None
-
-
-def _group_key(path: str) -> str:
-    """Split parts of one GGUF share a key: the path without `-0000N-of-0000M`."""
-    return _SPLIT.sub(".gguf", path)
-
-
-def _is_projector(path: str) -> bool:
-    return "mmproj" in PurePosixPath(path).name.lower()
-
-
-@dataclass
-class Sibling:
-    path: str
-    size: int
-    sha256: str | None
-    blob_id: str | None
-
-
-def _plan_file(s: Sibling, role: str) -> PlanFile:
-    return PlanFile(
-        path=s.path,
-        size=s.size,
-        sha256=s.sha256,
-        blob_id=None if s.sha256 else s.blob_id,
-        role=role,
+def check_endpoint(value: str) -> str:
+    """An endpoint a client sent (X-HF-Endpoint): an http(s) URL with a host, nothing more."""
+    text = (value or "").strip()
+    bad = ValidationError(
+        f"HF_ENDPOINT must be an http(s) URL like https://hf-mirror.example (got {text[:200]!r})"
     )
-
-
-def _gguf_group(files: dict[str, Sibling], key: str) -> list[PlanFile]:
-    members = sorted(p for p in files if _group_key(p) == key)
-    return [_plan_file(files[p], "model" if i == 0 else "part") for i, p in enumerate(members)]
-
-
-def _projector(files: dict[str, Sibling]) -> list[PlanFile]:
-    found = sorted(p for p in files if p.lower().endswith(".gguf") and _is_projector(p))
-    if not found:
-        return []
-    rank = {q: i for i, q in enumerate(("F16", "BF16", "Q8_0", "F32"))}
-    best = min(found, key=lambda p: (rank.get(quant_of(p) or "", 99), p))
-    return [_plan_file(files[best], "projector")]
-
-
-def choose_files(ref: HfRef, siblings: list[Sibling]) -> tuple[str, list[PlanFile]]:
-    """(format, files) for a repo's siblings; pure, so unit-tested without a Hub."""
-    files = {s.path: s for s in siblings}
-    label = ref.repo
-    if ref.file:
-        if ref.file not in files:
-            raise NotFound(f"file '{ref.file}' not found in {label} on Hugging Face")
-        if ref.file.lower().endswith(".gguf"):
-            if _is_projector(ref.file):
-                raise BadRequest(f"{ref.file} is a vision projector, not a model")
-            return "GGUF", _gguf_group(files, _group_key(ref.file)) + _projector(files)
-        if ref.file.lower().endswith(".safetensors"):
-            extras = [_plan_file(files[p], "extra") for p in SAFETENSORS_EXTRAS if p in files]
-            return "Safetensors", [_plan_file(files[ref.file], "model"), *extras]
-        raise BadRequest(f"{ref.file} is not a GGUF or safetensors file")
-    groups: dict[str, str | None] = {}
-    for p in files:
-        if p.lower().endswith(".gguf") and not _is_projector(p):
-            groups[_group_key(p)] = quant_of(p)
-    if groups:
-        if ref.tag:
-            want = ref.tag.upper()
-            matches = sorted(k for k, q in groups.items() if q == want)
-            if not matches:
-                have = sorted({q for q in groups.values() if q})
-                raise NotFound(
-                    f"no {want} file in {label}; available: {', '.join(have) or 'none tagged'}"
-                )
-        elif len(groups) == 1:
-            matches = list(groups)
-        else:
-            matches = []
-            for q in QUANT_PREFERENCE:
-                matches = sorted(k for k, g in groups.items() if g == q)
-                if matches:
-                    break
-            if not matches:
-                matches = sorted(groups)
-        if len(matches) > 1:
-            raise BadRequest(
-                f"{label} has several candidate files; pull one of them by path: "
-                + ", ".join(f"{ref.repo}/{m}" for m in matches)
-            )
-        return "GGUF", _gguf_group(files, matches[0]) + _projector(files)
-    if ref.tag:
-        raise NotFound(f"no GGUF files in {label}, so there is no {ref.tag} to choose")
-    index = "model.safetensors.index.json"
-    shards = sorted(p for p in files if p.lower().endswith(".safetensors") and "/" not in p)
-    if not shards:
-        raise NotFound(f"{label} has no GGUF or safetensors files to pull")
-    if index in files:
-        chosen = [_plan_file(files[index], "extra")] + [
-            _plan_file(files[p], "model") for p in shards
-        ]
-    elif "model.safetensors" in files:
-        chosen = [_plan_file(files["model.safetensors"], "model")]
-    else:
-        chosen = [_plan_file(files[p], "model") for p in shards]
-    extras = [_plan_file(files[p], "extra") for p in SAFETENSORS_EXTRAS if p in files]
-    return "Safetensors", chosen + extras
-
-
-def _api():
-    from huggingface_hub import HfApi
-
-    return HfApi(
-        endpoint=settings.hf_endpoint(), token=settings.hf_token() or None, library_name="llmlb"
-    )
-
-
-def _hub_error(exc: Exception, ref: HfRef, token: str | None) -> LlmlbError:
-    from huggingface_hub import errors as hf
-
-    if isinstance(exc, hf.GatedRepoError):
-        if token:
-            return Unauthorized(
-                f"access to {ref.repo} is gated and your HF_TOKEN is not allowed; "
-                f"request access on its Hugging Face page"
-            )
-        return Unauthorized(UNAUTHORIZED)
-    if isinstance(exc, hf.RepositoryNotFoundError):
-        return NotFound(f"model '{ref.repo}' not found on Hugging Face")
-    if isinstance(exc, hf.RevisionNotFoundError):
-        return NotFound(f"revision '{ref.revision}' of {ref.repo} not found on Hugging Face")
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if status in (401, 403):
-        return Unauthorized(
-            UNAUTHORIZED if not token else f"Hugging Face refused access to {ref.repo} ({status})"
-        )
-    if status == 404:
-        return NotFound(f"model '{ref.repo}' not found on Hugging Face")
-    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return HubError(f"could not reach Hugging Face at {settings.hf_endpoint()}: {detail}")
+    if not text or len(text) > 2000 or any(c.isspace() or ord(c) < 32 for c in text):
+        raise bad
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises on a port that is not a number
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise bad
+    if parts.username or parts.password:
+        raise ValidationError("HF_ENDPOINT must not carry a user name or password; use HF_TOKEN")
+    del port
+    return text.rstrip("/")
 
 
 def resolve_token(token: str | None = None) -> str | None:
@@ -362,45 +99,186 @@ def resolve_token(token: str | None = None) -> str | None:
         return None
 
 
-def plan_pull(ref: HfRef, token: str | None = None) -> Plan:
+def hub_for(token: str | None = None, endpoint: str | None = None) -> Hub:
+    """The server's own Hub (its HF_ENDPOINT and HF_TOKEN), or the mirror a client named.
+
+    A client-named endpoint gets only the token that came with the same request: the
+    server's own HF_TOKEN or stored login never goes to a URL someone else chose.
+    """
+    if endpoint and check_endpoint(endpoint) != settings.hf_endpoint():
+        return Hub(check_endpoint(endpoint), token or None, client_named=True)
+    return Hub(settings.hf_endpoint(), resolve_token(token))
+
+
+def _api(hub: Hub):
+    from huggingface_hub import HfApi, constants
+
+    # huggingface_hub builds its User-Agent with an "agent harness" lookup that GETs
+    # {HF_ENDPOINT}/api/agent-harnesses (a 404 on mirrors, on every pull) unless telemetry
+    # is off; it is read at call time, so this turns the lookup off for our requests.
+    constants.HF_HUB_DISABLE_TELEMETRY = True
+    return HfApi(endpoint=hub.endpoint, token=hub.token or False, library_name="llmlb")
+
+
+def _status(exc: Exception) -> int | None:
+    return getattr(getattr(exc, "response", None), "status_code", None)
+
+
+def _hub_error(exc: Exception, ref: HfRef, hub: Hub) -> LlmlbError:
+    from huggingface_hub import errors as hf
+
+    if isinstance(exc, hf.GatedRepoError):
+        if hub.token:
+            return Unauthorized(
+                f"access to {ref.repo} {hub.where} is gated and your HF_TOKEN is not allowed; "
+                f"request access on its Hugging Face page"
+            )
+        return Unauthorized(UNAUTHORIZED)
+    if isinstance(exc, hf.RepositoryNotFoundError):
+        return NotFound(f"model '{ref.repo}' not found {hub.where}")
+    if isinstance(exc, hf.RevisionNotFoundError):
+        return NotFound(
+            f"revision '{ref.revision or DEFAULT_REVISION}' of {ref.repo} not found {hub.where}"
+        )
+    status = _status(exc)
+    if status in (401, 403):
+        if not hub.token:
+            return Unauthorized(UNAUTHORIZED)
+        return Unauthorized(f"{hub.endpoint} refused access to {ref.repo} ({status})")
+    if status == 404:
+        return NotFound(f"model '{ref.repo}' not found {hub.where}")
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return HubError(f"could not reach Hugging Face at {hub.endpoint}: {detail}")
+
+
+def _siblings(info, ref: HfRef, hub: Hub) -> list[Sibling]:
+    """The listing's files, every name checked before anything is chosen or written."""
+    out = []
+    for s in info.siblings or []:
+        try:
+            validation.check_hub_path(s.rfilename)
+        except ValidationError as exc:
+            raise HubError(
+                f"{ref.repo} {hub.where}: {exc.message}; nothing was downloaded"
+            ) from None
+        size = s.lfs.size if s.lfs else s.size
+        out.append(
+            Sibling(
+                s.rfilename,
+                int(size) if size is not None else None,
+                s.lfs.sha256 if s.lfs else None,
+                s.blob_id,
+            )
+        )
+    return out
+
+
+def plan_pull(ref: HfRef, token: str | None = None, endpoint: str | None = None) -> Plan:
     """Ask the Hub for the repo's files (with sizes and hashes) and choose what to download."""
-    api = _api()
-    token = resolve_token(token)
+    hub = hub_for(token, endpoint)
+    api = _api(hub)
     try:
         info = api.model_info(
-            ref.repo, revision=ref.revision, files_metadata=True, token=token or None
+            ref.repo,
+            revision=ref.revision or DEFAULT_REVISION,
+            files_metadata=True,
+            token=hub.token or False,
         )
     except Exception as exc:  # huggingface_hub raises many kinds: map each to one line
-        raise _hub_error(exc, ref, token) from exc
-    if info.gated and not token:
+        raise _hub_error(exc, ref, hub) from exc
+    if info.gated and not hub.token:
         raise Unauthorized(UNAUTHORIZED)
-    siblings = [
-        Sibling(
-            s.rfilename,
-            int(s.lfs.size if s.lfs else (s.size or 0)),
-            s.lfs.sha256 if s.lfs else None,
-            s.blob_id,
-        )
-        for s in (info.siblings or [])
-    ]
-    fmt, files = choose_files(ref, siblings)
-    return Plan(
+    fmt, files = choose_files(ref, _siblings(info, ref, hub), hub.where)
+    plan = Plan(
         repo=ref.repo,
-        revision=info.sha or ref.revision or "main",
+        revision=info.sha or ref.revision or DEFAULT_REVISION,
         name=ref.model_name,
         format=fmt,
         files=files,
         gated=bool(info.gated),
+        endpoint=hub.endpoint if hub.client_named else None,
     )
+    _fill_from_tree(api, hub, plan)
+    for f in plan.files:
+        if f.size is None or not f.digest:
+            _fill_from_head(hub, plan, f)
+    return plan
+
+
+def _missing(plan: Plan) -> list[PlanFile]:
+    return [f for f in plan.files if f.size is None or not f.digest]
+
+
+def _fill_from_tree(api, hub: Hub, plan: Plan) -> None:
+    """Sizes and hashes from the tree API, one listing per directory that needs it."""
+    folders = sorted({f.path.rpartition("/")[0] for f in _missing(plan)})
+    for folder in folders:
+        try:
+            entries = {
+                e.path: e
+                for e in api.list_repo_tree(
+                    plan.repo, folder or None, revision=plan.revision, token=hub.token or False
+                )
+            }
+        except Exception:  # a mirror without the tree API: the HEAD requests still can tell
+            return
+        for f in _missing(plan):
+            e = entries.get(f.path)
+            if e is None or not hasattr(e, "blob_id"):
+                continue
+            if e.lfs is not None:
+                f.size = f.size if f.size is not None else e.lfs.size
+                f.sha256 = f.sha256 or e.lfs.sha256
+            else:
+                f.size = f.size if f.size is not None else e.size
+                f.blob_id = f.blob_id or e.blob_id
+
+
+def _fill_from_head(hub: Hub, plan: Plan, f: PlanFile) -> None:
+    """X-Linked-Size / Content-Length and X-Linked-Etag / ETag of the file's resolve URL.
+
+    An ETag counts as a checksum only in the Hub's forms: 64 hex digits (an LFS file's sha256)
+    or 40 (a git blob id); anything else (a server's own ETag scheme) is no checksum.
+    """
+    from huggingface_hub import get_hf_file_metadata
+
+    try:
+        meta = get_hf_file_metadata(
+            file_url(plan, f.path),
+            token=hub.token or False,
+            endpoint=hub.endpoint,
+            library_name="llmlb",
+        )
+    except Exception as exc:
+        status = _status(exc)
+        if status == 404:
+            raise NotFound(f"file '{f.path}' not found in {plan.repo} {hub.where}") from exc
+        if status in (401, 403):
+            raise unauthorized(hub.token) from exc
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise HubError(f"could not reach Hugging Face at {hub.endpoint}: {detail}") from exc
+    if f.size is None and meta.size is not None:
+        f.size = int(meta.size)
+    etag = (meta.etag or "").strip().lower()
+    if not f.digest:
+        if _SHA256.match(etag):
+            f.sha256 = etag
+        elif _BLOB_ID.match(etag):
+            f.blob_id = etag
 
 
 def file_url(plan: Plan, path: str) -> str:
-    """The Hub's download URL for a file at the plan's commit."""
-    return f"{settings.hf_endpoint().rstrip('/')}/{plan.repo}/resolve/{quote(plan.revision, safe='')}/{quote(path)}"
+    """The download URL of a file at the plan's commit, on the plan's endpoint."""
+    endpoint = (plan.endpoint or settings.hf_endpoint()).rstrip("/")
+    return f"{endpoint}/{plan.repo}/resolve/{quote(plan.revision, safe='')}/{quote(path)}"
 
 
-def auth_headers(token: str | None = None) -> dict[str, str]:
-    token = resolve_token(token)
+def download_token(plan: Plan, sent: str | None) -> str | None:
+    """The token a download of `plan` may send: a client-named endpoint gets only the client's."""
+    return sent if plan.endpoint else resolve_token(sent)
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlb.errors import BadRequest
+from llmlb.sources.gguf_header import HeaderError, read_header
 
 GGUF_MAGIC = b"GGUF"
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
@@ -42,17 +43,6 @@ def format_params(n: int | None) -> str:
     return str(n)
 
 
-def _field(reader, key: str) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    try:
-        value = f.contents()
-    except Exception:  # an unknown field type must not block registration
-        return None
-    return value
-
-
 def _quant_name(file_type: int | None, tensor_types: Counter) -> str | None:
     import gguf
 
@@ -66,49 +56,72 @@ def _quant_name(file_type: int | None, tensor_types: Counter) -> str | None:
     return None
 
 
-def read_gguf(path: Path | str) -> ModelMeta:
+def _tensor_bytes(type_id: int, n_elements: int) -> int | None:
     import gguf
 
+    try:
+        block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(type_id)]
+    except (ValueError, KeyError):
+        return None  # a type this gguf package does not know: skip the bounds check
+    return n_elements * type_size // block
+
+
+def _type_name(type_id: int) -> str:
+    import gguf
+
+    try:
+        return gguf.GGMLQuantizationType(type_id).name
+    except ValueError:
+        return f"TYPE_{type_id}"
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def read_gguf(path: Path | str) -> ModelMeta:
+    """The model's description from its header alone (see gguf_header.py for why not GGUFReader)."""
     path = Path(path)
-    with open(path, "rb") as fh:
+    size = path.stat().st_size
+    with open(path, "rb", buffering=1 << 20) as fh:
         if fh.read(4) != GGUF_MAGIC:
             raise BadModelFile(f"{path.name} is not a GGUF file (wrong magic bytes)")
-    try:
-        reader = gguf.GGUFReader(str(path), "r")
-    except Exception as exc:
-        raise BadModelFile(f"{path.name} is not a valid GGUF file: {exc}") from exc
-    arch = _field(reader, "general.architecture") or ""
-    size = path.stat().st_size
+        try:
+            header = read_header(fh, size)
+        except HeaderError as exc:
+            raise BadModelFile(f"{path.name} is not a valid GGUF file: {exc}") from exc
+    values = header.values
+    arch = _text(values.get("general.architecture")) or ""
     params = 0
     types: Counter = Counter()
-    for t in reader.tensors:
-        params += int(t.n_elements)
+    for t in header.tensors:
+        n = t.n_elements
+        params += n
         if len(t.shape) > 1:
-            types[t.tensor_type.name] += int(t.n_elements)
-        if int(t.data_offset) + int(t.n_bytes) > size:
+            types[_type_name(t.type)] += n
+        n_bytes = _tensor_bytes(t.type, n)
+        if n_bytes is not None and header.data_offset + t.offset + n_bytes > size:
             raise BadModelFile(
                 f"{path.name} is truncated: tensor {t.name} runs past the end of the file"
             )
-    license_ = _field(reader, "general.license")
-    license_name = _field(reader, "general.license.name")
-    license_link = _field(reader, "general.license.link")
+    license_ = _text(values.get("general.license"))
+    license_name = _text(values.get("general.license.name"))
+    license_link = _text(values.get("general.license.link"))
     license_text = " ".join(x for x in (license_name or license_, license_link) if x) or None
     if license_name and license_ and license_name != license_:
         license_text = f"{license_name} ({license_})" + (f" {license_link}" if license_link else "")
-    ctx = _field(reader, f"{arch}.context_length") if arch else None
+    ctx = values.get(f"{arch}.context_length") if arch else None
+    file_type = values.get("general.file_type")
     return ModelMeta(
         format="GGUF",
         architecture=arch,
         parameters=params or None,
-        quantization=_quant_name(_field(reader, "general.file_type"), types),
-        context_length=int(ctx) if ctx is not None else None,
+        quantization=_quant_name(file_type if isinstance(file_type, int) else None, types),
+        context_length=int(ctx) if isinstance(ctx, int) else None,
         license=license_text,
-        chat_template=_field(reader, "tokenizer.chat_template"),
-        is_projector=arch == "clip" or _field(reader, "general.type") == "mmproj",
-        extra={
-            "name": _field(reader, "general.name"),
-            "file_type": _field(reader, "general.file_type"),
-        },
+        chat_template=_text(values.get("tokenizer.chat_template")),
+        is_projector=arch == "clip" or values.get("general.type") == "mmproj",
+        extra={"name": _text(values.get("general.name")), "file_type": file_type},
     )
 
 

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from llmlb.errors import ValidationError
-from llmlb.store.models import OllamaModel
 
 log = logging.getLogger("llmlb.ollama")
 
@@ -24,6 +23,18 @@ LAYERS = {
     "params": "application/vnd.ollama.image.params",
     "license": "application/vnd.ollama.image.license",
 }
+
+
+@dataclass(frozen=True)
+class OllamaModel:
+    """The contract's OllamaModel: a model that ollama owns on disk; we only ever read it."""
+
+    name: str
+    manifest_path: str
+    blob_digest: str
+    blob_path: str
+    size_bytes: int
+    readonly: bool = True
 
 
 @dataclass

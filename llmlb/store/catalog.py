@@ -16,13 +16,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
 
-from llmlb import settings
-from llmlb.errors import Conflict, ModelNotFound, ValidationError
+from llmlb import settings, validation
+from llmlb.errors import Conflict, LlmlbError, ValidationError
 from llmlb.sources import metadata as meta
 from llmlb.sources import ollama
-from llmlb.store import db, validation
-from llmlb.store.alias import unique_alias
-from llmlb.store.models import Model, Source, utcnow
+from llmlb.store import db, names
+from llmlb.store.alias import base_alias, unique_alias
+from llmlb.store.models import DownloadProgress, DownloadStatus, Model, Source, utcnow
 
 log = logging.getLogger("llmlb.store")
 TRASH_PREFIX = ".trash-"
@@ -120,13 +120,6 @@ def find(engine: Engine, name: str) -> Model | None:
         return s.exec(select(Model).where(or_(Model.name == name, Model.alias == name))).first()
 
 
-def get(engine: Engine, name: str) -> Model:
-    row = find(engine, name)
-    if row is None:
-        raise ModelNotFound(name)
-    return row
-
-
 def _from_ollama(entry: ollama.OllamaEntry) -> Model:
     """An unsaved Model describing an ollama blob (never written to the catalog)."""
     info = meta.read_gguf(entry.model.blob_path)
@@ -151,15 +144,72 @@ def _from_ollama(entry: ollama.OllamaEntry) -> Model:
     )
 
 
+def candidates(engine: Engine, typed: str) -> list[str]:
+    """Catalog names `typed` can mean, most specific first (see store/names.py)."""
+    base, tag = names.split_tag(typed)
+    base = names.without_host(base)
+    if tag is None:
+        return [base]
+    found = [names.tagged(base, tag)]
+    m = find(engine, base)
+    if m is not None:  # an alias with a tag, or the repo itself when it holds that quantization
+        found.append(names.tagged(m.name, tag))
+        if (m.quantization or "").upper() == tag:
+            found.append(m.name)
+    return list(dict.fromkeys(found))
+
+
+def downloading(engine: Engine, wanted: list[str]) -> DownloadProgress | None:
+    """An unfinished download of one of `wanted` (names, or the alias it will get)."""
+    active = [DownloadStatus.PENDING.value, DownloadStatus.DOWNLOADING.value]
+    with db.session(engine) as s:
+        rows = s.exec(select(DownloadProgress).where(col(DownloadProgress.status).in_(active)))
+        for row in rows:
+            if row.model_name in wanted or base_alias(row.model_name) in wanted:
+                return row
+    return None
+
+
+def missing(engine: Engine, typed: str, wanted: list[str] | None = None) -> LlmlbError:
+    """Why `typed` resolves to nothing: still downloading, or unknown (with close names)."""
+    wanted = wanted if wanted is not None else [typed]
+    row = downloading(engine, [typed, *wanted])
+    if row is not None:
+        percent = int(100 * row.downloaded_bytes / row.total_bytes) if row.total_bytes else 0
+        return names.StillDownloading(typed, min(percent, 99))
+    with db.session(engine) as s:
+        choices = [n for pair in s.exec(select(Model.name, Model.alias)).all() for n in pair if n]
+    choices += [e.display for e in ollama_models()]
+    return names.UnknownModel(typed, names.closest(typed, choices))
+
+
+def lookup(engine: Engine, typed: str) -> tuple[str, Model | None]:
+    """(the catalog name `typed` means, its model or None): for `rm` of a model or a download."""
+    wanted = candidates(engine, typed)
+    for name in wanted:
+        m = find(engine, name)
+        if m is not None:
+            return m.name, m
+    row = downloading(engine, [typed, *wanted])
+    return (row.model_name if row is not None else wanted[0]), None
+
+
 def resolve(engine: Engine, name: str) -> Model:
-    """A full name, an alias, or `ollama:<name>`; ModelNotFound otherwise."""
+    """A full name, an alias, either with `:latest` or a `:TAG`, or `ollama:<name>`.
+
+    Otherwise StillDownloading (409) or UnknownModel (404, with the closest local names).
+    """
     if name.startswith(ollama.PREFIX):
         entry = ollama.find(settings.ollama_models_dir(), name)
         if entry is None:
-            raise ModelNotFound(name)
+            raise missing(engine, name)
         return _from_ollama(entry)
-    validation.check_name(name)
-    return get(engine, name)
+    wanted = candidates(engine, name)
+    for candidate in wanted:
+        m = find(engine, candidate)
+        if m is not None:
+            return m
+    raise missing(engine, name, wanted)
 
 
 def all_models(engine: Engine) -> list[Model]:
@@ -201,13 +251,15 @@ def delete_model(engine: Engine, name: str, models_root: Path) -> Model:
     """
     if name.startswith(ollama.PREFIX):
         if ollama.find(settings.ollama_models_dir(), name) is None:
-            raise ModelNotFound(name)
+            raise missing(engine, name)
         raise ValidationError(f"'{name}' is read-only (owned by ollama)")
-    validation.check_name(name)
+    canonical, found = lookup(engine, name)
+    if found is None:
+        raise missing(engine, name)
     with db.session(engine) as s:
-        row = s.exec(select(Model).where(or_(Model.name == name, Model.alias == name))).first()
+        row = s.exec(select(Model).where(Model.name == canonical)).first()
         if row is None:
-            raise ModelNotFound(name)
+            raise missing(engine, name)
         directory = model_dir(models_root, row.name)
         if directory is not None:
             home, file = directory.resolve(), Path(row.path).resolve()

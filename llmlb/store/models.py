@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -137,24 +136,3 @@ class DownloadProgress(SQLModel, table=True):
     plan: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_tokens: int | None = None
-    show_thinking: bool = False
-    stream: bool = True
-
-
-@dataclass(frozen=True)
-class OllamaModel:
-    """A model that ollama owns on disk; we only ever read it."""
-
-    name: str
-    manifest_path: str
-    blob_digest: str
-    blob_path: str
-    size_bytes: int
-    readonly: bool = True

@@ -9,10 +9,14 @@ from sqlalchemy import delete, func
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from llmlb import validation
 from llmlb.errors import BadRequest, Conflict, NotFound
-from llmlb.store import db, validation
+from llmlb.store import db
 from llmlb.store.models import Message, Role, Session, utcnow
 
+# The contract's SessionSettings entity: temperature 0.0-2.0 (default 0.7), top_p 0.0-1.0
+# (default 0.9), max_tokens (optional, >= 1), show_thinking (default false), stream (default
+# true), plus the REPL's system prompt. `check_settings` holds the ranges; these are the defaults.
 DEFAULT_SETTINGS = {
     "temperature": 0.7,
     "top_p": 0.9,

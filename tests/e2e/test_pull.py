@@ -75,7 +75,7 @@ def test_pull_gguf_then_list_and_show(node, hub, llmlb_env):
     lines = r.stdout.splitlines()
     digest = hub.repos["acme/tiny-GGUF"].files["tiny-Q8_0.gguf"].sha256
     assert lines[0] == "pulling manifest"
-    assert f"pulling {digest[:12]}... 100% ▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓" in r.stdout
+    assert "pulling tiny-Q8_0.gguf... 100% ▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓▓ 132 KB" in r.stdout
     assert lines[-3:] == ["verifying sha256 digest", "writing manifest", "success"]
     path = llmlb_env / "models" / "acme" / "tiny-GGUF" / "tiny-Q8_0.gguf"
     assert sha256(path) == digest
@@ -118,11 +118,11 @@ def test_gated_repo_needs_hf_token(node, hub):
     assert "acme/gated-GGUF" in tags(node)
 
 
-def test_missing_repo_and_bad_names(node):
+def test_missing_repo_and_bad_names(node, hub):
     r = cli(node, "node", "pull", "acme/nope")
     assert (r.returncode, r.stderr.strip()) == (
         1,
-        "Error: model 'acme/nope' not found on Hugging Face",
+        f"Error: model 'acme/nope' not found at {hub.url}",  # the endpoint it asked
     )
     for bad in ("acme/../x", "llama3", "acme/re po", "https://example.com/a/b"):
         r = cli(node, "node", "pull", bad)
@@ -257,6 +257,6 @@ def test_api_pull_is_ollama_compatible(node, hub):
         client.pull("acme/nope")
     assert info.value.status_code == 404
     body = httpx.post(node.url + "/api/pull", json={"model": "acme/nope"}).json()
-    assert body == {"error": "model 'acme/nope' not found on Hugging Face"}
+    assert body == {"error": f"model 'acme/nope' not found at {hub.url}"}
     r = httpx.post(node.url + "/api/pull", content=b"[1]")
     assert r.status_code == 400 and json.loads(r.text)["error"]

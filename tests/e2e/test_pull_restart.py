@@ -11,7 +11,7 @@ import pytest
 
 from llmlb.jobs.downloader import split
 from tests.support.hub_server import HubServer
-from tests.support.procs import ServerProcess, run_cli
+from tests.support.procs import ServerProcess, run_cli, wait_for
 from tests.support.tiny_model import TinySpec, make_tiny_gguf
 
 pytestmark = pytest.mark.e2e
@@ -121,3 +121,15 @@ def test_graceful_stop_keeps_the_download_for_the_next_start(hub, llmlb_env):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == f.sha256
     finally:
         server.stop()
+
+
+def test_start_up_finishes_cancels_and_deletions_a_crash_interrupted(llmlb_env):
+    """A crash between `rename to .trash-*` and `rmtree` leaves trash in partial/ or models/."""
+    for where in ("partial", "models"):
+        trash = llmlb_env / where / ".trash-0123abcd"
+        trash.mkdir(parents=True)
+        (trash / "half.gguf").write_bytes(b"GGUF" + bytes(1000))
+    with ServerProcess(llmlb_env):
+        assert wait_for(
+            lambda: not [t for w in ("partial", "models") for t in (llmlb_env / w).glob(".trash-*")]
+        )

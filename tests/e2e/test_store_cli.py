@@ -41,10 +41,11 @@ def test_list(node):
     r = cli(node, "node", "list")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "SIZE", "MODIFIED"]
+    assert lines[0].split() == ["NAME", "SIZE", "MODIFIED", "ALIAS"]
     assert lines[1].startswith("Qwen/Tiny-ST ")  # newest first
     assert lines[2].startswith("meta-llama/Llama-3.2-3B-Instruct ")
     assert "470 KB" in lines[2] and "Less than a minute ago" in lines[2]
+    assert lines[2].endswith("   llama-3.2-3b-instruct")
     assert lines[3].startswith("ollama:llama3.2 (readonly)") and lines[3].endswith("3 days ago")
 
 

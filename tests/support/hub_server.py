@@ -2,6 +2,7 @@
 
 It answers what `huggingface_hub` and `llmlb node pull` ask the real Hub:
   GET  /api/models/<repo>[/revision/<rev>][?blobs=true]   repo info: sha, siblings (size, blobId, lfs)
+  GET  /api/models/<repo>/tree/<rev>[/<dir>]               the tree API: type, oid, size, path, lfs
   HEAD/GET /<repo>/resolve/<rev>/<file>                     the file, with the Hub's headers
 LFS files answer /resolve with a 302 to /_cdn/<sha256> (as the Hub redirects to its CDN), which
 serves the bytes with Range/206 support. Data goes out with sendfile unless a fault needs the
@@ -9,6 +10,14 @@ bytes in Python, so the server is never the bottleneck of a throughput benchmark
 
 Fault switches (per file name, see `fault()`): drop the connection after N bytes, ignore Range,
 flip a byte, stall, answer a status (5xx, 401, 403, 404), throttle, declare a false size.
+
+Mirror behaviours (per server, see `Behaviour`): `HubServer.olah_like()` acts as olah 0.5.4, a
+self-hosted mirror, does in offline mode (checked against the real one): revision-less repo
+info answers 401, listings carry bare names (no sizes, no LFS data), the tree API and HEAD do
+give sizes and an unquoted ETag, files are served in place (no CDN redirect) as chunked bodies
+without Content-Length, and Range is ignored. Switch off the tree API and HEAD metadata as well
+and no size is known before the download (`unknown_sizes()`). Hostile names (`../../x.gguf`)
+can be listed: their content is stored under a hashed name.
 
 Standalone: `python -m tests.support.hub_server --port 8080 owner/repo=/path/to/file.gguf ...`
 """
@@ -82,9 +91,24 @@ class Fault:
 
 
 @dataclass
+class Behaviour:
+    """How the server differs from huggingface.co (all True/False: the real Hub's behaviour)."""
+
+    revisionless_info: bool = True  # False: /api/models/<repo> without /revision/ answers 401
+    listing_metadata: bool = True  # False: siblings carry only rfilename, even with blobs=true
+    tree_api: bool = True  # False: /api/models/<repo>/tree/... answers 404
+    head_metadata: bool = True  # False: HEAD answers no size and no ETag
+    cdn_redirect: bool = True  # False: LFS files are served in place, as a mirror does
+    honour_range: bool = True  # False: every Range request gets 200 and the whole file
+    content_length: bool = True  # False: file bodies are chunked, with no Content-Length
+    quoted_etag: bool = True  # False: ETag: <hex> (olah) instead of ETag: "<hex>"
+
+
+@dataclass
 class Stats:
     bytes_sent: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # method, path, Range
+    auth: list[tuple[str, str | None]] = field(default_factory=list)  # path, Authorization
 
 
 class HubServer:
@@ -94,7 +118,9 @@ class HubServer:
         token: str = "hf_test_token",
         host: str = "127.0.0.1",
         port: int = 0,
+        behaviour: Behaviour | None = None,
     ):
+        self.behaviour = behaviour or Behaviour()
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="hub-"))
         self.token = token
@@ -106,6 +132,26 @@ class HubServer:
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.thread: threading.Thread | None = None
+
+    @classmethod
+    def olah_like(cls, data_dir: Path | str | None = None, **changes) -> HubServer:
+        """A stand-in for olah's offline mirror (see the module docstring)."""
+        behaviour = Behaviour(
+            revisionless_info=False,
+            listing_metadata=False,
+            cdn_redirect=False,
+            honour_range=False,
+            content_length=False,  # olah streams file bodies chunked (HEAD still has the size)
+            quoted_etag=False,
+        )
+        for key, value in changes.items():
+            setattr(behaviour, key, value)
+        return cls(data_dir, behaviour=behaviour)
+
+    @classmethod
+    def unknown_sizes(cls, data_dir: Path | str | None = None) -> HubServer:
+        """Nothing tells a file's size or hash before it is downloaded."""
+        return cls.olah_like(data_dir, tree_api=False, head_metadata=False)
 
     @property
     def url(self) -> str:
@@ -119,11 +165,15 @@ class HubServer:
         files: dict[str, Path | str | bytes],
         gated: bool = False,
         copy: bool = True,
+        lfs: bool | None = None,
     ) -> Repo:
-        """Files are paths (copied, or served in place with copy=False) or bytes."""
+        """Files are paths (copied, or served in place with copy=False) or bytes. They are LFS
+        files by their suffix or size unless `lfs` says (False: a plain git repo, as a mirror
+        may serve one)."""
         stored: dict[str, HubFile] = {}
         for name, content in files.items():
-            target = self.data_dir / repo_id / name
+            key = name if _safe_name(name) else hashlib.sha1(name.encode()).hexdigest()
+            target = self.data_dir / repo_id / key
             target.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(content, bytes):
                 target.write_bytes(content)
@@ -135,7 +185,7 @@ class HubServer:
             stored[name] = HubFile(
                 target,
                 size,
-                name.endswith(LFS_SUFFIXES) or size > 10 << 20,
+                (name.endswith(LFS_SUFFIXES) or size > 10 << 20) if lfs is None else lfs,
                 sha256_of(target),
                 git_blob_id(target),
             )
@@ -285,6 +335,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [unquote(p) for p in url.path.strip("/").split("/") if p]
         with self.hub.lock:
             self.hub.stats.requests.append((self.command, url.path, self.headers.get("Range")))
+            self.hub.stats.auth.append((url.path, self.headers.get("Authorization")))
         try:
             if parts[:1] == ["_cdn"] and len(parts) == 3:
                 return self._cdn(parts[1], parts[2])
@@ -309,17 +360,21 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if repo.status:
             return self._gate(repo) and None
+        b = self.hub.behaviour
+        if rest[:1] == ["tree"] and len(rest) >= 2:
+            return self._tree(repo, rest[1], "/".join(rest[2:]), query)
+        if not rest and not b.revisionless_info:  # olah offline: "Repository not found"
+            return self._error(401, "RepoNotFound", "Repository not found")
         if rest and not (
             len(rest) == 2 and rest[0] == "revision" and rest[1] in ("main", repo.sha)
         ):
             return self._error(404, "RevisionNotFound", "Invalid rev id")
-        blobs = query.get("blobs", ["false"])[0].lower() == "true"
+        blobs = query.get("blobs", ["false"])[0].lower() == "true" and b.listing_metadata
         siblings = []
         for name, f in sorted(repo.files.items()):
             item: dict = {"rfilename": name}
             if blobs:
-                fault = self.hub._fault_for(name)
-                size = fault.declare_size if fault and fault.declare_size else f.size
+                size = self._declared(name, f)
                 item.update(size=size, blobId=f.blob_id)
                 if f.lfs:
                     item["lfs"] = {"sha256": f.sha256, "size": size, "pointerSize": 134}
@@ -342,6 +397,35 @@ class _Handler(BaseHTTPRequestHandler):
         }
         self._send(200, json.dumps(body).encode())
 
+    def _declared(self, name: str, f: HubFile) -> int:
+        fault = self.hub._fault_for(name)
+        return fault.declare_size if fault and fault.declare_size else f.size
+
+    def _tree(self, repo: Repo, rev: str, folder: str, query: dict) -> None:
+        """The tree API as the Hub (and olah) answer it: files with oid, size and LFS data."""
+        if not self.hub.behaviour.tree_api:
+            return self._error(404, None, "not found")
+        if rev not in ("main", repo.sha):
+            return self._error(404, "RevisionNotFound", "Invalid rev id")
+        recursive = query.get("recursive", ["false"])[0].lower() in ("true", "1")
+        prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+        entries: list[dict] = []
+        folders: set[str] = set()
+        for name, f in sorted(repo.files.items()):
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix) :]
+            if "/" in rest and not recursive:
+                folders.add(prefix + rest.split("/", 1)[0])
+                continue
+            item: dict = {"type": "file", "oid": f.blob_id, "size": self._declared(name, f)}
+            item["path"] = name
+            if f.lfs:
+                item["lfs"] = {"oid": f.sha256, "size": item["size"], "pointerSize": 134}
+            entries.append(item)
+        entries += [{"type": "directory", "oid": "0" * 40, "size": 0, "path": d} for d in folders]
+        self._send(200, json.dumps(entries).encode())
+
     def _resolve(self, repo: Repo, rev: str, name: str) -> None:
         if rev not in ("main", repo.sha):
             return self._error(404, "RevisionNotFound", "Invalid rev id")
@@ -350,8 +434,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "EntryNotFound", f"{name} does not exist")
         if not self._gate(repo):
             return
-        headers = {"X-Repo-Commit": repo.sha, "Accept-Ranges": "bytes"}
-        if f.lfs:
+        b = self.hub.behaviour
+        headers = {"X-Repo-Commit": repo.sha}
+        if b.honour_range:
+            headers["Accept-Ranges"] = "bytes"
+        if f.lfs and b.cdn_redirect:
             # A different host name for the same server, as the Hub's CDN is another host:
             # clients must not follow it for metadata, nor send their token there.
             port = self.server.server_address[1]
@@ -369,7 +456,9 @@ class _Handler(BaseHTTPRequestHandler):
                 }
             )
             return self._send(302, b"", headers)
-        headers["ETag"] = f'"{f.blob_id}"'
+        if b.head_metadata or self.command != "HEAD":
+            etag = f.sha256 if f.lfs else f.blob_id  # olah: an LFS file's ETag is its sha256
+            headers["ETag"] = f'"{etag}"' if b.quoted_etag else etag
         self._data(f, name, headers)
 
     def _cdn(self, repo_key: str, sha256: str) -> None:
@@ -387,23 +476,60 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(fault.status, code, f"fault {fault.status}")
         start, end = 0, f.size  # end exclusive
         status = 200
+        b = self.hub.behaviour
         rng = self.headers.get("Range")
-        if rng and not (fault and fault.ignore_range):
+        if rng and b.honour_range and not (fault and fault.ignore_range):
             parsed = _parse_range(rng, f.size)
             if parsed is None:
                 return self._send(416, b"", {"Content-Range": f"bytes */{f.size}"})
             start, end = parsed
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{f.size}"
+        if self.command == "HEAD":
+            chunked = not b.head_metadata  # HEAD: no Content-Length, no ETag
+            if chunked:
+                headers.pop("ETag", None)
+        else:
+            chunked = not b.content_length and status == 200
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(end - start))
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(end - start))
         for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
         if self.command == "HEAD":
+            if chunked:
+                self.close_connection = True
             return
+        if chunked:
+            return self._chunked(f, name, fault)
         self._body(f, name, start, end, fault)
+
+    def _chunked(self, f: HubFile, name: str, fault: Fault | None) -> None:
+        """A body of unannounced length (a mirror streaming from a generator)."""
+        drop = (
+            fault.drop_after
+            if fault and fault.drop_after is not None and self.hub._use(fault)
+            else None
+        )
+        sent = 0
+        with open(f.path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                if drop is not None and sent + len(chunk) > drop:
+                    chunk = chunk[: drop - sent]
+                    if chunk:  # (an empty chunk would be the last-chunk marker)
+                        self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                        self._count(name, len(chunk))
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    raise _Disconnect
+                self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                sent += len(chunk)
+                self._count(name, len(chunk))
+        self.wfile.write(b"0\r\n\r\n")
 
     def _count(self, name: str, n: int) -> None:
         with self.hub.lock:
@@ -466,6 +592,15 @@ class _Handler(BaseHTTPRequestHandler):
                     ahead = sent / fault.rate - (time.monotonic() - began)
                     if ahead > 0:
                         time.sleep(ahead)
+
+
+def _safe_name(name: str) -> bool:
+    parts = name.split("/")
+    return (
+        not name.startswith("/")
+        and "\\" not in name
+        and all(p not in ("", ".", "..") and p.isprintable() for p in parts)
+    )
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | None:

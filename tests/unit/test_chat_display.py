@@ -74,3 +74,40 @@ def test_thinking_is_dim_on_a_terminal():
     screen, _ = run(show_thinking=True, styled=True)
     assert screen.startswith(DIM + "Thinking...\n" + RESET)
     assert DIM + "Let me" in screen and "The answer is 4." in screen
+
+
+def test_an_empty_reply_gets_counts_but_no_rates():
+    chat = Chat(
+        ScriptedNode(),
+        {"name": "m"},
+        {"id": "x", "settings": {}, "messages": []},
+        io.StringIO(),
+        styled=False,
+        verbose=True,
+    )
+    chat.stats({"prompt_eval_count": 7, "eval_count": 0, "eval_duration": 3400}, 0.0, None)
+    assert chat.out.getvalue() == "prompt tokens:       7\ncompletion tokens:   0\n"
+    chat.out = io.StringIO()
+    chat.stats({"prompt_eval_count": 7, "eval_count": 10, "eval_duration": 10**9}, 0.0, 0.25)
+    assert chat.out.getvalue().splitlines()[2:] == [
+        "time to first token: 250 ms",
+        "eval rate:           10.00 tokens/s",
+    ]
+
+
+def test_on_a_terminal_the_reply_wraps_at_word_boundaries():
+    class Long(ScriptedNode):
+        @contextmanager
+        def stream(self, method, path, body):
+            words = "a reply with some punctuation that goes on and on and on"
+            pieces = [words[i : i + 3] for i in range(0, len(words), 3)]
+            yield iter(
+                [{"message": {"content": p}, "done": False} for p in pieces]
+                + [{"done": True, "eval_count": 1, "message": {}}]
+            )
+
+    out = io.StringIO()
+    session = {"id": "x", "settings": {"temperature": 0.7, "top_p": 0.9}, "messages": []}
+    chat = Chat(Long(), {"name": "m"}, session, out, styled=False, width=16)
+    chat.turn("go")
+    assert out.getvalue() == "a reply with \nsome punctuation\nthat goes on and\non and on\n"

@@ -6,7 +6,7 @@ import pytest
 
 from llmlb.errors import BadRequest, NotFound, ValidationError
 from llmlb.jobs.downloader import MAX_PARTS, MIN_PART, split
-from llmlb.sources.huggingface import HfRef, Sibling, choose_files, parse_ref, quant_of
+from llmlb.sources.hf_refs import HfRef, Sibling, choose_files, parse_ref, quant_of
 
 
 @pytest.mark.parametrize(
@@ -31,10 +31,64 @@ from llmlb.sources.huggingface import HfRef, Sibling, choose_files, parse_ref, q
         ),
         ("https://huggingface.co/owner/repo/tree/v1.0", HfRef("owner/repo", revision="v1.0")),
         ("https://hf.co/owner/repo", HfRef("owner/repo")),
+        ("owner/repo:latest", HfRef("owner/repo")),  # ollama's word for the default
+        ("hf.co/owner/repo:LATEST", HfRef("owner/repo")),
     ],
 )
 def test_parse_ref(text, ref):
     assert parse_ref(text) == ref
+
+
+def test_a_forwarded_endpoint_is_understood_in_urls():
+    ref = parse_ref("http://mirror:8090/o/r/resolve/main/x.gguf", endpoint="http://mirror:8090")
+    assert ref == HfRef("o/r", "main", None, "x.gguf")
+
+
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        ("http://mirror:8090", "http://mirror:8090"),
+        ("https://hf-mirror.com/", "https://hf-mirror.com"),
+        ("https://host/sub/path", "https://host/sub/path"),
+        ("ftp://host", None),
+        ("http://", None),
+        ("http://u:p@host", None),
+        ("http://host/?q=1", None),
+        ("http://host/#x", None),
+        ("http://host:99999", None),
+        ("http://ho st", None),
+        ("javascript:alert(1)", None),
+        ("", None),
+    ],
+)
+def test_endpoints_sent_by_clients_are_checked(value, ok):
+    from llmlb.sources.huggingface import check_endpoint
+
+    if ok is None:
+        with pytest.raises(ValidationError, match="HF_ENDPOINT"):
+            check_endpoint(value)
+    else:
+        assert check_endpoint(value) == ok
+
+
+def test_a_client_named_endpoint_never_gets_the_servers_token(monkeypatch):
+    from llmlb.sources.huggingface import hub_for
+
+    monkeypatch.setenv("HF_TOKEN", "server-secret")
+    monkeypatch.setenv("HF_ENDPOINT", "https://own.example")
+    assert hub_for(None, "http://other:1").token is None
+    assert hub_for("client", "http://other:1").token == "client"
+    assert hub_for(None, "https://own.example/").token == "server-secret"  # its own endpoint
+    assert hub_for(None, None).token == "server-secret"
+
+
+def test_plans_read_back_from_a_row_are_checked_again():
+    from llmlb.sources.hf_refs import Plan
+
+    stored = {"repo": "o/r", "revision": "x", "name": "o/r", "format": "GGUF"}
+    stored["files"] = [{"path": "../../escape.gguf", "size": 1}]
+    with pytest.raises(ValidationError, match="unsafe file name"):
+        Plan.from_json(stored)
 
 
 def test_hf_endpoint_urls_are_understood(monkeypatch):
@@ -123,7 +177,9 @@ def test_default_follows_the_preference_order_without_q4_k_m():
 
 def test_tag_is_case_insensitive_and_missing_tag_lists_what_exists():
     assert [f.path for f in choose_files(HfRef("o/r", tag="q8_0"), GGUF_REPO)[1]] == ["m-Q8_0.gguf"]
-    with pytest.raises(NotFound, match="no Q5_K_M file in o/r; available: F16, Q2_K, Q4_K_M, Q8_0"):
+    with pytest.raises(
+        NotFound, match="no Q5_K_M file in o/r on Hugging Face; available: F16, Q2_K, Q4_K_M, Q8_0"
+    ):
         choose_files(HfRef("o/r", tag="Q5_K_M"), GGUF_REPO)
 
 

@@ -1,9 +1,11 @@
+import io
 import json
 import shutil
 
 import pytest
 
 from llmlb.sources import metadata as meta
+from llmlb.sources.gguf_header import read_header
 from tests.support.tiny_model import TinySpec, make_tiny_gguf, param_count
 from tests.support.tiny_safetensors import make_tiny_safetensors
 
@@ -94,10 +96,53 @@ def test_missing_shard_is_refused(tmp_path):
         meta.read_safetensors(directory)
 
 
-def test_metadata_reads_headers_only(tmp_path, tiny_gguf):
-    """A GGUF with a huge tail of tensor data still reads fast: we only parse the header."""
+def test_metadata_reads_headers_only(tmp_path, tiny_gguf, monkeypatch):
+    """A GGUF with 2 GiB of tensor data: read_gguf reads the header and stops where data starts."""
     big = tmp_path / "big.gguf"
     shutil.copyfile(tiny_gguf, big)
     with open(big, "ab") as fh:
-        fh.truncate(big.stat().st_size + 2 * 1024**3)  # sparse: 2 GiB more, never read
-    assert meta.read_gguf(big).parameters > 0
+        fh.truncate(big.stat().st_size + 2 * 1024**3)  # sparse: 2 GiB more
+    furthest = 0
+
+    class Recording(io.FileIO):
+        def readinto(self, buffer):
+            nonlocal furthest
+            n = super().readinto(buffer)
+            furthest = max(furthest, self.tell())
+            return n
+
+    def recording_open(path, mode="rb", buffering=-1):
+        assert mode == "rb"
+        return io.BufferedReader(Recording(path), max(buffering, io.DEFAULT_BUFFER_SIZE))
+
+    monkeypatch.setattr(meta, "open", recording_open, raising=False)
+    info = meta.read_gguf(big)
+    assert info.parameters == param_count(TinySpec())
+    with open(tiny_gguf, "rb") as fh:
+        data_starts = read_header(fh, tiny_gguf.stat().st_size).data_offset
+    assert 0 < furthest <= data_starts + (1 << 20)  # at most one read buffer past the header
+
+
+def test_header_reader_skips_big_vocabularies_without_reading_tensor_data(tmp_path):
+    """150k tokens and merges: skipped as arrays, while every scalar and string is kept."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "vocab.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(4096)
+    w.add_token_list([f"t{i}".encode() for i in range(150_000)])
+    w.add_token_merges([f"a{i} b{i}" for i in range(150_000)])
+    w.add_chat_template("{{ messages }}")
+    w.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with open(path, "rb") as fh:
+        header = read_header(fh, path.stat().st_size)
+    assert header.values["llama.context_length"] == 4096
+    assert header.values["tokenizer.chat_template"] == "{{ messages }}"
+    assert "tokenizer.ggml.tokens" not in header.values  # skipped, not built
+    assert [(t.name, t.shape) for t in header.tensors] == [("token_embd.weight", (4, 8))]
+    assert header.data_offset == path.stat().st_size - 8 * 4 * 4

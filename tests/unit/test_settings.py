@@ -59,12 +59,14 @@ def test_debug_flag(monkeypatch, value, expected):
     assert settings.debug() is expected
 
 
-def test_home_and_paths(monkeypatch, tmp_path):
+def test_llmlb_home_holds_the_catalog_and_the_repl_history(monkeypatch, tmp_path):
     monkeypatch.setenv("LLMLB_HOME", str(tmp_path / "h"))
     assert settings.home() == tmp_path / "h"
-    assert settings.catalog_path() == tmp_path / "h" / "llmlb.db"
-    assert settings.queue_path() == tmp_path / "h" / "queue.db"
-    assert settings.models_dir() == tmp_path / "h" / "models"
+    assert settings.catalog_path() == tmp_path / "h" / "llmlb.db"  # `llmlb db upgrade`
+    assert settings.history_path() == tmp_path / "h" / "history"  # the REPL's input history
+    monkeypatch.setenv("LLMLB_HOME", "~/elsewhere")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert settings.catalog_path() == tmp_path / "elsewhere" / "llmlb.db"
 
 
 def test_home_default(monkeypatch, tmp_path):

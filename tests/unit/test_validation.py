@@ -1,7 +1,7 @@
 import pytest
 
+from llmlb import validation as v
 from llmlb.errors import ValidationError
-from llmlb.store import validation as v
 
 
 @pytest.mark.parametrize(
@@ -85,3 +85,39 @@ def test_ranges():
         v.check_range("temperature", 2.5, 0.0, 2.0)
     with pytest.raises(ValidationError):
         v.check_range("top_p", "high", 0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("../../../../tmp/x/pwned.gguf", "'..' segment"),
+        ("/tmp/x/abs.gguf", "absolute path"),
+        ("sub/../../../../x2.gguf", "'..' segment"),
+        ("a\\b.gguf", "backslash"),
+        ("a\x00b.gguf", "control character"),
+        ("a\nb.gguf", "control character"),
+        ("a\x9bb.gguf", "control character"),
+        ("a//b.gguf", "empty segment"),
+        ("a/", "empty segment"),
+        ("./a.gguf", "'.' segment"),
+        ("", "empty"),
+        ("x" * 1001, "too long"),
+    ],
+)
+def test_hub_file_names_are_checked_like_model_names(name, why):
+    with pytest.raises(ValidationError, match=why):
+        v.check_hub_path(name)
+
+
+@pytest.mark.parametrize("name", ["m.gguf", "dir/sub/m-Q8_0.gguf", "my model (1).gguf", "été.gguf"])
+def test_ordinary_hub_file_names_pass(name):
+    assert v.check_hub_path(name) == name
+
+
+def test_inside_refuses_a_join_that_leaves_the_directory(tmp_path):
+    base = tmp_path / "partial" / "o" / "r"
+    assert v.inside(base, "a/b.gguf") == base / "a" / "b.gguf"
+    (tmp_path / "partial" / "o").mkdir(parents=True)
+    base.symlink_to(tmp_path)  # a link that leads out: the resolved path decides
+    with pytest.raises(ValidationError, match="outside"):
+        v.inside(tmp_path / "partial" / "o", "r/m.gguf")

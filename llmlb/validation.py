@@ -65,3 +65,40 @@ def check_range(name: str, value: object, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ValidationError(f"{name} must be a number from {low} to {high} (got {value!r})")
     return float(value)
+
+
+MAX_HUB_PATH = 1000
+
+
+def check_hub_path(path: object) -> str:
+    """A file name from a Hub listing, used as a relative path under our own directories.
+
+    A mirror is outside data: no absolute path, no `..`, no backslash, no empty or `.`
+    segment, no control character. (The join itself is checked again by `inside`.)
+    """
+    if not isinstance(path, str) or not path:
+        raise ValidationError("unsafe file name in the repo listing: it is empty")
+    shown = path.encode("unicode_escape").decode("ascii")[:120]
+    if len(path) > MAX_HUB_PATH:
+        raise ValidationError(f"unsafe file name '{shown}…' in the repo listing: too long")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in path):
+        raise ValidationError(f"unsafe file name '{shown}' in the repo listing: control character")
+    if "\\" in path:
+        raise ValidationError(f"unsafe file name '{shown}' in the repo listing: backslash")
+    if path.startswith("/"):
+        raise ValidationError(f"unsafe file name '{shown}' in the repo listing: absolute path")
+    parts = path.split("/")
+    for bad, why in (("..", "a '..' segment"), ("", "an empty segment"), (".", "a '.' segment")):
+        if bad in parts:
+            raise ValidationError(f"unsafe file name '{shown}' in the repo listing: {why}")
+    return path
+
+
+def inside(base: Path, relative: str) -> Path:
+    """`base / relative`, after checking that it resolves inside `base` (symlinks followed)."""
+    check_hub_path(relative)
+    target = Path(base) / relative
+    root = Path(base).resolve()
+    if root not in target.resolve().parents:
+        raise ValidationError(f"file name '{relative}' would be written outside {base}")
+    return target

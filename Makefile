@@ -28,11 +28,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
-# Lint, format and types: the same checks CI runs before the tests.
+# Lint, format, types and the direction of imports (pyproject [tool.importlinter]): CI runs them first.
 check: install
 	$(VENV)/bin/ruff check llmlb tests bench migrations
 	$(VENV)/bin/ruff format --check llmlb tests bench migrations
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # Everything, as CI runs it (.ci/run): checks, then every tier, the installed wheel included.
 test: install browser check

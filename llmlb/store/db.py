@@ -7,31 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, create_engine
+from sqlmodel import Session
 
 from llmlb.store import schema as schema_mod
+from llmlb.store.engine import make_engine
 from llmlb.store.schema import NODE, ROUTER
-
-
-def _on_connect(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.close()
-
-
-def make_engine(path: Path | str) -> Engine:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(
-        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 5}
-    )
-    event.listen(engine, "connect", _on_connect)
-    return engine
 
 
 def alembic_config(schema: str = NODE):

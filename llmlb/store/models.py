@@ -108,7 +108,7 @@ class Session(SQLModel, table=True):
 
 class Message(SQLModel, table=True):
     __tablename__ = "message"
-    __table_args__ = (Index("ix_message_session_position", "session_id", "position"),)
+    __table_args__ = (Index("ix_message_session_position", "session_id", "position", unique=True),)
 
     id: int | None = Field(default=None, primary_key=True)
     session_id: str = Field(

@@ -87,7 +87,7 @@ def run_env(schema: str) -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    from llmlb.store.db import make_engine
+    from llmlb.store.engine import make_engine
 
     engine = make_engine(url.removeprefix("sqlite:///"))
     try:

@@ -19,6 +19,7 @@ from tests.support.procs import run_cli
 NODE_TABLES = {"model", "node", "session", "message", "download_progress"}
 ROUTER_TABLES = {"router_node", "request_log"}
 OWN = {schema.NODE: NODE_TABLES, schema.ROUTER: ROUTER_TABLES}
+HEAD = {schema.NODE: "0004", schema.ROUTER: "0003"}
 
 
 def _diff(engine, name):
@@ -44,7 +45,7 @@ def test_upgrade_head_matches_the_schemas_models(tmp_path, name):
     db.upgrade(engine, schema=name)
     assert _diff(engine, name) == []
     assert _tables(engine) == OWN[name] | {"alembic_version"}
-    assert db.current_revision(engine) == "0003"
+    assert db.current_revision(engine) == HEAD[name]
 
 
 def test_two_fresh_databases_hold_only_their_own_tables(llmlb_env):
@@ -105,7 +106,7 @@ def test_a_node_catalog_from_the_former_chain_upgrades(tmp_path, old_revision):
     _fill_node_catalog(engine)
     db.upgrade(engine, schema=schema.NODE)
     assert _tables(engine) == NODE_TABLES | {"alembic_version"}  # router tables dropped
-    assert db.current_revision(engine) == "0003"
+    assert db.current_revision(engine) == HEAD[schema.NODE]
     assert _diff(engine, schema.NODE) == []
     with db.session(engine) as s:
         assert s.exec(select(Model.name)).all() == ["org/kept"]
@@ -122,11 +123,44 @@ def test_a_router_db_from_the_former_chain_upgrades(tmp_path):
         s.commit()
     db.upgrade(engine, schema=schema.ROUTER)
     assert _tables(engine) == ROUTER_TABLES | {"alembic_version"}  # catalog tables dropped
-    assert db.current_revision(engine) == "0003"
+    assert db.current_revision(engine) == HEAD[schema.ROUTER]
     assert _diff(engine, schema.ROUTER) == []
     with db.session(engine) as s:
         assert s.exec(select(RouterNode.host)).all() == ["10.0.0.2"]
         assert s.exec(select(RequestLog.status)).all() == [200]
+
+
+def test_positions_taken_twice_by_racing_appends_are_renumbered(tmp_path):
+    """Before appends were serialised, two messages could share a position; 0004 makes the pair
+    unique, moving the later of a pair after it, so nothing is lost."""
+    engine = db.make_engine(tmp_path / "llmlb.db")
+    db.upgrade(engine, "0003", schema=schema.NODE)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO session (id, model_name, settings, created_at, updated_at, token_count) "
+                "VALUES ('s1', 'm', '{}', '2026-01-01', '2026-01-01', 0)"
+            )
+        )
+        for position, content in [(0, "a"), (1, "b"), (1, "c"), (2, "d")]:
+            conn.execute(
+                text(
+                    "INSERT INTO message (session_id, position, role, content, timestamp) "
+                    "VALUES ('s1', :p, 'User', :c, '2026-01-01')"
+                ),
+                {"p": position, "c": content},
+            )
+    db.upgrade(engine, schema=schema.NODE)
+    with db.session(engine) as s:
+        rows = s.exec(select(Message.position, Message.content).order_by(Message.position)).all()
+    assert [tuple(r) for r in rows] == [(0, "a"), (1, "b"), (2, "c"), (3, "d")]
+    with pytest.raises(Exception, match="UNIQUE"), engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO message (session_id, position, role, content, timestamp) "
+                "VALUES ('s1', 3, 'User', 'x', '2026-01-01')"
+            )
+        )
 
 
 def test_foreign_tables_that_hold_rows_are_kept_with_a_warning(tmp_path, caplog):
@@ -139,7 +173,7 @@ def test_foreign_tables_that_hold_rows_are_kept_with_a_warning(tmp_path, caplog)
     with caplog.at_level(logging.WARNING, logger="llmlb.store"):
         db.upgrade(engine, schema=schema.NODE)
     assert _tables(engine) == NODE_TABLES | ROUTER_TABLES | {"alembic_version"}
-    assert db.current_revision(engine) == "0003"
+    assert db.current_revision(engine) == HEAD[schema.NODE]
     assert any("request_log, router_node" in r.getMessage() for r in caplog.records)
     with db.session(engine) as s:
         assert s.exec(select(RequestLog.endpoint)).all() == ["/api/chat"]
@@ -148,7 +182,7 @@ def test_foreign_tables_that_hold_rows_are_kept_with_a_warning(tmp_path, caplog)
 def test_db_upgrade_command_migrates_each_database(llmlb_env):
     r = run_cli("db", "upgrade")
     assert r.returncode == 0, r.stderr
-    assert r.stdout == f"node catalog {llmlb_env / 'llmlb.db'} is at revision 0003\n"
+    assert r.stdout == f"node catalog {llmlb_env / 'llmlb.db'} is at revision 0004\n"
     assert not (llmlb_env / "router.db").exists()
     r = run_cli("db", "upgrade", "--router")
     assert r.returncode == 0, r.stderr

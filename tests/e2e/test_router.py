@@ -62,8 +62,8 @@ def test_spread_views_and_failover(cluster):
     assert all(line.split()[2:4] == ["online", "CPU"] for line in lines[1:])
     models = run_cli("router", "models", env=env).stdout.splitlines()
     assert models[0].split() == ["MODEL", "NODES", "STATUS", "ALIAS"]
-    assert models[1].split()[:3] == ["org/endless", "3", "available"]
-    assert models[2].split()[:3] == ["org/only-here", "1", "available"]
+    assert models[1].split() == ["org/endless", "3", "available", "endless"]
+    assert models[2].split() == ["org/only-here", "1", "available", "only-here"]
 
     client = openai.OpenAI(base_url=router.url + "/v1", api_key="x", max_retries=0)
 
@@ -107,6 +107,7 @@ def test_spread_views_and_failover(cluster):
         "org/only-here",
         "0",
         "unavailable",
+        "only-here",  # the alias, from the node's last heartbeat
     ]
     assert run_cli("router", "status", env=env).stdout.startswith("Cluster Status: degraded")
     gone = httpx.post(

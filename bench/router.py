@@ -28,9 +28,9 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.fake_cluster import MODEL, keep_registered, start_backends  # noqa: E402
 from tests.support.procs import ServerProcess, free_port  # noqa: E402
 
-MODEL = "fake/model"
 KEY = "sk-llmlb-bench-7f3c9a1e5b2d4c6a8e0f1a2b3c4d5e6f"  # LiteLLM refuses to start without a master key
 BODY = {
     "model": MODEL,
@@ -38,41 +38,6 @@ BODY = {
     "stream": True,
     "max_tokens": 32,
 }
-
-
-def start_backends(n: int, *args: str) -> tuple[list[int], list[subprocess.Popen]]:
-    """`n` fake backends; `args` go to each (see tests/support/fake_backend.py)."""
-    ports = [free_port() for _ in range(n)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.support.fake_backend", str(p), *args], cwd=ROOT
-        )
-        for p in ports
-    ]
-    for p in ports:
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{p}/", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-    return ports, procs
-
-
-def keep_registered(router_url: str, ports: list[int], stop: threading.Event) -> None:
-    while not stop.is_set():
-        for p in ports:
-            httpx.post(
-                router_url + "/admin/nodes/heartbeat",
-                json={
-                    "id": f"fake-{p}",
-                    "host": "127.0.0.1",
-                    "port": p,
-                    "models": [{"name": MODEL, "alias": None}],
-                    "loaded_models": [MODEL],
-                },
-            )
-        stop.wait(1.0)
 
 
 def start_litellm(exe: str, ports: list[int], tmp: Path) -> tuple[subprocess.Popen, str] | None:

@@ -18,6 +18,7 @@ from llmlb.store.router_models import RequestLog
 
 log = logging.getLogger("llmlb.router")
 FLUSH_EVERY = 0.5
+PRUNE_EVERY = timedelta(hours=1)
 
 
 class History:
@@ -47,7 +48,7 @@ class History:
             await asyncio.sleep(FLUSH_EVERY)
             if self.pending:
                 await to_thread.run_sync(self.flush)
-            if datetime.now(UTC) - pruned > timedelta(hours=1):
+            if datetime.now(UTC) - pruned >= PRUNE_EVERY:
                 await to_thread.run_sync(self.prune)
                 pruned = datetime.now(UTC)
 

@@ -8,14 +8,13 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.hub_server import HubServer
-from tests.support.procs import LLMLB, ServerProcess, run_cli
+from tests.support.procs import LLMLB, ServerProcess, run_cli, wait_for
 from tests.support.tiny_model import TinySpec, make_tiny_gguf
 from tests.support.tiny_safetensors import make_tiny_safetensors
 
@@ -186,23 +185,20 @@ def _pull_in_background(server, model: str) -> subprocess.Popen:
 
 
 def _wait_downloading(server, name: str, timeout: float = 30) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def started() -> bool:
         m = tags(server).get(name)
-        if m and m.get("downloading") and m["downloading"]["completed"] > 0:
-            return m
-        time.sleep(0.05)
-    raise AssertionError(f"{name} never started downloading")
+        return bool(m and m.get("downloading") and m["downloading"]["completed"] > 0)
+
+    assert wait_for(started, timeout, every=0.05), f"{name} never started downloading"
+    return tags(server)[name]
 
 
 def _wait_installed(server, name: str, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def installed() -> bool:
         m = tags(server).get(name)
-        if m and not m.get("downloading"):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{name} was never installed")
+        return bool(m and not m.get("downloading"))
+
+    assert wait_for(installed, timeout), f"{name} was never installed"
 
 
 def test_ctrl_c_detaches_and_a_second_pull_attaches(node, hub, llmlb_env):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import time
 
 import httpx
 import pytest
@@ -61,14 +60,13 @@ def test_kill_9_mid_download_resumes_at_restart(hub, llmlb_env):
         pass  # we only wanted to start it
     else:
         raise AssertionError(f"the pull should still be running: {r.text}")
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        listed = run_cli("node", "list", env=server.client_env()).stdout
-        status, done, total = _row(llmlb_env) or ("", 0, 0)
-        if status == "Downloading" and done >= f.size * 0.3:
-            break
-        time.sleep(0.1)
-    assert "downloading" in listed
+
+    def a_third_downloaded() -> bool:
+        status, done, _ = _row(llmlb_env) or ("", 0, 0)
+        return status == "Downloading" and done >= f.size * 0.3
+
+    assert wait_for(a_third_downloaded, 60), server.log()
+    assert "downloading" in run_cli("node", "list", env=server.client_env()).stdout
     server.kill()
     status, recorded, total = _row(llmlb_env)
     assert status == "Downloading" and 0 < recorded < total == f.size
@@ -80,10 +78,7 @@ def test_kill_9_mid_download_resumes_at_restart(hub, llmlb_env):
         llmlb_env, env=env, port=server.port
     ).start()  # no user action after this
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and _row(llmlb_env)[0] != "Completed":
-            time.sleep(0.1)
-        assert _row(llmlb_env)[0] == "Completed", server.log()
+        assert wait_for(lambda: _row(llmlb_env)[0] == "Completed", 60), server.log()
         assert _requested(hub) <= missing + part
         assert _requested(hub) < f.size  # resumed, not started over
         path = llmlb_env / "models" / "acme" / "big-GGUF" / "big-F32.gguf"
@@ -113,10 +108,7 @@ def test_graceful_stop_keeps_the_download_for_the_next_start(hub, llmlb_env):
     hub.clear_faults()
     server = ServerProcess(llmlb_env, env=env).start()
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and _row(llmlb_env)[0] != "Completed":
-            time.sleep(0.1)
-        assert _row(llmlb_env)[0] == "Completed"
+        assert wait_for(lambda: _row(llmlb_env)[0] == "Completed", 60), server.log()
         path = llmlb_env / "models" / "acme" / "big-GGUF" / "big-F32.gguf"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == f.sha256
     finally:

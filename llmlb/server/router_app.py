@@ -31,7 +31,7 @@ from llmlb.balancer.metrics import CONTENT_TYPE, RouterMetrics
 from llmlb.balancer.registry import Registry
 from llmlb.balancer.wire import NODE_ID, Heartbeat
 from llmlb.errors import ModelNotFound
-from llmlb.server import dashboard
+from llmlb.server import dashboard, router_docs
 from llmlb.server.body import ApiRequest
 from llmlb.server.errors import exception_handlers
 from llmlb.server.origins import BrowserGuard, OriginPolicy
@@ -217,6 +217,7 @@ ROUTES = [
     timeseries_view,
     metrics_page,
     dashboard.page,
+    *router_docs.ROUTES,
 ]
 
 

@@ -229,3 +229,9 @@ def router_queue_timeout() -> float:
 def threads() -> int:
     """CPU threads a loaded model computes with (ollama's num_thread); default: all cores."""
     return _int_env("LLMLB_THREADS", os.cpu_count() or 1)
+
+
+def num_parallel() -> int:
+    """Requests one loaded chat model decodes at once, batched (ollama's OLLAMA_NUM_PARALLEL).
+    Each has its own LLMLB_CONTEXT_LENGTH of KV cache, so memory grows with it."""
+    return _int_env("LLMLB_NUM_PARALLEL", 4)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmlb import settings
-from llmlb.engine.base import GenOptions, GenStats
+from llmlb.engine.base import GenOptions, GenStats, TokenLogprob
 from llmlb.engine.thinking import ThinkingSplitter
 from llmlb.errors import BadRequest
 from llmlb.server.body import field as get_field
@@ -27,30 +27,49 @@ class Turn:
     load_ns: int = 0
     content: str = ""
     thinking: str = ""
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # every token's, when asked
+    logprobs_sent: int = 0
+
+    def take_logprobs(self) -> list[TokenLogprob]:
+        """The log probabilities that arrived since the last call (for a streamed chunk)."""
+        new = self.logprobs[self.logprobs_sent :]
+        self.logprobs_sent = len(self.logprobs)
+        return new
 
 
 def options_from(data: dict, prefix: str = "") -> GenOptions:
-    """Generation options from an ollama `options` object or OpenAI top-level fields."""
+    """Sampling options from an ollama `options` object or OpenAI top-level fields; unset
+    fields keep ollama's defaults (GenOptions)."""
 
-    def num(name, lo, hi, kind=(int, float)):
+    def num(name, lo, hi, kind=(int, float), low_open=False):
         value = get_field(data, name, kind)
-        if value is not None and not lo <= value <= hi:
-            raise BadRequest(f"field '{prefix}{name}' must be between {lo} and {hi}")
+        if value is not None and not (lo < value <= hi if low_open else lo <= value <= hi):
+            edge = "greater than" if low_open else "between"
+            rng = f"{lo} and at most {hi}" if low_open else f"{lo} and {hi}"
+            raise BadRequest(f"field '{prefix}{name}' must be {edge} {rng}")
         return value
 
     opts = GenOptions()
-    t = num("temperature", 0.0, 2.0)
-    if t is not None:
-        opts.temperature = float(t)
-    p = num("top_p", 0.0, 1.0)
-    if p is not None:
-        opts.top_p = float(p)
-    k = num("top_k", 0, 100000, int)
-    if k is not None:
-        opts.top_k = k
-    rp = num("repeat_penalty", 0.0, 10.0)
+    for name, lo, hi in (
+        ("temperature", 0.0, 2.0),
+        ("top_p", 0.0, 1.0),
+        ("min_p", 0.0, 1.0),
+        ("typical_p", 0.0, 1.0),
+        ("presence_penalty", -2.0, 2.0),
+        ("frequency_penalty", -2.0, 2.0),
+    ):
+        value = num(name, lo, hi)
+        if value is not None:
+            setattr(opts, name, float(value))
+    rp = num("repeat_penalty", 0.0, 10.0, low_open=True)
     if rp is not None:
         opts.repeat_penalty = float(rp)
+    k = num("top_k", 0, 1_000_000, int)
+    if k is not None:
+        opts.top_k = k
+    last_n = num("repeat_last_n", -1, 1_000_000, int)
+    if last_n is not None:
+        opts.repeat_last_n = last_n
     seed = get_field(data, "seed", int)
     if seed is not None:
         opts.seed = seed
@@ -62,6 +81,20 @@ def options_from(data: dict, prefix: str = "") -> GenOptions:
     elif stop is not None:
         raise BadRequest(f"field '{prefix}stop' must be a string or a list of strings")
     return opts
+
+
+def logprobs_from(opts: GenOptions, want: Any, top: Any, name: str = "logprobs") -> None:
+    """`logprobs` (a boolean) and `top_logprobs` (0-20), as OpenAI chat and ollama take them."""
+    if want is not None and not isinstance(want, bool):
+        raise BadRequest(f"field '{name}' must be a boolean")
+    if top is not None and (
+        isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20
+    ):
+        raise BadRequest("field 'top_logprobs' must be an integer between 0 and 20")
+    if top and not want:
+        raise BadRequest(f"field 'top_logprobs' needs '{name}': true")
+    opts.logprobs = bool(want)
+    opts.top_logprobs = top or 0
 
 
 def max_tokens(value: Any, name: str) -> int | None:
@@ -105,13 +138,16 @@ def image_data_url(b64: str, field_name: str = "images") -> str:
 async def generate(
     scheduler, lease, produce, turn: Turn, think: bool | None, starts_thinking: bool = False
 ) -> AsyncGenerator[tuple[str, str]]:
-    """("thinking"|"content", text) pieces; releases the lease when done or abandoned."""
+    """("thinking"|"content", text) pieces; releases the lease when done or abandoned.
+    `produce()` starts the generation (backend.chat/complete). Log probabilities, when asked
+    for, collect in turn.logprobs (turn.take_logprobs() for each streamed chunk)."""
     splitter = ThinkingSplitter(starts_thinking)
     try:
         async for piece in lease.stream(produce):
             if turn.first_token_at is None:
                 turn.first_token_at = time.perf_counter()
-            thinking, content = splitter.feed(piece)
+            turn.logprobs += piece.logprobs
+            thinking, content = splitter.feed(piece.text)
             for kind, text in (("thinking", thinking), ("content", content)):
                 if text:
                     if kind == "thinking":

@@ -46,7 +46,7 @@ def _final(turn: inf.Turn, model: str) -> dict[str, Any]:
         "done_reason": {"length": "length", "cancelled": "stop"}.get(s.finish_reason, "stop"),
         "total_duration": int((end - turn.started) * 1e9),
         "load_duration": turn.load_ns,
-        "prompt_eval_count": s.prompt_tokens,
+        "prompt_eval_count": s.evaluated_tokens,  # as ollama: a cached prefix is not evaluated
         "prompt_eval_duration": s.prompt_ns,
         "eval_count": s.completion_tokens,
         "eval_duration": s.eval_ns,
@@ -74,22 +74,21 @@ async def _respond(
     think = field(data, "think", (bool, str))
     think = None if think is None else think not in (False, "false", "none")
     pieces = await inf.primed(inf.generate(_scheduler(state), lease, produce, turn, think))
+    want_logprobs = bool(data.get("logprobs"))
     if field(data, "stream", bool, default=True):
 
         async def body() -> AsyncIterator[bytes]:
             try:
                 async for kind, text in pieces:
-                    yield (
-                        json.dumps(
-                            {
-                                "model": model_name,
-                                "created_at": _now(),
-                                **shape(kind, text),
-                                "done": False,
-                            }
-                        )
-                        + "\n"
-                    ).encode()
+                    line = {
+                        "model": model_name,
+                        "created_at": _now(),
+                        **shape(kind, text),
+                        "done": False,
+                    }
+                    if want_logprobs:
+                        line["logprobs"] = _logprobs(turn.take_logprobs())
+                    yield (json.dumps(line) + "\n").encode()
             except (
                 Exception
             ) as exc:  # after the first byte the status is sent: say it in the stream
@@ -97,6 +96,8 @@ async def _respond(
                 yield (json.dumps({"error": f"generation failed: {exc}"}) + "\n").encode()
                 return
             final = _final(turn, model_name)
+            if want_logprobs:
+                final["logprobs"] = _logprobs(turn.take_logprobs())
             _record(state, endpoint, turn)
             yield (json.dumps({**final, **shape("content", "")}) + "\n").encode()
 
@@ -107,7 +108,21 @@ async def _respond(
     full = shape("content", turn.content)
     if turn.thinking and think is not False:
         full = _merge_thinking(full, turn.thinking)
+    if want_logprobs:
+        full["logprobs"] = _logprobs(turn.logprobs)
     return Response({**_final(turn, model_name), **full})
+
+
+def _logprob(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+
+def _logprobs(lps: list[inf.TokenLogprob]) -> list[dict[str, Any]]:
+    """ollama's shape: each token with its bytes and its top alternatives."""
+    return [
+        {**_logprob(lp.token, lp.logprob), "top_logprobs": [_logprob(t, v) for t, v in lp.top]}
+        for lp in lps
+    ]
 
 
 def _merge_thinking(full: dict, thinking: str) -> dict:
@@ -150,6 +165,7 @@ def _options(data: dict) -> inf.GenOptions:
         raise BadRequest("field 'options' must be an object")
     opts = inf.options_from(options, "options.")
     opts.max_tokens = inf.max_tokens(options.get("num_predict"), "options.num_predict")
+    inf.logprobs_from(opts, data.get("logprobs"), data.get("top_logprobs"))
     return opts
 
 
@@ -181,8 +197,8 @@ async def chat(request: Request) -> Response:
     turn = inf.Turn(load_ns=load_ns)
     backend = lease.backend
 
-    def produce(cancel):
-        return backend.chat(messages, opts, cancel, turn.stats)
+    def produce():
+        return backend.chat(messages, opts, turn.stats)
 
     return await _respond(state, "/api/chat", data, lease, produce, turn, name, _chat_shape)
 
@@ -212,11 +228,13 @@ async def generate(request: Request) -> Response:
     lease, load_ns = await _lease(state, model.name, "chat", data)
     turn = inf.Turn(load_ns=load_ns)
     backend = lease.backend
+    if messages is not None and not images and not backend.has_chat_template:
+        messages = None  # as ollama's default template {{ .Prompt }}: the prompt as it is
 
-    def produce(cancel):
+    def produce():
         if messages is None:
-            return backend.complete(prompt, opts, cancel, turn.stats)
-        return backend.chat(messages, opts, cancel, turn.stats)
+            return backend.complete(prompt, opts, turn.stats)
+        return backend.chat(messages, opts, turn.stats)
 
     return await _respond(state, "/api/generate", data, lease, produce, turn, name, _generate_shape)
 

@@ -31,21 +31,56 @@ def _model_name(data: dict) -> str:
     return name
 
 
-def _options(data: dict) -> inf.GenOptions:
+def _options(data: dict, kind: str = "chat") -> inf.GenOptions:
     opts = inf.options_from(data)
     limit = data.get("max_completion_tokens", data.get("max_tokens"))
     opts.max_tokens = inf.max_tokens(limit, "max_tokens")
     if field(data, "n", int, default=1) != 1:
         raise BadRequest("field 'n' must be 1: one completion per request")
+    if kind == "chat":
+        inf.logprobs_from(opts, data.get("logprobs"), data.get("top_logprobs"))
+    else:  # the legacy completions API: logprobs is how many alternatives (0-5)
+        top = field(data, "logprobs", int)
+        if top is not None and not 0 <= top <= 5:
+            raise BadRequest("field 'logprobs' must be an integer between 0 and 5")
+        opts.logprobs, opts.top_logprobs = top is not None, top or 0
     return opts
 
 
-def _usage(turn: inf.Turn) -> dict[str, int]:
+def _usage(turn: inf.Turn) -> dict[str, Any]:
     s = turn.stats
     return {
         "prompt_tokens": s.prompt_tokens,
         "completion_tokens": s.completion_tokens,
         "total_tokens": s.prompt_tokens + s.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": s.cached_tokens},
+    }
+
+
+def _token(lp: inf.TokenLogprob) -> dict[str, Any]:
+    return {"token": lp.token, "logprob": lp.logprob, "bytes": list(lp.token.encode())}
+
+
+def _chat_logprobs(lps: list[inf.TokenLogprob]) -> dict[str, Any]:
+    """OpenAI chat's shape: every token with its bytes and its top alternatives."""
+    content = [
+        {**_token(lp), "top_logprobs": [_token(inf.TokenLogprob(t, v)) for t, v in lp.top]}
+        for lp in lps
+    ]
+    return {"content": content, "refusal": None}
+
+
+def _completion_logprobs(lps: list[inf.TokenLogprob], offset: int = 0) -> dict[str, Any]:
+    """The legacy completions shape: parallel lists, alternatives as {token: logprob}."""
+    offsets = []
+    for lp in lps:
+        offsets.append(offset)
+        offset += len(lp.token)
+    return {
+        "tokens": [lp.token for lp in lps],
+        "token_logprobs": [lp.logprob for lp in lps],
+        "top_logprobs": [dict(lp.top) for lp in lps],
+        "text_offset": offsets,
     }
 
 
@@ -60,7 +95,7 @@ def _sse(obj: Any) -> bytes:
 async def _run(request: Request, data: dict, kind: str) -> Response:
     state = request.app.state.node
     name = _model_name(data)
-    opts = _options(data)
+    opts = _options(data, kind)
     model = await _resolve(state, name)
     if kind == "chat":
         messages = inf.chat_messages(data.get("messages"), bool(model.projector_path), model.name)
@@ -78,10 +113,22 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
     turn = inf.Turn(load_ns=load_ns)
     backend = lease.backend
 
-    def produce(cancel):
+    def produce():
         if kind == "chat":
-            return backend.chat(messages, opts, cancel, turn.stats)
-        return backend.complete(prompt, opts, cancel, turn.stats)
+            return backend.chat(messages, opts, turn.stats)
+        return backend.complete(prompt, opts, turn.stats)
+
+    text_offset = 0
+
+    def logprobs_of(lps: list[inf.TokenLogprob]) -> dict[str, Any] | None:
+        nonlocal text_offset
+        if not opts.logprobs:
+            return None
+        if kind == "chat":
+            return _chat_logprobs(lps)
+        out = _completion_logprobs(lps, text_offset)
+        text_offset += sum(len(lp.token) for lp in lps)
+        return out
 
     pieces = await inf.primed(inf.generate(_scheduler(state), lease, produce, turn, think=True))
     ident = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
@@ -119,7 +166,16 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
                 tail = "}]}\n\n"
             try:
                 async for piece_kind, text in pieces:
-                    if piece_kind == "content":
+                    if opts.logprobs:  # not the hot path: build the whole chunk
+                        lps = logprobs_of(turn.take_logprobs())
+                        if kind == "chat":
+                            key = "content" if piece_kind == "content" else "reasoning_content"
+                            c = chunk({key: text}, None)
+                        else:
+                            c = chunk(None, None, text)
+                        c["choices"][0]["logprobs"] = lps
+                        yield _sse(c)
+                    elif piece_kind == "content":
                         yield (content_pre + json.dumps(text) + tail).encode()
                     elif kind == "chat":
                         yield (reason_pre + json.dumps(text) + tail).encode()
@@ -136,7 +192,11 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
                     }
                 )
                 return
-            yield _sse(chunk({}, _finish(turn)))
+            last = chunk({}, _finish(turn))
+            if opts.logprobs:
+                rest = turn.take_logprobs()  # of text held back until the end
+                last["choices"][0]["logprobs"] = logprobs_of(rest) if rest else None
+            yield _sse(last)
             _record(state, endpoint, turn)
             if include_usage:
                 yield _sse(
@@ -164,13 +224,18 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
         message: dict[str, Any] = {"role": "assistant", "content": turn.content}
         if turn.thinking:
             message["reasoning_content"] = turn.thinking
-        choice = {"index": 0, "message": message, "finish_reason": _finish(turn), "logprobs": None}
+        choice = {
+            "index": 0,
+            "message": message,
+            "finish_reason": _finish(turn),
+            "logprobs": logprobs_of(turn.logprobs),
+        }
     else:
         choice = {
             "index": 0,
             "text": turn.content,
             "finish_reason": _finish(turn),
-            "logprobs": None,
+            "logprobs": logprobs_of(turn.logprobs),
         }
     return Response(
         {

@@ -231,7 +231,13 @@ def threads() -> int:
     return _int_env("LLMLB_THREADS", os.cpu_count() or 1)
 
 
+MAX_PARALLEL = 256  # llama.cpp's LLAMA_MAX_SEQ
+
+
 def num_parallel() -> int:
     """Requests one loaded chat model decodes at once, batched (ollama's OLLAMA_NUM_PARALLEL).
     Each has its own LLMLB_CONTEXT_LENGTH of KV cache, so memory grows with it."""
-    return _int_env("LLMLB_NUM_PARALLEL", 4)
+    value = _int_env("LLMLB_NUM_PARALLEL", 4)
+    if value > MAX_PARALLEL:
+        raise SettingsError(f"LLMLB_NUM_PARALLEL must be at most {MAX_PARALLEL} (got {value})")
+    return value

@@ -134,6 +134,9 @@ class DecodeLoop:
                 return False
             self._waiting.append(job)
             idle = False
+        for s in self.seqs:  # a client that left frees its sequence now, for whoever waits
+            if s.job is not None and s.job.stream.cancelled.is_set():
+                self._finish(s, "cancelled")
         while self._waiting:
             job = self._waiting[0]
             if job.stream.cancelled.is_set():
@@ -168,6 +171,9 @@ class DecodeLoop:
             del seq.cached[keep:]
         job.stats.prompt_tokens = len(job.tokens)
         job.stats.cached_tokens = keep
+        if len(job.tokens) - keep >= self.n_batch:
+            log.info("%s: evaluating a long prompt: %d tokens, %d of them cached",
+                     self.name, len(job.tokens), keep)  # fmt: skip
         seq.job, seq.next_token, seq.row, seq.n_gen = job, None, -1, 0
         seq.out = TextOut(job.opts.stop)
         seq.unsent = []
@@ -183,7 +189,9 @@ class DecodeLoop:
                 s.row = batch.add(s.id, [s.next_token], len(s.cached), True)
                 s.cached.append(s.next_token)
                 s.next_token = None
-        limit = self.n_ubatch if before else self.n_batch
+        generating = len(before)
+        # a long prompt joins running streams in slices, so that they keep flowing
+        limit = self.n_ubatch if generating else self.n_batch
         prefilling = [
             s for s in self.seqs if s.job is not None and len(s.cached) < len(s.job.tokens)
         ]
@@ -202,6 +210,13 @@ class DecodeLoop:
                 s.row = row
         if batch.n == 0:
             return
+        if batch.n > generating and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s: decoding %d prompt tokens, %d generating",
+                self.name,
+                batch.n - generating,
+                generating,
+            )
         jobs = [self.seqs[i].job for i in before]
         with self._lock:
             self._in_decode = [j for j in jobs if j is not None]

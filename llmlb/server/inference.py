@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from litestar import Request
 
 from llmlb import settings
 from llmlb.engine.base import GenOptions, GenStats, TokenLogprob
 from llmlb.engine.thinking import ThinkingSplitter
-from llmlb.errors import BadRequest
+from llmlb.errors import BadRequest, LlmlbError
 from llmlb.server.body import field as get_field
 
+T = TypeVar("T")
 IMAGE_MAGIC = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
 
 
@@ -41,8 +46,14 @@ def options_from(data: dict, prefix: str = "") -> GenOptions:
     """Sampling options from an ollama `options` object or OpenAI top-level fields; unset
     fields keep ollama's defaults (GenOptions)."""
 
+    def typed(name, kind):
+        try:
+            return get_field(data, name, kind)
+        except BadRequest as exc:  # name the field as the client wrote it (options.x)
+            raise BadRequest(exc.message.replace(f"'{name}'", f"'{prefix}{name}'", 1)) from None
+
     def num(name, lo, hi, kind=(int, float), low_open=False):
-        value = get_field(data, name, kind)
+        value = typed(name, kind)
         if value is not None and not (lo < value <= hi if low_open else lo <= value <= hi):
             edge = "greater than" if low_open else "between"
             rng = f"{lo} and at most {hi}" if low_open else f"{lo} and {hi}"
@@ -70,7 +81,7 @@ def options_from(data: dict, prefix: str = "") -> GenOptions:
     last_n = num("repeat_last_n", -1, 1_000_000, int)
     if last_n is not None:
         opts.repeat_last_n = last_n
-    seed = get_field(data, "seed", int)
+    seed = typed("seed", int)
     if seed is not None:
         opts.seed = seed
     stop = data.get("stop")
@@ -167,14 +178,52 @@ async def generate(
         await lease.release()
 
 
-async def primed(pieces: AsyncGenerator[tuple[str, str]]) -> AsyncIterator[tuple[str, str]]:
-    """Wait for the first piece before answering, so that a failure before the first token
-    (prompt too long, model error) is a proper HTTP error and not a broken stream."""
+class ClientGone(LlmlbError):
+    """The client hung up before its answer was ready; nobody reads what we send."""
+
+    status = 499  # nginx's "client closed request"
+
+
+async def _hung_up(request: Request | None) -> None:
+    """Return once the client disconnects (its body is read, so the next ASGI message is the
+    disconnect); never returns without a request."""
+    if request is None:
+        await asyncio.Event().wait()
+        return
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _watched(step: Awaitable[T], request: Request | None) -> T:
+    """`step`, unless the client hangs up first: then ClientGone (and `step` is cancelled,
+    which cancels the generation: its sequence is freed, a prefill in flight stopped)."""
+    task = asyncio.ensure_future(step)
+    if request is None:
+        return await task
+    watcher = asyncio.ensure_future(_hung_up(request))
     try:
-        first = await pieces.__anext__()
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise ClientGone("the client disconnected")
+    return task.result()
+
+
+async def primed(
+    pieces: AsyncGenerator[tuple[str, str]], request: Request | None = None
+) -> AsyncIterator[tuple[str, str]]:
+    """Wait for the first piece before answering, so that a failure before the first token
+    (prompt too long, model error) is a proper HTTP error and not a broken stream. A client
+    that hangs up meanwhile (during a long prompt) cancels the generation."""
+    try:
+        first = await _watched(pieces.__anext__(), request)
     except StopAsyncIteration:
         first = None
-    except ValueError as exc:  # llama-cpp-python's way to refuse a prompt
+    except ValueError as exc:  # llama-cpp-python's way to refuse a prompt (vision path)
         await pieces.aclose()
         raise BadRequest(str(exc)) from exc
 
@@ -185,6 +234,17 @@ async def primed(pieces: AsyncGenerator[tuple[str, str]]) -> AsyncIterator[tuple
                 yield item
 
     return chain()
+
+
+async def collect(pieces: AsyncIterator[tuple[str, str]], request: Request | None = None) -> None:
+    """Run a non-streamed generation to its end (the Turn gathers the text), or stop it when
+    the client hangs up: nothing is written until the end, so only the connection tells."""
+
+    async def run() -> None:
+        async for _ in pieces:
+            pass
+
+    await _watched(run(), request)
 
 
 def chat_messages(raw: Any, supports_images: bool, model_name: str) -> list[dict]:

@@ -68,12 +68,20 @@ def _record(state, endpoint: str, turn: inf.Turn) -> None:
 
 
 async def _respond(
-    state, endpoint: str, data: dict, lease, produce, turn: inf.Turn, model_name: str, shape
+    state,
+    endpoint: str,
+    data: dict,
+    lease,
+    produce,
+    turn: inf.Turn,
+    model_name: str,
+    shape,
+    request: Request | None = None,
 ) -> Response:
     """Stream NDJSON (default) or answer one object; `shape(kind, text)` builds a chunk."""
     think = field(data, "think", (bool, str))
     think = None if think is None else think not in (False, "false", "none")
-    pieces = await inf.primed(inf.generate(_scheduler(state), lease, produce, turn, think))
+    pieces = await inf.primed(inf.generate(_scheduler(state), lease, produce, turn, think), request)
     want_logprobs = bool(data.get("logprobs"))
     if field(data, "stream", bool, default=True):
 
@@ -102,8 +110,7 @@ async def _respond(
             yield (json.dumps({**final, **shape("content", "")}) + "\n").encode()
 
         return Stream(body(), media_type=NDJSON, background=BackgroundTask(lease.release))
-    async for _ in pieces:
-        pass
+    await inf.collect(pieces, request)
     _record(state, endpoint, turn)
     full = shape("content", turn.content)
     if turn.thinking and think is not False:
@@ -200,7 +207,9 @@ async def chat(request: Request) -> Response:
     def produce():
         return backend.chat(messages, opts, turn.stats)
 
-    return await _respond(state, "/api/chat", data, lease, produce, turn, name, _chat_shape)
+    return await _respond(
+        state, "/api/chat", data, lease, produce, turn, name, _chat_shape, request
+    )
 
 
 @post("/api/generate", status_code=200)
@@ -236,7 +245,9 @@ async def generate(request: Request) -> Response:
             return backend.complete(prompt, opts, turn.stats)
         return backend.chat(messages, opts, turn.stats)
 
-    return await _respond(state, "/api/generate", data, lease, produce, turn, name, _generate_shape)
+    return await _respond(
+        state, "/api/generate", data, lease, produce, turn, name, _generate_shape, request
+    )
 
 
 async def _embed(

@@ -130,7 +130,9 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
         text_offset += sum(len(lp.token) for lp in lps)
         return out
 
-    pieces = await inf.primed(inf.generate(_scheduler(state), lease, produce, turn, think=True))
+    pieces = await inf.primed(
+        inf.generate(_scheduler(state), lease, produce, turn, think=True), request
+    )
     ident = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
     obj = "chat.completion" if kind == "chat" else "text_completion"
@@ -217,8 +219,7 @@ async def _run(request: Request, data: dict, kind: str) -> Response:
             background=BackgroundTask(lease.release),
             headers={"Cache-Control": "no-cache"},
         )
-    async for _ in pieces:
-        pass
+    await inf.collect(pieces, request)
     _record(state, endpoint, turn)
     if kind == "chat":
         message: dict[str, Any] = {"role": "assistant", "content": turn.content}

@@ -33,7 +33,8 @@ class Stream:
 
     # -- the engine's side (any thread) ----------------------------------------
     def put(self, piece: Piece) -> None:
-        self.loop.call_soon_threadsafe(self._queue.put_nowait, piece)
+        with contextlib.suppress(RuntimeError):  # a closed event loop: nobody listens any more
+            self.loop.call_soon_threadsafe(self._queue.put_nowait, piece)
 
     def finish(self, error: BaseException | None = None) -> None:
         """The last call: the engine has let go of the request. Later calls are ignored."""

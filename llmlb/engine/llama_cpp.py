@@ -202,7 +202,9 @@ class LlamaBackend:
                 stats.finish_reason = "cancelled"
                 stream.finish()
                 return
-            self.loop.submit(Job(tokens, opts, stats, stream, sampler))
+            loop.submit(Job(tokens, opts, stats, stream, sampler))
+
+        loop = self.loop
 
         stream.loop.run_in_executor(None, work)
 

@@ -89,6 +89,7 @@ class DecodeLoop:
         self._waiting: deque[Job] = deque()
         self._lock = threading.Lock()  # the jobs in the running decode, and the abort flag
         self._in_decode: list[Job] = []
+        self._closed = False
         self._abort = AbortFlag()
         self._abort.attach(ctx)
         self._pieces: dict[int, bytes] = {}
@@ -98,12 +99,18 @@ class DecodeLoop:
     # -- the outside's side ------------------------------------------------------
     def submit(self, job: Job) -> None:
         job.stream.on_cancel = self._on_cancel
-        self._inbox.put(job)
+        with self._lock:
+            if not self._closed:
+                self._inbox.put(job)
+                return
+        self._end(job, Unavailable(f"model '{self.name}' was unloaded"))
 
     def close(self) -> None:
         """Stop the loop (running requests end with an error) and wait for it."""
-        self._abort.set()
-        self._inbox.put(None)
+        with self._lock:
+            self._closed = True
+            self._abort.set()
+            self._inbox.put(None)
         self._thread.join()
         self._abort.detach(self.ctx)
 
@@ -163,6 +170,8 @@ class DecodeLoop:
         return best or min(free, key=lambda s: s.last_used)
 
     def _start(self, seq: Seq, job: Job) -> None:
+        # (sliding-window layers keep the whole context: swa_full, llama.cpp's default, so
+        # any cached prefix is still complete)
         keep = min(common_prefix(seq.cached, job.tokens), len(job.tokens) - 1)
         if keep < len(seq.cached):
             if not lc.llama_memory_seq_rm(self.mem, seq.id, keep, -1):
@@ -220,7 +229,9 @@ class DecodeLoop:
         jobs = [self.seqs[i].job for i in before]
         with self._lock:
             self._in_decode = [j for j in jobs if j is not None]
-            if not all(j.stream.cancelled.is_set() for j in self._in_decode):
+            if all(j.stream.cancelled.is_set() for j in self._in_decode):
+                self._abort.set()  # they all left meanwhile: do not even start
+            else:
                 self._abort.clear()
         rc = batch.decode(self.ctx)
         with self._lock:

@@ -38,5 +38,9 @@ def _drop(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
 def install() -> None:
     """Route llama.cpp's (and ggml's) log; idempotent, re-reads LLMLB_DEBUG."""
     global _callback
-    _callback = lc.llama_log_callback(_forward if settings.debug() else _drop)
+    debug = settings.debug()
+    if debug:  # whatever level the root logger was given later (the web framework sets INFO)
+        log.setLevel(logging.DEBUG)
+        logging.getLogger("llmlb.engine").setLevel(logging.DEBUG)
+    _callback = lc.llama_log_callback(_forward if debug else _drop)
     lc.llama_log_set(_callback, ctypes.c_void_p(0))

@@ -31,6 +31,7 @@ from llmlb.store.models import Model
 
 log = logging.getLogger("llmlb.scheduler")
 REAP_EVERY = 0.25
+TOUCH_EVERY = 5.0  # seconds between two writes of a model's last use: not one per request
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Scheduler:
         self._reaper: asyncio.Task | None = None
         self._guard = asyncio.Lock()
         self._running: set[Generation] = set()
+        self._touched: dict[str, float] = {}
 
     # -- life -------------------------------------------------------------
     async def start(self) -> None:
@@ -183,7 +185,12 @@ class Scheduler:
             return await self.acquire(name, kind, keep_alive)
         slot.active += 1
         self.in_flight += 1
-        if model.source != "Ollama":
+        now = time.monotonic()
+        if (
+            model.source != "Ollama"
+            and now - self._touched.get(model.name, -TOUCH_EVERY) >= TOUCH_EVERY
+        ):
+            self._touched[model.name] = now
             await to_thread.run_sync(catalog.touch, self.engine, model.name)
         return Lease(self, slot, keep_alive)
 

@@ -148,3 +148,19 @@ def test_a_setting_that_cannot_fit_in_memory_is_refused_before_loading(tmp_path)
         assert json.loads(httpx.get(server.url + "/api/ps").text)["models"] == []
     finally:
         server.stop()
+
+
+def test_llama_cpp_log_lines_reach_the_log_only_with_llmlb_debug(tmp_path, tiny_gguf):
+    logs = {}
+    for debug in ("0", "1"):
+        server = start_node(tmp_path / f"home{debug}", {"org/tiny": tiny_gguf},
+                            env={"LLMLB_DEBUG": debug})  # fmt: skip
+        try:
+            r = httpx.post(server.url + "/api/generate", json={"model": "org/tiny", "prompt": "a",
+                           "stream": False, "options": {"num_predict": 1}}, timeout=60)  # fmt: skip
+            assert r.status_code == 200
+        finally:
+            server.stop()
+        logs[debug] = full_log(server)
+    assert "loaded org/tiny (chat)" in logs["0"] and "llama_model_loader" not in logs["0"]
+    assert "llmlb.llama_cpp" in logs["1"] and "llama_model_loader: loaded meta data" in logs["1"]

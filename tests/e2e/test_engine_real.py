@@ -210,10 +210,13 @@ def test_second_turn_of_a_long_chat_evaluates_only_the_new_tokens(oll, oai):
     assert third.usage.prompt_tokens - 30 < cached < third.usage.prompt_tokens
 
 
-def test_ps_shows_one_row_for_chat_and_embeddings_of_a_model(node, oll):
+def test_embeddings_batch_and_ps_shows_one_row_per_model(node, oll):
     oll.chat(model=MODEL, messages=[{"role": "user", "content": "hi"}], options={"num_predict": 2})
     vectors = oll.embed(model=MODEL, input=["one", "two words", "and three words"]).embeddings
     assert len(vectors) == 3 and len({tuple(v) for v in vectors}) == 3
     assert all(abs(sum(x * x for x in v) - 1) < 1e-3 for v in vectors)
+    # decoded together, each input still gets the vector it gets alone
+    alone = oll.embed(model=MODEL, input=["two words"]).embeddings[0]
+    assert alone == pytest.approx(vectors[1], abs=1e-5)
     rows = [m for m in httpx.get(node.url + "/api/ps").json()["models"] if "SmolLM2" in m["name"]]
     assert len(rows) == 1 and rows[0]["kind"] == "chat+embed"

@@ -38,12 +38,16 @@ class Stream:
 
     def finish(self, error: BaseException | None = None) -> None:
         """The last call: the engine has let go of the request. Later calls are ignored."""
+        if self._claim_end():
+            with contextlib.suppress(RuntimeError):  # a closed event loop: nobody listens
+                self.loop.call_soon_threadsafe(self._end, error)
+
+    def _claim_end(self) -> bool:
         with self._lock:
             if self._finished:
-                return
+                return False
             self._finished = True
-        with contextlib.suppress(RuntimeError):  # a closed event loop: nobody listens any more
-            self.loop.call_soon_threadsafe(self._end, error)
+            return True
 
     def _end(self, error: BaseException | None) -> None:
         self._queue.put_nowait(error if error is not None else _END)
@@ -77,6 +81,40 @@ class Stream:
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+
+class Outbox:
+    """What one decode step produced for all its requests, handed to the event loop in one
+    call (one wake-up per step, not one per request and token). Used by one thread."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Stream, object]] = []
+
+    def put(self, stream: Stream, piece: Piece) -> None:
+        self._items.append((stream, piece))
+
+    def finish(self, stream: Stream, error: BaseException | None = None) -> None:
+        if stream._claim_end():
+            self._items.append((stream, error if error is not None else _END))
+
+    def flush(self) -> None:
+        if not self._items:
+            return
+        items, self._items = self._items, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Stream, object]]] = {}
+        for stream, item in items:
+            by_loop.setdefault(stream.loop, []).append((stream, item))
+        for loop, batch in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed event loop: nobody listens
+                loop.call_soon_threadsafe(_deliver, batch)
+
+
+def _deliver(batch: list[tuple[Stream, object]]) -> None:
+    for stream, item in batch:
+        if isinstance(item, Piece):
+            stream._queue.put_nowait(item)
+        else:
+            stream._end(None if item is _END else item)  # type: ignore[arg-type]
 
 
 def run_in_thread(

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import llama_cpp as lc
 
 from llmlb.engine.base import GenOptions, GenStats, Piece, TokenLogprob
-from llmlb.engine.generation import Stream
+from llmlb.engine.generation import Outbox, Stream
 from llmlb.engine.llama_batch import AbortFlag, Batch
 from llmlb.engine.llama_sampling import Sampler, logprobs
 from llmlb.engine.text_out import TextOut
@@ -93,6 +93,7 @@ class DecodeLoop:
         self._abort = AbortFlag()
         self._abort.attach(ctx)
         self._pieces: dict[int, bytes] = {}
+        self._out = Outbox()  # filled by the loop thread only, flushed after every step
         self._thread = threading.Thread(target=self._run, name=f"decode {name}", daemon=True)
         self._thread.start()
 
@@ -103,7 +104,8 @@ class DecodeLoop:
             if not self._closed:
                 self._inbox.put(job)
                 return
-        self._end(job, Unavailable(f"model '{self.name}' was unloaded"))
+        job.sampler.close()
+        job.stream.finish(Unavailable(f"model '{self.name}' was unloaded"))
 
     def close(self) -> None:
         """Stop the loop (running requests end with an error) and wait for it."""
@@ -125,10 +127,12 @@ class DecodeLoop:
         try:
             while self._take_new():
                 self._step()
+                self._out.flush()
         except Exception as exc:  # a bug or a llama.cpp failure: fail loudly, not silently
             log.exception("decode loop of %s failed", self.name)
             self._fail_all(LlmlbError(f"the engine failed: {exc}"))
         self._fail_all(Unavailable(f"model '{self.name}' was unloaded"))
+        self._out.flush()
 
     def _take_new(self) -> bool:
         idle = not self._waiting and all(s.job is None for s in self.seqs)
@@ -302,7 +306,7 @@ class DecodeLoop:
         lps = [lp for _, lp in s.unsent[:n]]
         del s.unsent[:n]
         if text or lps:
-            s.job.stream.put(Piece(text, lps))
+            self._out.put(s.job.stream, Piece(text, lps))
 
     def _finish(self, s: Seq, reason: str, error: BaseException | None = None) -> None:
         job = s.job
@@ -316,7 +320,7 @@ class DecodeLoop:
 
     def _end(self, job: Job, error: BaseException | None = None) -> None:
         job.sampler.close()
-        job.stream.finish(error)
+        self._out.finish(job.stream, error)
 
     def _fail_all(self, error: BaseException) -> None:
         for s in self.seqs:

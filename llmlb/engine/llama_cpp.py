@@ -31,6 +31,7 @@ from llmlb.store.models import Model
 log = logging.getLogger("llmlb.engine")
 N_BATCH = 2048  # tokens per decode call, as llama-server
 N_UBATCH = 512  # tokens per compute graph, as llama-server
+INLINE_PROMPT_CHARS = 16 * 1024  # shorter prompts are templated and tokenized on the event loop
 
 
 def gpu_offload_supported() -> bool:
@@ -173,18 +174,22 @@ class LlamaBackend:
         stream = Stream()
         if any(isinstance(m.get("content"), list) for m in messages):  # images: LLaVA path
             return self._vision_chat(stream, messages, opts, stats)
-        self._prepare(stream, opts, stats, lambda: self._chat_tokens(messages, opts))
+        size = sum(len(m.get("content") or "") for m in messages)
+        self._prepare(stream, opts, stats, lambda: self._chat_tokens(messages, opts), size)
         return stream
 
     def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Stream:
         stream = Stream()
-        self._prepare(
-            stream, opts, stats, lambda: self._prompt_tokens(prompt, self.weights.add_bos)
-        )
+        tokens_of = lambda: self._prompt_tokens(prompt, self.weights.add_bos)  # noqa: E731
+        self._prepare(stream, opts, stats, tokens_of, len(prompt))
         return stream
 
-    def _prepare(self, stream: Stream, opts: GenOptions, stats: GenStats, tokens_of) -> None:
-        """Template, tokenize and check on a worker thread, then hand over to the loop."""
+    def _prepare(
+        self, stream: Stream, opts: GenOptions, stats: GenStats, tokens_of, size: int
+    ) -> None:
+        """Template, tokenize and check, then hand over to the loop: right here for a short
+        prompt (a millisecond), on a worker thread for a long one (never blocking the event
+        loop for long)."""
 
         def work() -> None:
             try:
@@ -205,8 +210,10 @@ class LlamaBackend:
             loop.submit(Job(tokens, opts, stats, stream, sampler))
 
         loop = self.loop
-
-        stream.loop.run_in_executor(None, work)
+        if size <= INLINE_PROMPT_CHARS:
+            work()
+        else:
+            stream.loop.run_in_executor(None, work)
 
     def _chat_tokens(self, messages: list[dict[str, Any]], opts: GenOptions) -> list[int]:
         if self.template is None:

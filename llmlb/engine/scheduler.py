@@ -145,7 +145,9 @@ class Scheduler:
     async def acquire(
         self, name: str, kind: str = "chat", keep_alive: float | None = None
     ) -> Lease:
-        model = await to_thread.run_sync(catalog.resolve, self.engine, name)
+        model = self._loaded_model(name)
+        if model is None:
+            model = await to_thread.run_sync(catalog.resolve, self.engine, name)
         key = (model.name, kind)
         need = None
         if key not in self.slots:
@@ -193,6 +195,14 @@ class Scheduler:
             self._touched[model.name] = now
             await to_thread.run_sync(catalog.touch, self.engine, model.name)
         return Lease(self, slot, keep_alive)
+
+    def _loaded_model(self, name: str) -> Model | None:
+        """A loaded model's row, when `name` is its full name: no catalog query per request
+        (the API layer has resolved aliases already)."""
+        for (loaded, _kind), slot in self.slots.items():
+            if loaded == name:
+                return slot.model
+        return None
 
     def _release(self, lease: Lease) -> None:
         slot = lease.slot

@@ -249,3 +249,15 @@ def threads() -> int:
 def origins() -> list[str]:
     """Extra browser origins the servers accept (LLMLB_ORIGINS, comma-separated; `*` patterns)."""
     return [o.strip() for o in (_env("LLMLB_ORIGINS") or "").split(",") if o.strip()]
+
+
+MAX_PARALLEL = 256  # llama.cpp's LLAMA_MAX_SEQ
+
+
+def num_parallel() -> int:
+    """Requests one loaded chat model decodes at once, batched (ollama's OLLAMA_NUM_PARALLEL).
+    Each has its own LLMLB_CONTEXT_LENGTH of KV cache, so memory grows with it."""
+    value = _int_env("LLMLB_NUM_PARALLEL", 4)
+    if value > MAX_PARALLEL:
+        raise SettingsError(f"LLMLB_NUM_PARALLEL must be at most {MAX_PARALLEL} (got {value})")
+    return value

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,31 +43,76 @@ class TokenLogprob:
 
 
 @dataclass
+class Piece:
+    """Text the engine releases to the client, with the log probabilities of the tokens that
+    made it (when asked for)."""
+
+    text: str
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+    def __add__(self, other: Piece) -> Piece:
+        return Piece(self.text + other.text, self.logprobs + other.logprobs)
+
+
+@dataclass
 class GenStats:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str = "stop"
-    prompt_ns: int = 0  # from start to the first sampled token
+    """Written by the engine while it generates; final once the generation is done."""
+
+    prompt_tokens: int = 0  # the whole prompt, cached part included
+    cached_tokens: int = 0  # prompt tokens whose KV cache was reused (not evaluated again)
+    completion_tokens: int = 0  # every sampled token, an end-of-turn token included (as llama.cpp)
+    finish_reason: str = "stop"  # stop, length or cancelled
+    prompt_ns: int = 0  # from taking up the request to the first sampled token
     eval_ns: int = 0  # from the first sampled token to the end
+
+    @property
+    def evaluated_tokens(self) -> int:
+        """Prompt tokens actually evaluated: ollama's prompt_eval_count."""
+        return self.prompt_tokens - self.cached_tokens
+
+
+class Generation(Protocol):
+    """One request's stream of pieces, produced on another thread and read on the event loop."""
+
+    def __aiter__(self) -> AsyncIterator[Piece]: ...
+
+    def cancel(self) -> None:
+        """Stop soon (the client went away); the stream then ends without an error."""
+
+    @property
+    def done(self) -> asyncio.Future:
+        """Resolves once the engine has let go of the request (its sequence is free)."""
+        ...
 
 
 class Backend(Protocol):
+    """A loaded chat model. chat() and complete() are called on the event loop and return at
+    once; the work (templating, tokenizing, decoding) happens elsewhere."""
+
     name: str
     size_bytes: int
     processor: str
     supports_images: bool
+    parallel: int  # requests it decodes at once
+    n_ctx: int  # context window of one request
 
     def chat(
-        self,
-        messages: list[dict[str, Any]],
-        opts: GenOptions,
-        cancel: threading.Event,
-        stats: GenStats,
-    ) -> Iterator[str]: ...
+        self, messages: list[dict[str, Any]], opts: GenOptions, stats: GenStats
+    ) -> Generation: ...
 
-    def complete(
-        self, prompt: str, opts: GenOptions, cancel: threading.Event, stats: GenStats
-    ) -> Iterator[str]: ...
+    def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Generation: ...
+
+    def close(self) -> None: ...
+
+
+class Embedder(Protocol):
+    """A model loaded for embeddings; embed() blocks (run it in a worker thread)."""
+
+    name: str
+    size_bytes: int
+    processor: str
+    parallel: int
+    n_ctx: int
 
     def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]: ...
 

@@ -1,133 +1,265 @@
-"""llama-cpp-python behind the Backend interface. The only module that imports llama_cpp."""
+"""A loaded chat model on llama.cpp: one context with LLMLB_NUM_PARALLEL sequences and its
+decode loop, the model's chat template, and the prompt checks that run before any decoding.
+
+Only the engine's llama_* modules import llama_cpp. A request's prompt is rendered and
+tokenized on a worker thread (never on the event loop, never in the decode loop), after a
+size check that needs no tokenizing: a prompt longer than the context times the longest
+token piece cannot fit, whatever it holds. Requests with images take their own path through
+llama-cpp-python's LLaVA handler on a second, single-sequence instance (llama_vision.py).
+"""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import llama_cpp as lc
 
 from llmlb import settings
+from llmlb.engine import llama_log, llama_sampling
 from llmlb.engine.base import GenOptions, GenStats
+from llmlb.engine.generation import Stream
+from llmlb.engine.llama_loop import DecodeLoop, Job, token_bytes
+from llmlb.engine.llama_template import ChatTemplate, NoChatTemplate
+from llmlb.engine.memory import context_for, shape_of
 from llmlb.errors import BadRequest, LlmlbError
 from llmlb.store.models import Model
 
 log = logging.getLogger("llmlb.engine")
+N_BATCH = 2048  # tokens per decode call, as llama-server
+N_UBATCH = 512  # tokens per compute graph, as llama-server
+INLINE_PROMPT_CHARS = 16 * 1024  # shorter prompts are templated and tokenized on the event loop
 
 
 def gpu_offload_supported() -> bool:
-    import llama_cpp
-
-    return bool(llama_cpp.llama_supports_gpu_offload())
+    return bool(lc.llama_supports_gpu_offload())
 
 
-def _pool(embedding: list) -> list[float]:
-    """One unit-length vector per input, as ollama returns: mean over tokens when the model
-    has no pooling of its own, then L2 normalisation."""
-    arr = np.asarray(embedding, dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr.mean(axis=0)
-    norm = float(np.linalg.norm(arr))
-    return (arr / norm if norm else arr).tolist()
+class LoadedModel:
+    """Weights and vocabulary of a GGUF, loaded once (llama_model_load_from_file)."""
 
-
-class LlamaBackend:
-    def __init__(self, model: Model, n_ctx: int, embedding: bool = False):
-        from llama_cpp import Llama
-
-        self.name = model.name
-        self.model = model
-        self.supports_images = bool(model.projector_path) and not embedding
-        self.gpu = gpu_offload_supported()
-        handler = None
-        if self.supports_images:
-            from llama_cpp.llama_chat_format import Llava15ChatHandler
-
-            handler = Llava15ChatHandler(clip_model_path=str(model.projector_path), verbose=False)
+    def __init__(self, model: Model):
+        llama_log.install()
         if model.format != "GGUF":
             raise BadRequest(f"model '{model.name}' is {model.format}; only GGUF models can be run")
         if not Path(model.path).exists():
             raise LlmlbError(f"model file for '{model.name}' is missing: {model.path}")
-        n_ctx = min(n_ctx, model.context_length) if model.context_length else n_ctx
-        try:
-            self.llm = Llama(
-                model_path=str(model.path),
-                n_ctx=n_ctx,
-                n_gpu_layers=-1 if self.gpu else 0,
-                embedding=embedding,
-                chat_handler=handler,
-                verbose=False,
-                # prompt processing too: llama.cpp's default there is every core, which
-                # oversubscribes the CPU when several nodes or models share a machine
-                n_threads=settings.threads(),
-                n_threads_batch=settings.threads(),
-                n_batch=min(512, n_ctx),
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise LlmlbError(f"failed to load model '{model.name}': {exc}") from exc
-        self.n_ctx = n_ctx
-        self.processor = "100% GPU" if self.gpu else "100% CPU"
-        self.size_bytes = int(model.size_bytes) + self._kv_bytes()
-
-    def _kv_bytes(self) -> int:
-        """K and V caches in f16 for the whole context: what the model costs beyond its weights."""
-        try:
-            meta = self.llm.metadata
-            arch = meta.get("general.architecture", "llama")
-            layers = int(meta.get(f"{arch}.block_count", 0))
-            embd = int(meta.get(f"{arch}.embedding_length", 0))
-            heads = int(meta.get(f"{arch}.attention.head_count", 1)) or 1
-            kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", heads))
-            return 2 * 2 * self.n_ctx * layers * embd * kv_heads // heads
-        except (ValueError, TypeError):
-            return 0
-
-    def _hooks(self, opts: GenOptions, cancel: threading.Event, stats: GenStats):
-        from llama_cpp import LogitsProcessorList
-
-        eos = self.llm.token_eos()
-        started = time.perf_counter_ns()
-        first: list[int] = []
-
-        def count_and_cancel(input_ids, scores):
-            # Called once per sampled token: exact counts, and the one place to stop a
-            # generation between tokens (forcing end-of-sequence ends it cleanly).
-            if not first:
-                first.append(time.perf_counter_ns())
-                stats.prompt_tokens = len(input_ids)
-                stats.prompt_ns = first[0] - started
-            stats.completion_tokens += 1
-            stats.eval_ns = time.perf_counter_ns() - first[0]
-            if cancel.is_set():
-                scores[:] = -np.inf
-                scores[eos] = 0.0
-            return scores
-
-        return LogitsProcessorList([count_and_cancel])
-
-    def _params(self, opts: GenOptions) -> dict[str, Any]:
-        return dict(
-            temperature=opts.temperature,
-            top_p=opts.top_p,
-            top_k=opts.top_k,
-            max_tokens=opts.max_tokens,
-            seed=opts.seed,
-            stop=opts.stop or None,
-            repeat_penalty=opts.repeat_penalty,
-            stream=True,
+        lc.llama_backend_init()
+        self.gpu = gpu_offload_supported()
+        params = lc.llama_model_default_params()
+        params.n_gpu_layers = -1 if self.gpu else 0
+        self.ptr = lc.llama_model_load_from_file(str(model.path).encode(), params)
+        if not self.ptr:
+            raise LlmlbError(f"failed to load model '{model.name}' (llama.cpp could not read it)")
+        self.vocab = lc.llama_model_get_vocab(self.ptr)
+        self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
+        self.add_bos = bool(lc.llama_vocab_get_add_bos(self.vocab))
+        # the longest text one token stands for bounds how many tokens a text has at least
+        self.max_piece = max(
+            1, max(len(token_bytes(self.vocab, t, special=True)) for t in range(self.n_vocab))
         )
+
+    def meta(self, key: str) -> str | None:
+        """A GGUF metadata value as text, or None."""
+        buf = ctypes.create_string_buffer(256)
+        n = lc.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            lc.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace")
+
+    def special_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return token_bytes(self.vocab, token, special=True).decode("utf-8", "replace")
+
+    def tokenize(self, raw: bytes, add_bos: bool) -> list[int]:
+        """Tokens of `raw`, special tokens (<|im_start|>...) parsed as such."""
+        room = len(raw) + 2
+        buf = (lc.llama_token * room)()
+        n = lc.llama_tokenize(self.vocab, raw, len(raw), buf, room, add_bos, True)
+        if n < 0:
+            room = -n
+            buf = (lc.llama_token * room)()
+            n = lc.llama_tokenize(self.vocab, raw, len(raw), buf, room, add_bos, True)
+        if n < 0:
+            raise LlmlbError("llama.cpp could not tokenize the prompt")
+        return list(buf[:n])
+
+    def close(self) -> None:
+        if self.ptr:
+            lc.llama_model_free(self.ptr)
+            self.ptr = None
+
+
+def new_context(
+    loaded: LoadedModel,
+    n_ctx: int,
+    n_seq: int,
+    n_batch: int,
+    n_ubatch: int,
+    embeddings: bool,
+    pooling: int = lc.LLAMA_POOLING_TYPE_UNSPECIFIED,
+):
+    params = lc.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_batch = n_batch
+    params.n_ubatch = n_ubatch
+    params.n_seq_max = n_seq
+    params.n_threads = params.n_threads_batch = settings.threads()
+    params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_AUTO
+    params.kv_unified = False  # a stream per sequence: faster when prompts do not share much
+    params.embeddings = embeddings
+    params.pooling_type = pooling
+    if embeddings:
+        params.kv_unified = True  # one pool: the inputs of one decode share it
+    params.no_perf = True
+    return lc.llama_init_from_model(loaded.ptr, params)
+
+
+class LlamaBackend:
+    """A chat model: `parallel` requests decode at once, each with `n_ctx` tokens of context."""
+
+    def __init__(self, model: Model, n_ctx: int, parallel: int):
+        self.name = model.name
+        self.model = model
+        self.n_ctx = context_for(model, n_ctx)
+        self.parallel = parallel
+        self.weights = LoadedModel(model)
+        self.gpu = self.weights.gpu
+        self.ctx = new_context(
+            self.weights, self.n_ctx * parallel, parallel, N_BATCH, N_UBATCH, embeddings=False
+        )
+        if not self.ctx:
+            self.weights.close()
+            raise LlmlbError(
+                f"failed to load model '{model.name}': no memory for {parallel} x {self.n_ctx} "
+                "tokens of context (lower LLMLB_NUM_PARALLEL or LLMLB_CONTEXT_LENGTH)"
+            )
+        self.template = self._template()
+        self.loop = DecodeLoop(
+            self.ctx, self.weights.vocab, self.name, parallel, self.n_ctx, N_BATCH, N_UBATCH
+        )
+        self.supports_images = bool(model.projector_path)
+        self._vision: Any = None  # llama_vision.Vision, made on the first image
+        self._vision_lock = threading.Lock()
+        self.processor = "100% GPU" if self.gpu else "100% CPU"
+        shape = shape_of(model.path)
+        kv = shape.kv_bytes(self.n_ctx * parallel) if shape else 0
+        self.size_bytes = int(model.size_bytes) + kv
+
+    def _template(self) -> ChatTemplate | None:
+        source = lc.llama_model_chat_template(self.weights.ptr, None)
+        if not source:
+            return None
+        vocab = self.weights.vocab
+        return ChatTemplate(
+            self.name,
+            source.decode("utf-8", "replace"),
+            bos=self.weights.special_text(lc.llama_vocab_bos(vocab)),
+            eos=self.weights.special_text(lc.llama_vocab_eos(vocab)),
+        )
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self.template is not None
+
+    # -- requests (called on the event loop; the work runs elsewhere) ------------
+    def chat(self, messages: list[dict[str, Any]], opts: GenOptions, stats: GenStats) -> Stream:
+        stream = Stream()
+        if any(isinstance(m.get("content"), list) for m in messages):  # images: LLaVA path
+            return self._vision_chat(stream, messages, opts, stats)
+        size = sum(len(m.get("content") or "") for m in messages)
+        self._prepare(stream, opts, stats, lambda: self._chat_tokens(messages, opts), size)
+        return stream
+
+    def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Stream:
+        stream = Stream()
+        tokens_of = lambda: self._prompt_tokens(prompt, self.weights.add_bos)  # noqa: E731
+        self._prepare(stream, opts, stats, tokens_of, len(prompt))
+        return stream
+
+    def _prepare(
+        self, stream: Stream, opts: GenOptions, stats: GenStats, tokens_of, size: int
+    ) -> None:
+        """Template, tokenize and check, then hand over to the loop: right here for a short
+        prompt (a millisecond), on a worker thread for a long one (never blocking the event
+        loop for long)."""
+
+        def work() -> None:
+            try:
+                tokens = tokens_of()
+                sampler = llama_sampling.build(self.weights.vocab, self.n_ctx, opts)
+            except LlmlbError as exc:
+                stream.finish(exc)
+                return
+            except Exception as exc:
+                log.exception("%s: preparing a prompt failed", self.name)
+                stream.finish(LlmlbError(f"preparing the prompt failed: {exc}"))
+                return
+            if stream.cancelled.is_set():
+                sampler.close()
+                stats.finish_reason = "cancelled"
+                stream.finish()
+                return
+            loop.submit(Job(tokens, opts, stats, stream, sampler))
+
+        loop = self.loop
+        if size <= INLINE_PROMPT_CHARS:
+            work()
+        else:
+            stream.loop.run_in_executor(None, work)
+
+    def _chat_tokens(self, messages: list[dict[str, Any]], opts: GenOptions) -> list[int]:
+        if self.template is None:
+            raise NoChatTemplate(self.name)
+        text = self.template.render(self.fit(messages, opts))
+        bos = self.template.bos
+        return self._prompt_tokens(
+            text, self.weights.add_bos and not (bos and text.startswith(bos))
+        )
+
+    @property
+    def max_prompt_bytes(self) -> int:
+        """No text longer than this fits the context, whatever it holds."""
+        return self.n_ctx * self.weights.max_piece
+
+    def _encode(self, text: str) -> bytes:
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest("the prompt is not valid text (it holds a lone surrogate)") from exc
+
+    def _prompt_tokens(self, text: str, add_bos: bool) -> list[int]:
+        raw = self._encode(text)
+        if len(raw) > self.max_prompt_bytes:
+            raise BadRequest(
+                f"the prompt is {len(raw)} bytes, more than {self.n_ctx} tokens; the context "
+                f"window of '{self.name}' is {self.n_ctx} tokens (LLMLB_CONTEXT_LENGTH)"
+            )
+        tokens = self.weights.tokenize(raw, add_bos)
+        if not tokens:
+            raise BadRequest("the prompt is empty")
+        if len(tokens) >= self.n_ctx:
+            raise BadRequest(
+                f"the prompt is {len(tokens)} tokens; the context window of '{self.name}' "
+                f"is {self.n_ctx} (LLMLB_CONTEXT_LENGTH)"
+            )
+        return tokens
 
     def _count(self, message: dict[str, Any]) -> int:
         content = message.get("content") or ""
         if isinstance(content, list):
             content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        return (
-            len(self.llm.tokenize(content.encode(), add_bos=False)) + 8
-        )  # + the template's markers
+        raw = self._encode(content)
+        if len(raw) > self.max_prompt_bytes:
+            return self.n_ctx + 1  # too long to count, and too long to keep
+        return len(self.weights.tokenize(raw, False)) + 8  # + the template's markers
 
     def fit(self, messages: list[dict[str, Any]], opts: GenOptions) -> list[dict[str, Any]]:
         """Drop the oldest turns (never the system prompt or the last message) until the
@@ -149,79 +281,36 @@ class LlamaBackend:
             )
         return [messages[i] for i in keep]
 
-    def _check_fits(self, n_prompt: int) -> None:
-        if n_prompt >= self.n_ctx:
-            raise BadRequest(
-                f"the prompt is {n_prompt} tokens; the context window of '{self.name}' "
-                f"is {self.n_ctx} (LLMLB_CONTEXT_LENGTH)"
-            )
+    def _vision_chat(
+        self, stream: Stream, messages: list[dict[str, Any]], opts: GenOptions, stats: GenStats
+    ) -> Stream:
+        from llmlb.engine.generation import run_in_thread
+        from llmlb.engine.llama_vision import Vision
 
-    def chat(
-        self,
-        messages: list[dict[str, Any]],
-        opts: GenOptions,
-        cancel: threading.Event,
-        stats: GenStats,
-    ) -> Iterator[str]:
-        messages = self.fit(messages, opts)
-        self._check_fits(sum(self._count(m) for m in messages))
-        # llama-cpp-python types its streamed chunks as a union with str; they are dicts
-        chunks: Iterator[dict[str, Any]] = self.llm.create_chat_completion(  # type: ignore[assignment]
-            messages=messages,  # type: ignore[arg-type]
-            logits_processor=self._hooks(opts, cancel, stats),
-            **self._params(opts),
-        )
-        for chunk in chunks:
-            choice = chunk["choices"][0]
-            text = choice.get("delta", {}).get("content")
-            if choice.get("finish_reason"):
-                stats.finish_reason = choice["finish_reason"]
-            if text:
-                yield text
-            if cancel.is_set():
-                stats.finish_reason = "cancelled"
-                break
-        self._settle(opts, stats)
+        if not self.supports_images:
+            raise BadRequest(f"model '{self.name}' does not support images")
 
-    @staticmethod
-    def _settle(opts: GenOptions, stats: GenStats) -> None:
-        # llama.cpp samples once more before it notices the limit; that token is never output
-        if opts.max_tokens and stats.completion_tokens > opts.max_tokens:
-            stats.completion_tokens = opts.max_tokens
+        def produce(cancel):
+            with self._vision_lock:  # loaded on the first image, off the event loop
+                if self._vision is None:
+                    self._vision = Vision(self.model, self.n_ctx, self.gpu)
+                vision = self._vision
+            return vision.chat(self.fit(messages, opts), opts, cancel, stats)
 
-    def complete(
-        self, prompt: str, opts: GenOptions, cancel: threading.Event, stats: GenStats
-    ) -> Iterator[str]:
-        self._check_fits(len(self.llm.tokenize(prompt.encode())))
-        chunks: Iterator[dict[str, Any]] = self.llm.create_completion(  # type: ignore[assignment]
-            prompt=prompt, logits_processor=self._hooks(opts, cancel, stats), **self._params(opts)
-        )
-        for chunk in chunks:
-            choice = chunk["choices"][0]
-            if choice.get("finish_reason"):
-                stats.finish_reason = choice["finish_reason"]
-            if choice.get("text"):
-                yield choice["text"]
-            if cancel.is_set():
-                stats.finish_reason = "cancelled"
-                break
-        self._settle(opts, stats)
-
-    def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
-        result = self.llm.create_embedding(inputs)
-        vectors = [_pool(item["embedding"]) for item in result["data"]]
-        return vectors, int(result["usage"]["prompt_tokens"])
+        return run_in_thread(stream, produce)
 
     def tokenize_count(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode(), add_bos=False))
+        return len(self.weights.tokenize(self._encode(text), False))
 
     def close(self) -> None:
-        llm = getattr(self, "llm", None)
-        if llm is not None:
-            del self.llm
-            llm.close()
-
-
-def load(model: Model, n_ctx: int, embedding: bool) -> LlamaBackend:
-    """The scheduler's loader: a model's file into a llama.cpp context."""
-    return LlamaBackend(model, n_ctx, embedding=embedding)
+        loop = getattr(self, "loop", None)
+        if loop is not None:
+            loop.close()
+            self.loop = None  # type: ignore[assignment]
+        if self._vision is not None:
+            self._vision.close()
+            self._vision = None
+        if getattr(self, "ctx", None):
+            lc.llama_free(self.ctx)
+            self.ctx = None
+        self.weights.close()

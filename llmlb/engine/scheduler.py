@@ -1,42 +1,52 @@
 """Which models are loaded, who may use them, and when they go.
 
-One generation at a time per loaded model (a llama.cpp context is single-sequence); others
-wait in a bounded queue. Concurrent requests for a cold model share one load. Idle models
-unload when their keep-alive runs out, and the least recently used idle model makes room
-when LLMLB_MAX_LOADED_MODELS would be exceeded.
+A loaded chat model decodes up to LLMLB_NUM_PARALLEL requests at once (batched in its decode
+loop); more wait in a bounded queue (LLMLB_MAX_QUEUE, then 503). An embedding context takes
+one request at a time (its inputs are batched). Concurrent requests for a cold model share
+one load. Before a load, the model's memory (weights and KV cache for every parallel
+sequence) is compared with what is free; idle models make room, least recently used first,
+also when LLMLB_MAX_LOADED_MODELS would be exceeded. Idle models unload when their
+keep-alive runs out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from anyio import to_thread
+from sqlalchemy.engine import Engine
 
 from llmlb import settings, tasks
+from llmlb.engine import memory
+from llmlb.engine.base import Generation, Piece
 from llmlb.engine.gpu import Gpus
 from llmlb.errors import LlmlbError, Unavailable
 from llmlb.store import catalog
+from llmlb.store.models import Model
 
 log = logging.getLogger("llmlb.scheduler")
 REAP_EVERY = 0.25
+TOUCH_EVERY = 5.0  # seconds between two writes of a model's last use: not one per request
 
 
 @dataclass
-class Slot:
+class Resident:
+    """One loaded context of a model ("chat" or "embed": embeddings need their own)."""
+
     name: str
-    kind: str  # "chat" or "embed": embeddings need their own llama.cpp context
-    model: Any
+    kind: str
+    model: Model
     ready: asyncio.Future
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    capacity: int  # requests it runs at once
+    permits: asyncio.Semaphore
     waiting: int = 0
-    busy: bool = False
+    active: int = 0
     keep_alive: float = 300.0
     expires_at: float | None = None  # time.time(); None = forever or in use
     last_used: float = field(default_factory=time.monotonic)
@@ -48,28 +58,29 @@ class Slot:
         return self.ready.done() and not self.ready.cancelled() and self.ready.exception() is None
 
     @property
+    def busy(self) -> bool:
+        return self.active > 0
+
+    @property
     def idle(self) -> bool:
-        return self.loaded and not self.busy and self.waiting == 0
+        return self.loaded and self.active == 0 and self.waiting == 0
 
 
 class Lease:
-    """A claim on a loaded model for one request; release() is idempotent and never waits.
+    """A claim on one of a loaded model's parallel places, for one request. release() is
+    idempotent and never waits: the place is handed back once the engine has let go of the
+    request's sequence, even when the client left mid-stream."""
 
-    The model's lock is handed back only once the generation thread has finished, even
-    when the request was cancelled mid-stream: a llama.cpp context must never run two
-    generations at once.
-    """
-
-    def __init__(self, scheduler: Scheduler, slot: Slot, keep_alive: float | None):
+    def __init__(self, scheduler: Scheduler, slot: Resident, keep_alive: float | None):
         self.scheduler, self.slot, self.keep_alive = scheduler, slot, keep_alive
         self.released = False
-        self.worker: asyncio.Future | None = None
+        self.generation: Generation | None = None
 
     @property
     def backend(self):
         return self.slot.backend
 
-    def stream(self, produce: Callable[[threading.Event], Iterator[str]]) -> AsyncIterator[str]:
+    def stream(self, produce: Callable[[], Generation]) -> AsyncIterator[Piece]:
         return self.scheduler.stream(self, produce)
 
     async def release(self) -> None:
@@ -88,7 +99,11 @@ class Scheduler:
         max_queue: int | None = None,
         keep_alive: float | None = None,
         n_ctx: int | None = None,
+        num_parallel: int | None = None,
+        gpu_offload: bool = False,
     ):
+        """`loader(model, n_ctx, embedding, parallel)` loads a model (blocking); the
+        settings values come as arguments (None: read the environment)."""
         self.engine = engine
         self.loader = loader
         self.gpus = gpus or Gpus()
@@ -96,44 +111,66 @@ class Scheduler:
         self.max_queue = settings.max_queue() if max_queue is None else max_queue
         self.default_keep_alive = settings.keep_alive() if keep_alive is None else keep_alive
         self.n_ctx = n_ctx or settings.context_length()
-        self.slots: dict[tuple[str, str], Slot] = {}
+        self.num_parallel = num_parallel or settings.num_parallel()
+        self.gpu_offload = gpu_offload
+        self.slots: dict[tuple[str, str], Resident] = {}
         self.in_flight = 0
         self._reaper: asyncio.Task | None = None
         self._guard = asyncio.Lock()
-        self._workers: dict[asyncio.Future, threading.Event] = {}  # generations running in threads
+        self._running: set[Generation] = set()
+        self._touched: dict[str, float] = {}
 
     # -- life -------------------------------------------------------------
     async def start(self) -> None:
         self._reaper = tasks.start("model reaper", self._reap_forever)
 
     def drain(self) -> None:
-        """Shutting down: every running generation ends at its next token."""
-        for cancel in self._workers.values():
-            cancel.set()
+        """Shutting down: every running generation ends at its next step."""
+        for generation in list(self._running):
+            generation.cancel()
 
     async def close(self) -> None:
         await tasks.stop(self._reaper)
-        self.drain()  # and wait for the threads before freeing any model
-        if self._workers:
-            await asyncio.wait(list(self._workers), timeout=30)
+        self.drain()  # and wait for the engine to let go before freeing any model
+        pending = [g.done for g in self._running if not g.done.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=30)
         for key in list(self.slots):
             await self._unload(self.slots[key])
         self.gpus.close()
 
     # -- claiming a model -----------------------------------------------------
+    def _capacity(self, kind: str) -> int:
+        return 1 if kind == "embed" else self.num_parallel
+
     async def acquire(
         self, name: str, kind: str = "chat", keep_alive: float | None = None
     ) -> Lease:
-        model = await to_thread.run_sync(catalog.resolve, self.engine, name)
+        model = self._loaded_model(name)
+        if model is None:
+            model = await to_thread.run_sync(catalog.resolve, self.engine, name)
         key = (model.name, kind)
+        need = None
+        if key not in self.slots:
+            need = await to_thread.run_sync(
+                memory.estimate, model, self.n_ctx, self._capacity(kind)
+            )
         async with self._guard:
             slot = self.slots.get(key)
             if slot is None:
-                await self._make_room()
-                slot = Slot(model.name, kind, model, asyncio.get_running_loop().create_future())
+                await self._make_room(model, kind, need or 0)
+                capacity = self._capacity(kind)
+                slot = Resident(
+                    model.name,
+                    kind,
+                    model,
+                    asyncio.get_running_loop().create_future(),
+                    capacity,
+                    asyncio.Semaphore(capacity),
+                )
                 self.slots[key] = slot
                 slot.loading = asyncio.create_task(self._load(slot))
-            elif slot.waiting + slot.busy > self.max_queue:  # one runs, max_queue wait behind it
+            elif slot.active + slot.waiting >= slot.capacity + self.max_queue:
                 raise Unavailable(
                     f"model '{model.name}' is busy: {self.max_queue} requests already queued"
                 )
@@ -141,47 +178,63 @@ class Scheduler:
             slot.expires_at = None
         try:
             await asyncio.shield(slot.ready)
-            await slot.lock.acquire()
+            await slot.permits.acquire()
         except BaseException:
             slot.waiting -= 1
             raise
         slot.waiting -= 1
         if slot.backend is None:  # unloaded while we waited: start over
-            slot.lock.release()
+            slot.permits.release()
             return await self.acquire(name, kind, keep_alive)
+        now = time.monotonic()
         try:
-            if model.source != "Ollama":
+            if (
+                model.source != "Ollama"
+                and now - self._touched.get(model.name, -TOUCH_EVERY) >= TOUCH_EVERY
+            ):
+                self._touched[model.name] = now
                 await to_thread.run_sync(catalog.touch, self.engine, model.name)
-        except BaseException:  # cancelled or failed before the lease exists: give the lock back
-            slot.lock.release()
+        except BaseException:  # cancelled or failed before the lease exists: give the permit back
+            slot.permits.release()
             raise
-        slot.busy = True
+        slot.active += 1
         self.in_flight += 1
         return Lease(self, slot, keep_alive)
+
+    def _loaded_model(self, name: str) -> Model | None:
+        """A loaded model's row, when `name` is its full name: no catalog query per request
+        (the API layer has resolved aliases already)."""
+        for (loaded, _kind), slot in self.slots.items():
+            if loaded == name:
+                return slot.model
+        return None
 
     def _release(self, lease: Lease) -> None:
         slot = lease.slot
         if lease.keep_alive is not None:
             slot.keep_alive = lease.keep_alive
-        if lease.worker is not None and not lease.worker.done():
-            lease.worker.add_done_callback(lambda _: self._hand_back(slot))
+        generation = lease.generation
+        if generation is not None and not generation.done.done():
+            generation.done.add_done_callback(lambda _: self._hand_back(slot))
         else:
             self._hand_back(slot)
 
-    def _hand_back(self, slot: Slot) -> None:
-        slot.busy = False
+    def _hand_back(self, slot: Resident) -> None:
+        slot.active -= 1
         self.in_flight -= 1
         slot.last_used = time.monotonic()
+        slot.permits.release()
+        if slot.active > 0:
+            return
         slot.expires_at = None if slot.keep_alive < 0 else time.time() + slot.keep_alive
-        slot.lock.release()
         if slot.keep_alive == 0 and slot.waiting == 0:
             asyncio.get_running_loop().create_task(self._unload(slot))
 
-    async def _load(self, slot: Slot) -> None:
+    async def _load(self, slot: Resident) -> None:
         try:
             started = time.perf_counter()
             backend = await to_thread.run_sync(
-                self.loader, slot.model, self.n_ctx, slot.kind == "embed"
+                self.loader, slot.model, self.n_ctx, slot.kind == "embed", slot.capacity
             )
             slot.backend = backend
             slot.keep_alive = self.default_keep_alive
@@ -195,9 +248,28 @@ class Scheduler:
                 )
                 slot.ready.exception()  # mark retrieved: waiters re-raise it
 
-    async def _make_room(self) -> None:
-        while len(self.slots) >= self.max_loaded:
+    async def _make_room(self, model: Model, kind: str, need: int) -> None:
+        """Unload idle models (least recently used first) until one more fits, in count
+        (LLMLB_MAX_LOADED_MODELS) and in memory."""
+        while True:
+            free = await to_thread.run_sync(
+                lambda: memory.free_bytes(self.gpus.read(), self.gpu_offload)
+            )
+            too_many = len(self.slots) >= self.max_loaded
+            short = free is not None and need > free
+            if not too_many and not short:
+                return
             idle = [s for s in self.slots.values() if s.idle]
+            reclaimable = sum(s.backend.size_bytes for s in idle if s.backend is not None)
+            if short and free is not None and need > free + reclaimable:
+                ctx = memory.context_for(model, self.n_ctx)
+                per = f"{self._capacity(kind)} x {ctx} tokens of context"
+                raise Unavailable(
+                    f"not enough memory to load '{model.name}': it needs "
+                    f"{memory.human(need)} (weights and {per}), {memory.human(free)} is free"
+                    + (" once idle models unload" if reclaimable else "")
+                    + "; lower LLMLB_NUM_PARALLEL or LLMLB_CONTEXT_LENGTH"
+                )
             if not idle:
                 raise Unavailable(
                     f"all {self.max_loaded} loaded models are busy (LLMLB_MAX_LOADED_MODELS); try again shortly"
@@ -206,7 +278,7 @@ class Scheduler:
             log.info("evicting %s to make room", victim.name)
             await self._unload(victim)
 
-    async def _unload(self, slot: Slot) -> None:
+    async def _unload(self, slot: Resident) -> None:
         if self.slots.get((slot.name, slot.kind)) is slot:
             del self.slots[(slot.name, slot.kind)]
         backend, slot.backend = slot.backend, None
@@ -215,7 +287,7 @@ class Scheduler:
             log.info("unloaded %s (%s)", slot.name, slot.kind)
 
     async def unload(self, name: str) -> bool:
-        """Unload every context of `name` now, or right after its running request."""
+        """Unload every context of `name` now, or right after its running requests."""
         found = False
         for slot in [s for s in self.slots.values() if s.name == name or s.model.alias == name]:
             found = True
@@ -235,57 +307,35 @@ class Scheduler:
                     await self._unload(slot)
 
     # -- running work -------------------------------------------------------
-    async def stream(
-        self, lease: Lease, produce: Callable[[threading.Event], Iterator[str]]
-    ) -> AsyncIterator[str]:
-        """Run a blocking token iterator in a thread; stop it when the consumer goes away."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
-        done = object()
-
-        def work() -> None:
-            try:
-                for piece in produce(cancel):
-                    loop.call_soon_threadsafe(queue.put_nowait, piece)
-                    if cancel.is_set():
-                        break
-                loop.call_soon_threadsafe(queue.put_nowait, done)
-            except BaseException as exc:  # surfaces in the consumer
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-
-        lease.worker = loop.run_in_executor(None, work)
-        self._workers[lease.worker] = cancel
-        lease.worker.add_done_callback(lambda f: self._workers.pop(f, None))
-        pending: Any = None
+    async def stream(self, lease: Lease, produce: Callable[[], Generation]) -> AsyncIterator[Piece]:
+        """Start a generation and pass its pieces on; cancel it when the consumer goes away."""
+        generation = produce()
+        lease.generation = generation
+        self._running.add(generation)
+        generation.done.add_done_callback(lambda _: self._running.discard(generation))
         try:
-            while True:
-                item, pending = (
-                    (pending, None) if pending is not None else (await queue.get(), None)
-                )
-                # a consumer that fell behind takes the backlog as one piece: fewer writes
-                while isinstance(item, str) and not queue.empty():
-                    nxt = queue.get_nowait()
-                    if not isinstance(nxt, str):
-                        pending = nxt  # the end or an error: handled after this piece
-                        break
-                    item += nxt
-                if item is done:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            async for piece in generation:
+                yield piece
         finally:
-            cancel.set()  # the thread stops within a token; release() waits for it
+            if not generation.done.done():
+                generation.cancel()  # the engine frees the sequence; release() waits for it
 
     # -- views ----------------------------------------------------------------
     def running(self) -> list[dict[str, Any]]:
-        out = []
+        """One row per loaded model: its chat and embedding contexts together."""
+        rows: dict[str, dict[str, Any]] = {}
         for slot in self.slots.values():
             if not slot.loaded or slot.backend is None:
                 continue
-            out.append(
-                {
+            forever = slot.keep_alive is not None and slot.keep_alive < 0
+            expires = (
+                None
+                if forever or not slot.expires_at
+                else datetime.fromtimestamp(slot.expires_at, UTC)
+            )
+            row = rows.get(slot.name)
+            if row is None:
+                rows[slot.name] = {
                     "name": slot.name,
                     "kind": slot.kind,
                     "model": slot.model,
@@ -293,16 +343,29 @@ class Scheduler:
                     "processor": slot.backend.processor,
                     "busy": slot.busy,
                     "waiting": slot.waiting,
-                    "expires_at": None
-                    if slot.keep_alive is not None and slot.keep_alive < 0
-                    else (
-                        datetime.fromtimestamp(slot.expires_at, UTC) if slot.expires_at else None
-                    ),
+                    "expires_at": expires,
+                    "forever": forever,
                     "context_length": getattr(slot.backend, "n_ctx", None),
+                    "parallel": slot.capacity if slot.kind == "chat" else None,
                     "stopping": slot.keep_alive == 0 and slot.busy,
                 }
-            )
-        return out
+                continue
+            row["kind"] = "chat+embed"
+            row["size"] += slot.backend.size_bytes
+            row["busy"] = row["busy"] or slot.busy
+            row["waiting"] += slot.waiting
+            row["stopping"] = row["stopping"] or (slot.keep_alive == 0 and slot.busy)
+            row["forever"] = row["forever"] or forever
+            if slot.kind == "chat":
+                row["context_length"] = getattr(slot.backend, "n_ctx", None)
+                row["parallel"] = slot.capacity
+            if row["forever"]:
+                row["expires_at"] = None
+            elif expires is not None and (row["expires_at"] is None or expires > row["expires_at"]):
+                row["expires_at"] = expires
+        for row in rows.values():
+            row.pop("forever")
+        return list(rows.values())
 
     def queued(self) -> int:
         return sum(s.waiting for s in self.slots.values())
@@ -323,3 +386,27 @@ class Scheduler:
             "queued": self.queued(),
             **gpu.as_dict(),
         }
+
+
+def default_scheduler(catalog_engine: Engine) -> Scheduler:
+    """The node's scheduler on llama.cpp, configured from the environment."""
+    from llmlb.engine.llama_cpp import LlamaBackend, gpu_offload_supported
+    from llmlb.engine.llama_embed import LlamaEmbedder
+
+    def loader(model, n_ctx, embedding, parallel):
+        if embedding:
+            return LlamaEmbedder(model, n_ctx)
+        return LlamaBackend(model, n_ctx, parallel)
+
+    gpus = Gpus()
+    return Scheduler(
+        catalog_engine,
+        loader,
+        gpus=gpus,
+        max_loaded=settings.max_loaded_models(),
+        max_queue=settings.max_queue(),
+        keep_alive=settings.keep_alive(),
+        n_ctx=settings.context_length(),
+        num_parallel=settings.num_parallel(),
+        gpu_offload=gpu_offload_supported() and gpus.read().available,
+    )

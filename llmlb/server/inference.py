@@ -4,27 +4,31 @@ count. Both API modules (ollama_api, openai_api) build on these; neither imports
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from anyio import to_thread
 from litestar import Request
 from sqlalchemy.engine import Engine
 
 from llmlb import settings
-from llmlb.engine.base import GenStats
+from llmlb.engine.base import GenStats, TokenLogprob
 from llmlb.engine.scheduler import Lease, Scheduler
 from llmlb.engine.thinking import ThinkingSplitter
-from llmlb.errors import BadRequest
+from llmlb.errors import BadRequest, LlmlbError
 from llmlb.server.claims import hold
 from llmlb.server.metrics_api import NodeMetrics
 from llmlb.server.requests import ChatMessage, ImagePart, ImageURL, KeepAlive
 from llmlb.store import catalog
 from llmlb.store.models import Model
 
+T = TypeVar("T")
 IMAGE_MAGIC = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
 
 
@@ -38,6 +42,14 @@ class Turn:
     load_ns: int = 0
     content: str = ""
     thinking: str = ""
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # every token's, when asked
+    logprobs_sent: int = 0
+
+    def take_logprobs(self) -> list[TokenLogprob]:
+        """The log probabilities that arrived since the last call (for a streamed chunk)."""
+        new = self.logprobs[self.logprobs_sent :]
+        self.logprobs_sent = len(self.logprobs)
+        return new
 
     @property
     def total_ns(self) -> int:
@@ -154,13 +166,16 @@ def chat_messages(messages: list[ChatMessage], model: Model) -> list[dict]:
 async def generate(
     lease: Lease, produce, turn: Turn, think: bool | None, starts_thinking: bool = False
 ) -> AsyncGenerator[tuple[str, str]]:
-    """("thinking"|"content", text) pieces; releases the lease when done or abandoned."""
+    """("thinking"|"content", text) pieces; releases the lease when done or abandoned.
+    `produce()` starts the generation (backend.chat/complete). Log probabilities, when asked
+    for, collect in turn.logprobs (turn.take_logprobs() for each streamed chunk)."""
     splitter = ThinkingSplitter(starts_thinking)
     try:
         async for piece in lease.stream(produce):
             if turn.first_token_at is None:
                 turn.first_token_at = time.perf_counter()
-            thinking, content = splitter.feed(piece)
+            turn.logprobs += piece.logprobs
+            thinking, content = splitter.feed(piece.text)
             for kind, text in (("thinking", thinking), ("content", content)):
                 if text:
                     if kind == "thinking":
@@ -180,14 +195,52 @@ async def generate(
         await lease.release()
 
 
-async def primed(pieces: AsyncGenerator[tuple[str, str]]) -> AsyncIterator[tuple[str, str]]:
-    """Wait for the first piece before answering, so that a failure before the first token
-    (prompt too long, model error) is a proper HTTP error and not a broken stream."""
+class ClientGone(LlmlbError):
+    """The client hung up before its answer was ready; nobody reads what we send."""
+
+    status = 499  # nginx's "client closed request"
+
+
+async def _hung_up(request: Request | None) -> None:
+    """Return once the client disconnects (its body is read, so the next ASGI message is the
+    disconnect); never returns without a request."""
+    if request is None:
+        await asyncio.Event().wait()
+        return
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _watched(step: Awaitable[T], request: Request | None) -> T:
+    """`step`, unless the client hangs up first: then ClientGone (and `step` is cancelled,
+    which cancels the generation: its sequence is freed, a prefill in flight stopped)."""
+    task = asyncio.ensure_future(step)
+    if request is None:
+        return await task
+    watcher = asyncio.ensure_future(_hung_up(request))
     try:
-        first = await pieces.__anext__()
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise ClientGone("the client disconnected")
+    return task.result()
+
+
+async def primed(
+    pieces: AsyncGenerator[tuple[str, str]], request: Request | None = None
+) -> AsyncIterator[tuple[str, str]]:
+    """Wait for the first piece before answering, so that a failure before the first token
+    (prompt too long, model error) is a proper HTTP error and not a broken stream. A client
+    that hangs up meanwhile (during a long prompt) cancels the generation."""
+    try:
+        first = await _watched(pieces.__anext__(), request)
     except StopAsyncIteration:
         first = None
-    except ValueError as exc:  # llama-cpp-python's way to refuse a prompt
+    except ValueError as exc:  # llama-cpp-python's way to refuse a prompt (vision path)
         await pieces.aclose()
         raise BadRequest(str(exc)) from exc
     except BaseException:
@@ -204,3 +257,14 @@ async def primed(pieces: AsyncGenerator[tuple[str, str]]) -> AsyncIterator[tuple
             await pieces.aclose()
 
     return chain()
+
+
+async def collect(pieces: AsyncIterator[tuple[str, str]], request: Request | None = None) -> None:
+    """Run a non-streamed generation to its end (the Turn gathers the text), or stop it when
+    the client hangs up: nothing is written until the end, so only the connection tells."""
+
+    async def run() -> None:
+        async for _ in pieces:
+            pass
+
+    await _watched(run(), request)

@@ -12,8 +12,7 @@ from sqlalchemy.engine import Engine
 
 from llmlb import settings
 from llmlb.balancer.router_link import RouterLink
-from llmlb.engine import llama_cpp
-from llmlb.engine.scheduler import Scheduler
+from llmlb.engine.scheduler import Scheduler, default_scheduler
 from llmlb.jobs.lifecycle import Downloads
 from llmlb.jobs.pull import Pulls
 from llmlb.server.metrics_api import NodeMetrics
@@ -102,7 +101,7 @@ def build_services(config: NodeConfig) -> NodeServices:
     config.home.mkdir(parents=True, exist_ok=True)
     catalog = db.open_node_catalog(config.home / "llmlb.db")
     sweep_trash(config.home / "models")
-    scheduler = Scheduler(catalog, llama_cpp.load)
+    scheduler = default_scheduler(catalog)
     return NodeServices(
         config=config,
         catalog=catalog,

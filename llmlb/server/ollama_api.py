@@ -15,6 +15,7 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 from sqlalchemy.engine import Engine
 
+from llmlb.engine.base import TokenLogprob
 from llmlb.engine.scheduler import Scheduler
 from llmlb.errors import BadRequest, NotFound
 from llmlb.server import inference as inf
@@ -54,7 +55,7 @@ def _final(turn: inf.Turn, model: str) -> dict[str, Any]:
         "done_reason": {"length": "length", "cancelled": "stop"}.get(s.finish_reason, "stop"),
         "total_duration": turn.total_ns,
         "load_duration": turn.load_ns,
-        "prompt_eval_count": s.prompt_tokens,
+        "prompt_eval_count": s.evaluated_tokens,  # as ollama: a cached prefix is not evaluated
         "prompt_eval_duration": s.prompt_ns,
         "eval_count": s.completion_tokens,
         "eval_duration": s.eval_ns,
@@ -69,11 +70,13 @@ async def _respond(
     produce,
     turn: inf.Turn,
     shape: Shape,
+    request: Request,
 ) -> Response:
     """Stream NDJSON (default) or answer one object; `shape(kind, text)` builds a chunk."""
     think = _thinks(body.think)
     model_name = body.target
-    pieces = await inf.primed(inf.generate(lease, produce, turn, think))
+    want_logprobs = body.logprobs or body.top_logprobs > 0
+    pieces = await inf.primed(inf.generate(lease, produce, turn, think), request)
     if body.stream:
 
         async def lines() -> AsyncIterator[bytes]:
@@ -85,6 +88,8 @@ async def _respond(
                         **shape(kind, text),
                         "done": False,
                     }
+                    if want_logprobs:
+                        chunk["logprobs"] = _logprobs(turn.take_logprobs())
                     yield (json.dumps(chunk) + "\n").encode()
             except (
                 Exception
@@ -93,16 +98,32 @@ async def _respond(
                 yield (json.dumps({"error": f"generation failed: {exc}"}) + "\n").encode()
                 return
             inf.record(metrics, turn)
-            yield (json.dumps({**_final(turn, model_name), **shape("content", "")}) + "\n").encode()
+            final = _final(turn, model_name)
+            if want_logprobs:
+                final["logprobs"] = _logprobs(turn.take_logprobs())
+            yield (json.dumps({**final, **shape("content", "")}) + "\n").encode()
 
         return Stream(lines(), media_type=NDJSON)
-    async for _ in pieces:
-        pass
+    await inf.collect(pieces, request)
     inf.record(metrics, turn)
     full = shape("content", turn.content)
     if turn.thinking and think is not False:
         full = _merge_thinking(full, turn.thinking)
+    if want_logprobs:
+        full["logprobs"] = _logprobs(turn.logprobs)
     return Response({**_final(turn, model_name), **full})
+
+
+def _logprob(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+
+def _logprobs(lps: list[TokenLogprob]) -> list[dict[str, Any]]:
+    """ollama's shape: each token with its bytes and its top alternatives."""
+    return [
+        {**_logprob(lp.token, lp.logprob), "top_logprobs": [_logprob(t, v) for t, v in lp.top]}
+        for lp in lps
+    ]
 
 
 def _merge_thinking(full: dict, thinking: str) -> dict:
@@ -169,10 +190,10 @@ async def chat(
     lease, turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
     backend = lease.backend
 
-    def produce(cancel):
-        return backend.chat(messages, opts, cancel, turn.stats)
+    def produce():
+        return backend.chat(messages, opts, turn.stats)
 
-    return await _respond(metrics, "/api/chat", data, lease, produce, turn, _chat_shape)
+    return await _respond(metrics, "/api/chat", data, lease, produce, turn, _chat_shape, request)
 
 
 @post("/api/generate", status_code=200)
@@ -201,12 +222,17 @@ async def generate(
     backend = lease.backend
     prompt = data.prompt
 
-    def produce(cancel):
-        if messages is None:
-            return backend.complete(prompt, opts, cancel, turn.stats)
-        return backend.chat(messages, opts, cancel, turn.stats)
+    if messages is not None and not data.images and not backend.has_chat_template:
+        messages = None  # as ollama's default template {{ .Prompt }}: the prompt as it is
 
-    return await _respond(metrics, "/api/generate", data, lease, produce, turn, _generate_shape)
+    def produce():
+        if messages is None:
+            return backend.complete(prompt, opts, turn.stats)
+        return backend.chat(messages, opts, turn.stats)
+
+    return await _respond(
+        metrics, "/api/generate", data, lease, produce, turn, _generate_shape, request
+    )
 
 
 @post("/api/embed", status_code=200)

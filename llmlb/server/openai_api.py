@@ -17,6 +17,7 @@ from litestar.params import JSONBody, PathParameter
 from litestar.response import Stream
 from sqlalchemy.engine import Engine
 
+from llmlb.engine.base import TokenLogprob
 from llmlb.engine.scheduler import Scheduler
 from llmlb.server import inference as inf
 from llmlb.server.metrics_api import NodeMetrics
@@ -27,12 +28,40 @@ from llmlb.store.catalog import resolve as resolve_model
 SSE = "text/event-stream"
 
 
-def _usage(turn: inf.Turn) -> dict[str, int]:
+def _usage(turn: inf.Turn) -> dict[str, Any]:
     s = turn.stats
     return {
         "prompt_tokens": s.prompt_tokens,
         "completion_tokens": s.completion_tokens,
         "total_tokens": s.prompt_tokens + s.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": s.cached_tokens},
+    }
+
+
+def _token(lp: TokenLogprob) -> dict[str, Any]:
+    return {"token": lp.token, "logprob": lp.logprob, "bytes": list(lp.token.encode())}
+
+
+def _chat_logprobs(lps: list[TokenLogprob]) -> dict[str, Any]:
+    """OpenAI chat's shape: every token with its bytes and its top alternatives."""
+    content = [
+        {**_token(lp), "top_logprobs": [_token(TokenLogprob(t, v)) for t, v in lp.top]}
+        for lp in lps
+    ]
+    return {"content": content, "refusal": None}
+
+
+def _completion_logprobs(lps: list[TokenLogprob], offset: int = 0) -> dict[str, Any]:
+    """The legacy completions shape: parallel lists, alternatives as {token: logprob}."""
+    offsets = []
+    for lp in lps:
+        offsets.append(offset)
+        offset += len(lp.token)
+    return {
+        "tokens": [lp.token for lp in lps],
+        "token_logprobs": [lp.logprob for lp in lps],
+        "top_logprobs": [dict(lp.top) for lp in lps],
+        "text_offset": offsets,
     }
 
 
@@ -62,12 +91,24 @@ async def _run(
     lease, turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
     backend = lease.backend
 
-    def produce(cancel):
+    def produce():
         if kind == "chat":
-            return backend.chat(messages, opts, cancel, turn.stats)
-        return backend.complete(prompt, opts, cancel, turn.stats)
+            return backend.chat(messages, opts, turn.stats)
+        return backend.complete(prompt, opts, turn.stats)
 
-    pieces = await inf.primed(inf.generate(lease, produce, turn, think=True))
+    text_offset = 0
+
+    def logprobs_of(lps: list[TokenLogprob]) -> dict[str, Any] | None:
+        nonlocal text_offset
+        if not opts.logprobs:
+            return None
+        if kind == "chat":
+            return _chat_logprobs(lps)
+        out = _completion_logprobs(lps, text_offset)
+        text_offset += sum(len(lp.token) for lp in lps)
+        return out
+
+    pieces = await inf.primed(inf.generate(lease, produce, turn, think=True), request)
     ident = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
     obj = "chat.completion" if kind == "chat" else "text_completion"
@@ -102,7 +143,16 @@ async def _run(
                 tail = "}]}\n\n"
             try:
                 async for piece_kind, text in pieces:
-                    if piece_kind == "content":
+                    if opts.logprobs:  # not the hot path: build the whole chunk
+                        lps = logprobs_of(turn.take_logprobs())
+                        if kind == "chat":
+                            key = "content" if piece_kind == "content" else "reasoning_content"
+                            c = chunk({key: text}, None)
+                        else:
+                            c = chunk(None, None, text)
+                        c["choices"][0]["logprobs"] = lps
+                        yield _sse(c)
+                    elif piece_kind == "content":
                         yield (content_pre + json.dumps(text) + tail).encode()
                     elif kind == "chat":
                         yield (reason_pre + json.dumps(text) + tail).encode()
@@ -119,7 +169,11 @@ async def _run(
                     }
                 )
                 return
-            yield _sse(chunk({}, _finish(turn)))
+            last = chunk({}, _finish(turn))
+            if opts.logprobs:
+                rest = turn.take_logprobs()  # of text held back until the end
+                last["choices"][0]["logprobs"] = logprobs_of(rest) if rest else None
+            yield _sse(last)
             inf.record(metrics, turn)
             if include_usage:
                 yield _sse(
@@ -135,20 +189,24 @@ async def _run(
             yield b"data: [DONE]\n\n"
 
         return Stream(body(), media_type=SSE, headers={"Cache-Control": "no-cache"})
-    async for _ in pieces:
-        pass
+    await inf.collect(pieces, request)
     inf.record(metrics, turn)
     if kind == "chat":
         message: dict[str, Any] = {"role": "assistant", "content": turn.content}
         if turn.thinking:
             message["reasoning_content"] = turn.thinking
-        choice = {"index": 0, "message": message, "finish_reason": _finish(turn), "logprobs": None}
+        choice = {
+            "index": 0,
+            "message": message,
+            "finish_reason": _finish(turn),
+            "logprobs": logprobs_of(turn.logprobs),
+        }
     else:
         choice = {
             "index": 0,
             "text": turn.content,
             "finish_reason": _finish(turn),
-            "logprobs": None,
+            "logprobs": logprobs_of(turn.logprobs),
         }
     return Response(
         {

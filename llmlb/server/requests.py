@@ -74,7 +74,7 @@ class Sampling(msgspec.Struct, kw_only=True):
     top_p: Fraction | None = None
     min_p: Fraction | None = None
     typical_p: Fraction | None = None
-    repeat_penalty: Annotated[float, Meta(ge=0.0, le=10.0)] | None = None
+    repeat_penalty: Annotated[float, Meta(gt=0.0, le=10.0)] | None = None
     repeat_last_n: Annotated[int, Meta(ge=-1, le=1_000_000)] | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
@@ -160,10 +160,15 @@ class _OllamaGeneration(_Named, kw_only=True):
     logprobs: bool = False
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] = 0
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs set to true")
+
     def gen_options(self) -> GenOptions:
         options = self.options or OllamaOptions()
         opts = options.to_options(options.token_limit)
-        opts.logprobs = self.logprobs or self.top_logprobs > 0
+        opts.logprobs = self.logprobs
         opts.top_logprobs = self.top_logprobs
         return opts
 
@@ -250,7 +255,7 @@ class OpenAIChat(_OpenAIGeneration, kw_only=True):
 
 class OpenAICompletion(_OpenAIGeneration, kw_only=True):
     prompt: Text | Annotated[list[Text], Meta(min_length=1, max_length=1)]
-    logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None  # legacy: how many alternatives
+    logprobs: Annotated[int, Meta(ge=0, le=5)] | None = None  # legacy: how many alternatives
 
     def __post_init__(self) -> None:
         check_keep_alive(self.keep_alive)

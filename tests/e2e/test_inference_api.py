@@ -13,7 +13,9 @@ from tests.e2e.conftest import start_node
 @pytest.fixture(scope="module")
 def node(tmp_path_factory, tiny_gguf, endless_gguf):
     home = tmp_path_factory.mktemp("node") / "home"
-    server = start_node(home, {"org/tiny": tiny_gguf, "org/endless": endless_gguf})
+    server = start_node(
+        home, {"org/tiny": tiny_gguf, "org/endless": endless_gguf, "org/raw": endless_gguf}
+    )
     yield server
     assert server.stop() == 0, server.log()
 
@@ -62,7 +64,8 @@ def test_ollama_generate(oll):
         oll.generate(model="endless", prompt="Once", options={"num_predict": 6}, stream=True)
     )
     assert parts[-1].done and sum(1 for p in parts if p.response) >= 1
-    raw = oll.generate(model="endless", prompt="abc", raw=True, options={"num_predict": 3})
+    # a model of its own: nothing cached, so every prompt token is evaluated
+    raw = oll.generate(model="org/raw", prompt="abc", raw=True, options={"num_predict": 3})
     assert raw.prompt_eval_count == 5  # <s> ▁ a b c: no chat template applied
 
 

@@ -46,7 +46,9 @@ def models(tiny_gguf, endless_gguf, slow_gguf):
 @pytest.fixture
 def node(tmp_path, models):
     server = start_node(
-        tmp_path / "home", models, env={"LLMLB_MAX_LOADED_MODELS": "2", "LLMLB_MAX_QUEUE": "1"}
+        tmp_path / "home",
+        models,
+        env={"LLMLB_MAX_LOADED_MODELS": "2", "LLMLB_MAX_QUEUE": "1", "LLMLB_NUM_PARALLEL": "2"},
     )
     yield server
     server.stop()
@@ -109,20 +111,25 @@ def _hold(node, model="org/slow"):
 
 
 def test_queue_full_is_503_and_disconnect_frees_the_model(node):
-    client, cm = _hold(node)
+    # two parallel sequences (LLMLB_NUM_PARALLEL=2): both streams run at once
+    first_client, first = _hold(node)
+    second_client, second = _hold(node)
     results = {}
     queued = threading.Thread(
         target=lambda: results.setdefault("queued", gen(node, "org/slow", n=3))
     )
     queued.start()
     assert wait_for(lambda: metric(node.url, "llmlb_queue_depth") == 1)
-    full = gen(node, "org/slow", n=3)
+    full = gen(node, "org/slow", n=3)  # 2 running + 1 queued (LLMLB_MAX_QUEUE=1): no room
     assert full.status_code == 503
     assert "busy" in full.json()["error"] and full.headers.get("retry-after")
-    cm.__exit__(None, None, None)  # the first client goes away mid-stream
-    client.close()
-    queued.join(60)
+    first.__exit__(None, None, None)  # the first client goes away mid-stream
+    first_client.close()
+    queued.join(60)  # its sequence went to the waiting request, while the second still streams
     assert results["queued"].status_code == 200 and results["queued"].json()["eval_count"] == 3
+    assert json.loads(next(second.lines))["done"] is False
+    second.__exit__(None, None, None)
+    second_client.close()
     assert wait_for(lambda: not loaded(node)["org/slow"]["busy"])
 
 

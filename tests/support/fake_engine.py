@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmlb.engine.base import GenOptions, GenStats
+from llmlb.engine.base import GenOptions, GenStats, Piece
+from llmlb.engine.generation import Stream, run_in_thread
 
 
 class Boom(RuntimeError):
@@ -28,7 +29,9 @@ class Script:
 class FakeBackend:
     processor = "100% CPU"
     supports_images = False
+    has_chat_template = True
     n_ctx = 2048
+    parallel = 1
 
     def __init__(self, model: Any, script: Script):
         self.name = model.name
@@ -37,7 +40,7 @@ class FakeBackend:
         self.size_bytes = 1000
         self.closed = False
 
-    def _run(self, cancel: threading.Event, stats: GenStats) -> Iterator[str]:
+    def _run(self, cancel: threading.Event, stats: GenStats) -> Iterator[Piece]:
         stats.prompt_tokens = 3
         for i, token in enumerate(self.script.tokens):
             if self.script.fail_at == i:
@@ -50,17 +53,16 @@ class FakeBackend:
                 stats.finish_reason = "cancelled"
                 return
             stats.completion_tokens += 1
-            yield token
+            yield Piece(token)
 
-    def chat(
-        self, messages: list[dict], opts: GenOptions, cancel: threading.Event, stats: GenStats
-    ) -> Iterator[str]:
-        return self._run(cancel, stats)
+    def _generation(self, stats: GenStats) -> Stream:
+        return run_in_thread(Stream(), lambda cancel: self._run(cancel, stats))
 
-    def complete(
-        self, prompt: str, opts: GenOptions, cancel: threading.Event, stats: GenStats
-    ) -> Iterator[str]:
-        return self._run(cancel, stats)
+    def chat(self, messages: list[dict], opts: GenOptions, stats: GenStats) -> Stream:
+        return self._generation(stats)
+
+    def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Stream:
+        return self._generation(stats)
 
     def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
         if self.script.fail_at is not None:
@@ -78,6 +80,6 @@ class FakeLoader:
         self.script = Script()
         self.loads = 0
 
-    def __call__(self, model: Any, n_ctx: int, embedding: bool) -> FakeBackend:
+    def __call__(self, model: Any, n_ctx: int, embedding: bool, parallel: int = 1) -> FakeBackend:
         self.loads += 1
         return FakeBackend(model, self.script)

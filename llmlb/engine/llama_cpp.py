@@ -218,11 +218,20 @@ class LlamaBackend:
     def _chat_tokens(self, messages: list[dict[str, Any]], opts: GenOptions) -> list[int]:
         if self.template is None:
             raise NoChatTemplate(self.name)
-        text = self.template.render(self.fit(messages, opts))
-        bos = self.template.bos
-        return self._prompt_tokens(
-            text, self.weights.add_bos and not (bos and text.startswith(bos))
-        )
+        kept = self.fit(messages, opts)
+        room = self._room(opts)
+        while True:  # the estimate was rough: measure the rendered prompt, drop more if needed
+            text = self.template.render(kept)
+            bos = self.template.bos
+            add_bos = self.weights.add_bos and not (bos and text.startswith(bos))
+            droppable = [i for i, m in enumerate(kept[:-1]) if m["role"] != "system"]
+            raw = self._encode(text)
+            if not droppable or (
+                len(raw) <= self.max_prompt_bytes
+                and len(self.weights.tokenize(raw, add_bos)) <= room
+            ):
+                return self._prompt_tokens(text, add_bos)
+            del kept[droppable[0]]
 
     @property
     def max_prompt_bytes(self) -> int:
@@ -261,10 +270,14 @@ class LlamaBackend:
             return self.n_ctx + 1  # too long to count, and too long to keep
         return len(self.weights.tokenize(raw, False)) + 8  # + the template's markers
 
+    def _room(self, opts: GenOptions) -> int:
+        """Prompt tokens that leave room for the reply."""
+        return self.n_ctx - min(opts.max_tokens or self.n_ctx // 4, self.n_ctx // 2)
+
     def fit(self, messages: list[dict[str, Any]], opts: GenOptions) -> list[dict[str, Any]]:
         """Drop the oldest turns (never the system prompt or the last message) until the
         prompt leaves room for the reply, as ollama does with long chats."""
-        room = self.n_ctx - min(opts.max_tokens or self.n_ctx // 4, self.n_ctx // 2)
+        room = self._room(opts)
         counts = [self._count(m) for m in messages]
         keep = list(range(len(messages)))
         while sum(counts[i] for i in keep) > room:

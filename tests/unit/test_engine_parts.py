@@ -1,12 +1,15 @@
 """Pure parts of the engine: prefix matching, KV sizes, request options."""
 
+import json
+
 import pytest
 
 from llmlb.engine.base import GenOptions
 from llmlb.engine.llama_loop import common_prefix
 from llmlb.engine.memory import Shape, human
 from llmlb.errors import BadRequest
-from llmlb.server.inference import logprobs_from, options_from
+from llmlb.jsonio import decode_as
+from llmlb.server.requests import OllamaChat, OpenAIChat
 
 
 @pytest.mark.parametrize(
@@ -35,45 +38,53 @@ def test_human_sizes():
     assert human(512) == "512 B" and human(274_890_000_000) == "274.9 GB"
 
 
+def options(raw: dict) -> GenOptions:
+    """Sampling options as the node reads them: ollama's `options` object, typed at the door."""
+    return decode_as(json.dumps({"model": "m", "options": raw}).encode(), OllamaChat).gen_options()
+
+
 def test_options_default_to_ollamas():
-    assert options_from({}) == GenOptions()
+    assert options({}) == GenOptions()
     assert GenOptions().repeat_penalty == 1.1 and GenOptions().top_p == 0.9
 
 
 def test_every_sampling_option_is_read():
-    opts = options_from({"temperature": 0, "top_k": 5, "top_p": 0.5, "min_p": 0.1,
-                         "typical_p": 0.7, "repeat_penalty": 1.2, "repeat_last_n": -1,
-                         "presence_penalty": 0.5, "frequency_penalty": -0.5, "seed": 9,
-                         "stop": "x"})  # fmt: skip
+    opts = options({"temperature": 0, "top_k": 5, "top_p": 0.5, "min_p": 0.1,
+                    "typical_p": 0.7, "repeat_penalty": 1.2, "repeat_last_n": -1,
+                    "presence_penalty": 0.5, "frequency_penalty": -0.5, "seed": 9,
+                    "stop": "x", "num_predict": 7})  # fmt: skip
     assert opts == GenOptions(temperature=0.0, top_k=5, top_p=0.5, min_p=0.1, typical_p=0.7,
                               repeat_penalty=1.2, repeat_last_n=-1, presence_penalty=0.5,
-                              frequency_penalty=-0.5, seed=9, stop=["x"])  # fmt: skip
+                              frequency_penalty=-0.5, seed=9, stop=["x"], max_tokens=7)  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "field, value, words",
     [
-        ("repeat_penalty", 0, "greater than 0"),
-        ("presence_penalty", 2.5, "between -2.0 and 2.0"),
-        ("frequency_penalty", float("nan"), "between"),
-        ("min_p", 1.5, "between 0.0 and 1.0"),
-        ("top_k", -1, "between 0"),
-        ("repeat_last_n", -2, "between -1"),
-        ("typical_p", "high", "number"),
+        ("repeat_penalty", 0, "> 0.0"),
+        ("presence_penalty", 2.5, "<= 2.0"),
+        ("min_p", 1.5, "<= 1.0"),
+        ("top_k", -1, ">= 0"),
+        ("repeat_last_n", -2, ">= -1"),
+        ("typical_p", "high", "Expected `float | null`, got `str`"),
+        ("num_predict", 0, "num_predict must be at least 1"),
     ],
 )
 def test_bad_options_name_the_field(field, value, words):
     with pytest.raises(BadRequest) as err:
-        options_from({field: value}, "options.")
-    assert f"'options.{field}'" in err.value.message and words in err.value.message
+        options({field: value})
+    assert "options" in err.value.message and words in err.value.message
 
 
 def test_logprobs_fields():
-    opts = GenOptions()
-    logprobs_from(opts, True, 3)
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    chat = decode_as(json.dumps({**body, "logprobs": True, "top_logprobs": 3}).encode(), OpenAIChat)
+    opts = chat.gen_options()
     assert opts.logprobs and opts.top_logprobs == 3
-    for want, top, words in ((None, 2, "needs 'logprobs'"), (True, 21, "between 0 and 20"),
-                             ("yes", None, "boolean")):  # fmt: skip
-        with pytest.raises(BadRequest) as err:
-            logprobs_from(GenOptions(), want, top)
-        assert words in err.value.message
+    for kind in (OpenAIChat, OllamaChat):
+        for extra, words in (({"top_logprobs": 2}, "needs logprobs"),
+                             ({"logprobs": True, "top_logprobs": 21}, "<= 20"),
+                             ({"logprobs": "yes"}, "Expected `bool`")):  # fmt: skip
+            with pytest.raises(BadRequest) as err:
+                decode_as(json.dumps({**body, **extra}).encode(), kind)
+            assert words in err.value.message

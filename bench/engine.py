@@ -11,9 +11,11 @@ Measured: aggregate tokens/s, per-stream tokens/s and time to first token at 1, 
 concurrent streams; a cold 1,200-token prompt's time to first token; and the second turn of
 a 1,500-token conversation against the same prompt cold.
 Targets: 1 stream >= 0.95x llama-server tokens/s, cold prompt TTFT <= 1.05x; 8 streams
-aggregate >= 0.95x, median TTFT <= 1.5x; second turn TTFT <= 0.2x cold.
+aggregate >= 0.95x, median TTFT <= 1.5x; second turn TTFT <= 0.2x cold. Every figure is
+measured --rounds times, alternating the servers; the table shows the best round of each
+(on a shared machine other work only slows a run down) and the ratio of the medians.
 
-Run: .venv/bin/python bench/engine.py [--threads 2] [--tokens 128] [--rounds 2]
+Run: .venv/bin/python bench/engine.py [--threads 2] [--tokens 128] [--rounds 3]
      [--llama-server PATH]   (default: the cached build, made if missing)
 """
 
@@ -196,7 +198,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--parallel", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--levels", default="1,4,8,16")
     ap.add_argument("--llama-server")
     opts = ap.parse_args()
@@ -250,29 +252,38 @@ def main() -> None:
             node.stop()
             peer.stop()
     print(f"load after: {os.getloadavg()}")
-    med = statistics.median
-    print(f"\n| streams | metric | llmlb | llama-server -np {opts.parallel} | ratio |")
-    print("|---|---|---|---|---|")
-    for n in levels:
-        for key, label, fmt in (
-            ("agg", "aggregate tokens/s", "{:.1f}"),
-            ("per", "per-stream tokens/s (median)", "{:.1f}"),
-            ("ttft", "time to first token, median (ms)", "{:.0f}"),
-        ):
-            a = med(x[key] for x in table[n]["llmlb"])
-            b = med(x[key] for x in table[n]["llama-server"])
-            scale = 1000 if key == "ttft" else 1
-            print(
-                f"| {n} | {label} | {fmt.format(a * scale)} | {fmt.format(b * scale)} | {a / b:.2f}x |"
-            )
-    a, b = med(cold["llmlb"]), med(cold["llama-server"])
+    # The machine may be shared: other work only ever slows a run down, so the best of the
+    # rounds is the figure (faster tokens/s, shorter time); the ratio of medians beside it.
+    print(f"\n{opts.rounds} rounds; values: best round; last column: ratio of the medians")
     print(
-        f"| 1 | cold 1,200-token prompt: TTFT (ms) | {a * 1000:.0f} | {b * 1000:.0f} | {a / b:.2f}x |"
+        f"\n| streams | metric | llmlb | llama-server -np {opts.parallel} | ratio | median ratio |"
     )
-    for side in sides:
-        w, c = med(second[side]), med(second_cold[side])
-        print(f"| 1 | {side}: 2nd turn of 1,500 tokens, TTFT (ms): cached / cold | "
-              f"{w * 1000:.0f} | {c * 1000:.0f} | {w / c:.2f}x |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+
+    def row(n: int | str, label: str, a: list[float], b: list[float], higher: bool, ms: bool):
+        best = max if higher else min
+        scale, fmt = (1000, "{:.0f}") if ms else (1, "{:.1f}")
+        x, y = best(a), best(b)
+        m = statistics.median(a) / statistics.median(b)
+        print(f"| {n} | {label} | {fmt.format(x * scale)} | {fmt.format(y * scale)} | "
+              f"{x / y:.2f}x | {m:.2f}x |")  # fmt: skip
+
+    for n in levels:
+        for key, label, higher in (
+            ("agg", "aggregate tokens/s", True),
+            ("per", "per-stream tokens/s (median stream)", True),
+            ("ttft", "time to first token, median stream (ms)", False),
+        ):
+            a = [x[key] for x in table[n]["llmlb"]]
+            b = [x[key] for x in table[n]["llama-server"]]
+            row(n, label, a, b, higher, key == "ttft")
+    row(1, "cold 1,200-token prompt: TTFT (ms)", cold["llmlb"], cold["llama-server"], False, True)
+    row(1, "2nd turn of a 1,500-token chat: TTFT (ms)", second["llmlb"], second["llama-server"],
+        False, True)  # fmt: skip
+    row(1, "the same prompt cold: TTFT (ms)", second_cold["llmlb"], second_cold["llama-server"],
+        False, True)  # fmt: skip
+    ratios = {side: min(second[side]) / min(second_cold[side]) for side in sides}
+    print(f"| 1 | 2nd turn / cold | {ratios['llmlb']:.2f}x | {ratios['llama-server']:.2f}x | | |")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,13 @@ SCHEMATHESIS = [sys.executable, "-m", "schemathesis.cli"]
 
 
 def fuzz(base_url: str, report: Path, *extra: str) -> subprocess.CompletedProcess:
+    result = _run_schemathesis(base_url, report, *extra)
+    summary = [line.strip() for line in result.stdout.splitlines() if "generated," in line]
+    print(f"schemathesis on {base_url}: {summary}")  # pytest -rP shows it
+    return result
+
+
+def _run_schemathesis(base_url: str, report: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             *SCHEMATHESIS,
@@ -75,11 +82,14 @@ def test_no_request_makes_the_node_fail(tmp_path, tiny_gguf, hub):
 
 
 def test_no_request_makes_the_router_fail(tmp_path, tiny_gguf):
-    router = ServerProcess(tmp_path / "router-home", kind="router").start()
+    # With the node token set, fuzzed heartbeats are refused (401) instead of registering
+    # made-up nodes, to which requests would then rightly fail with 503.
+    token = {"LLMLB_NODE_TOKEN": "fuzz-token"}
+    router = ServerProcess(tmp_path / "router-home", kind="router", env=token).start()
     node = start_node(
         tmp_path / "node-home",
         {"org/tiny": tiny_gguf},
-        env={"LLMLB_HEARTBEAT_MS": "200"},
+        env={"LLMLB_HEARTBEAT_MS": "200", **token},
         extra_args=("--router", router.url),
     )
     try:

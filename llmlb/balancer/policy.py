@@ -37,6 +37,17 @@ def candidates(
     return [n for n in nodes if n.online and model in n.models and n.id not in exclude]
 
 
+def _preference(model: str):
+    return lambda n: (
+        n.cooling,
+        model not in n.loaded,
+        n.in_flight,
+        n.last_used,
+        -n.vram_free,
+        n.id,
+    )
+
+
 def choose(
     nodes: list[NodeView], model: str, exclude: frozenset[str] = frozenset()
 ) -> NodeView | None:
@@ -47,17 +58,17 @@ def choose(
     free = [n for n in pool if not n.saturated]
     if not free:
         raise Saturated(model)
-    return min(
-        free,
-        key=lambda n: (
-            n.cooling,
-            model not in n.loaded,
-            n.in_flight,
-            n.last_used,
-            -n.vram_free,
-            n.id,
-        ),
-    )
+    return min(free, key=_preference(model))
+
+
+def ranked(
+    nodes: list[NodeView], model: str, exclude: frozenset[str] = frozenset()
+) -> list[NodeView]:
+    """Every online node with the model, best first, those that look full last: for a claim
+    made elsewhere (Redis) that takes the first with room, since the in-flight counts here may
+    be a moment old. The first of the list is `choose`'s node when one has room."""
+    order = _preference(model)
+    return sorted(candidates(nodes, model, exclude), key=lambda n: (n.saturated, order(n)))
 
 
 def any_node(

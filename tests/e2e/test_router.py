@@ -107,6 +107,7 @@ def test_spread_views_and_failover(cluster):
         "org/only-here",
         "0",
         "unavailable",
+        "only-here",  # the alias its node reported
     ]
     assert run_cli("router", "status", env=env).stdout.startswith("Cluster Status: degraded")
     gone = httpx.post(

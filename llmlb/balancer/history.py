@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from anyio import to_thread
+from sqlalchemy.engine import Engine
 
 from llmlb import tasks
 from llmlb.balancer.database import Database
@@ -23,12 +24,20 @@ from llmlb.store import router_state
 
 log = logging.getLogger("llmlb.router")
 FLUSH_EVERY = 0.5
+PRUNE_EVERY = timedelta(hours=1)
 MAX_BATCH = 5000  # rows per INSERT: a long outage's backlog goes in several statements
 
 
 class History:
-    def __init__(self, database: Database, keep_days: int, buffer: int = 10_000):
-        self.db = database
+    def __init__(
+        self,
+        engine: Engine,
+        keep_days: int,
+        buffer: int = 10_000,
+        database: Database | None = None,
+    ):
+        """`database`: the reachability the router's parts share (one of its own if None)."""
+        self.db = database or Database(engine, shared=False)
         self.keep_days = keep_days
         self.buffer = buffer
         self.pending: deque[dict[str, Any]] = deque()
@@ -73,12 +82,9 @@ class History:
             await asyncio.sleep(FLUSH_EVERY if self.db.up else 1.0)
             if self.pending:
                 await to_thread.run_sync(self.flush)
-            if self.db.up and datetime.now(UTC) - pruned > timedelta(hours=1):
-                try:
-                    await to_thread.run_sync(self.prune)
-                    pruned = datetime.now(UTC)
-                except Exception as exc:
-                    self.db.failed("pruning the history", exc)
+            if self.db.up and datetime.now(UTC) - pruned >= PRUNE_EVERY:
+                await to_thread.run_sync(self.prune)  # a failure: logged, the loop restarted
+                pruned = datetime.now(UTC)
 
     def flush(self) -> bool:
         """Write what is pending; True when nothing is left. Rows that could not be written

@@ -200,7 +200,7 @@ def build_cluster(config: RouterConfig) -> Cluster:
         settings.router_queue_timeout(),
         claims,
     )
-    history = History(database, settings.history_days(), settings.history_buffer())
+    history = History(engine, settings.history_days(), settings.history_buffer(), database)
     return Cluster(
         registry=registry,
         database=database,

@@ -30,6 +30,8 @@ def write(r) -> None:
     """What the router's node-rows loop does (balancer/database.py), here in one call."""
     rows, errors, taken = r.take_writes()
     router_state.save_nodes(r.engine, rows)
+    for node_id in errors:
+        router_state.mark_error(r.engine, node_id, r.timeout)
     r.written(taken)
 
 
@@ -72,7 +74,7 @@ def test_missed_heartbeats_then_failed_probes_is_error_then_restart(registry, mo
 
 
 def test_persisted_and_reloaded_as_offline(registry, tmp_path):
-    node = beat(
+    beat(
         registry, gpu_name="RTX4090", vram_total_bytes=100, vram_used_bytes=40, gpu_temperature=61.5
     )
     write(registry)

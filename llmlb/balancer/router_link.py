@@ -51,8 +51,8 @@ def advertised_host(bind_host: str, router_url: str) -> str:
 
 
 def normalise_url(url: str) -> str:
-    url = url.strip().rstrip("/")
-    return url if "://" in url else "http://" + url
+    scheme, sep, rest = url.strip().partition("://")
+    return f"{scheme}://{rest.rstrip('/')}" if sep else "http://" + scheme.rstrip("/")
 
 
 def router_urls(value: str) -> list[str]:

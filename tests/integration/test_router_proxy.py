@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from bench.router import MODEL, keep_registered, start_backends
+from tests.support.fake_cluster import MODEL, keep_registered, start_backends
 from tests.support.procs import ServerProcess, metric, wait_for
 
 CHAT = "/v1/chat/completions"

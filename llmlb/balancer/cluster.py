@@ -22,7 +22,8 @@ from llmlb.balancer.claims import SharedClaims
 from llmlb.balancer.database import Database, NodeRows
 from llmlb.balancer.history import History
 from llmlb.balancer.metrics import RouterMetrics
-from llmlb.balancer.registry import NodeEntry, Registry
+from llmlb.balancer.nodes import NodeEntry
+from llmlb.balancer.registry import Registry
 
 log = logging.getLogger("llmlb.router")
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=1.0)
@@ -70,8 +71,13 @@ class Cluster:
         for part, step in (("history", self.history.stop), ("node rows", self.rows.stop)):
             try:
                 await step()
-            except Exception as exc:  # the database is down: what is owed is lost
+            except Exception as exc:
                 log.warning("could not write the %s at shutdown: %s", part, exc)
+        if self.history.pending:  # the database is down: what it is owed is lost
+            log.warning(
+                "%d requests of the history could not be written: the database is unreachable",
+                len(self.history.pending),
+            )
         if self.claims is not None:
             await self.claims.stop()
         if self.upstream is not None:

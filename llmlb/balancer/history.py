@@ -90,6 +90,8 @@ class History:
         """Write what is pending; True when nothing is left. Rows that could not be written
         stay, oldest first, for the next try."""
         with self._writing:
+            if not self.pending:
+                return True
             while self.pending:
                 batch = [self.pending.popleft() for _ in range(min(MAX_BATCH, len(self.pending)))]
                 try:

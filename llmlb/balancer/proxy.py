@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from llmlb.balancer.cluster import Cluster
-from llmlb.balancer.registry import Held
+from llmlb.balancer.nodes import Held
 from llmlb.errors import BadRequest, LlmlbError, TooLarge, Unavailable, error_body
 from llmlb.jsonio import decode
 

@@ -17,101 +17,26 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 from sqlalchemy.engine import Engine
 
 from llmlb.balancer.claims import ClaimsDown, SharedClaims
+from llmlb.balancer.nodes import Held, NodeEntry, heartbeat_of, now_utc
 from llmlb.balancer.policy import NodeView, Saturated, any_node, choose, ranked
-from llmlb.balancer.wire import Heartbeat, url_host
+from llmlb.balancer.wire import Heartbeat
 from llmlb.errors import ModelNotFound, TooManyRequests, Unavailable
 from llmlb.store.router_models import RouterNode
 from llmlb.store.router_state import NodeWrite
 
 log = logging.getLogger("llmlb.router")
 PROBE_FAILURES_FOR_ERROR = 2
-NODE_STATES = ("Running", "Stopped", "Error")
 # A node that fails a request (connection error, 5xx) cools down: 1 s, doubling with each
 # further failure in a row, up to 30 s. Without it, a dead node that is still "online" until its
 # heartbeats time out has the fewest requests in flight and would be every request's first try.
 COOL_FIRST, COOL_MAX = 1.0, 30.0
-
-
-@dataclass
-class NodeEntry:
-    id: str
-    host: str
-    port: int
-    status: str = "Running"
-    gpu_name: str | None = None
-    vram_total_bytes: int = 0
-    vram_used_bytes: int = 0
-    gpu_temperature: float | None = None
-    uptime_secs: int = 0
-    models: list[dict[str, Any]] = field(default_factory=list)  # [{"name", "alias"}]
-    loaded: list[str] = field(default_factory=list)
-    node_in_flight: int = 0
-    node_queued: int = 0
-    last_seen: float = 0.0  # time.monotonic()
-    last_seen_at: datetime | None = None
-    registered_at: datetime | None = None
-    updated_at: datetime | None = None  # of its database row, as this router last read it
-    written_at: float = 0.0  # time.monotonic() when this router last wrote its row
-    in_flight: int = 0  # requests this router has on the node now
-    last_used: float = 0.0
-    requests: int = 0
-    errors: int = 0
-    failed_probes: int = 0
-    failures: int = 0  # failed requests in a row
-    cool_until: float = 0.0  # time.monotonic()
-
-    @property
-    def url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.port}"
-
-    def names(self) -> dict[str, str]:
-        """name and alias -> full name."""
-        out: dict[str, str] = {}
-        for m in self.models:
-            out[m["name"]] = m["name"]
-            if m.get("alias"):
-                out.setdefault(m["alias"], m["name"])
-        return out
-
-
-@dataclass(slots=True)
-class Held:
-    """One request's claim on a node: this router's counter, and its claim in Redis if any."""
-
-    node: NodeEntry
-    claim_id: str | None = None
-    released: bool = False
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _from_row(row: RouterNode) -> Heartbeat:
-    """A stored node, validated as strictly as a heartbeat from the network."""
-    if row.status not in NODE_STATES:
-        raise ValueError(f"unknown status {row.status!r}")
-    fields = {
-        "id": row.id,
-        "host": row.host,
-        "port": row.port,
-        "models": row.models,
-        "loaded_models": row.loaded_models,
-        "vram_total_bytes": row.vram_total_bytes,
-        "vram_used_bytes": row.vram_used_bytes,
-        "gpu_name": row.gpu_name,
-        "gpu_temperature": row.gpu_temperature,
-        "uptime_secs": row.uptime_secs,
-    }
-    return msgspec.convert(fields, Heartbeat)
 
 
 class Registry:
@@ -233,7 +158,7 @@ class Registry:
         """A stored node into the registry; a row that does not hold a valid node (written by
         an older version, or edited by hand) is skipped, and said so once."""
         try:
-            beat = _from_row(row)
+            beat = heartbeat_of(row)
         except (msgspec.ValidationError, TypeError, ValueError) as exc:
             if (row.id, row.updated_at) not in self._skipped:
                 self._skipped.add((row.id, row.updated_at))
@@ -255,7 +180,7 @@ class Registry:
         """A validated heartbeat (wire.Heartbeat) makes its node Running."""
         node = self.nodes.get(beat.id)
         if node is None:
-            node = NodeEntry(id=beat.id, host=beat.host, port=beat.port, registered_at=_now())
+            node = NodeEntry(id=beat.id, host=beat.host, port=beat.port, registered_at=now_utc())
             self.nodes[beat.id] = node
             log.info("node %s registered from %s:%s", beat.id[:8], beat.host, beat.port)
         elif node.status != "Running" or not self.online(node):
@@ -263,7 +188,7 @@ class Registry:
             node.failures, node.cool_until = 0, 0.0  # restarted: a fresh start
         self._apply(node, beat)
         node.status = "Running"
-        node.last_seen, node.last_seen_at, node.failed_probes = time.monotonic(), _now(), 0
+        node.last_seen, node.last_seen_at, node.failed_probes = time.monotonic(), now_utc(), 0
         self.unwritten[node.id] = "beat"
         return node
 
@@ -318,7 +243,7 @@ class Registry:
                         "models": node.models,
                         "loaded_models": node.loaded,
                     },
-                    registered_at=node.registered_at or _now(),
+                    registered_at=node.registered_at or now_utc(),
                     heartbeat=kind == "beat",
                 )
             )

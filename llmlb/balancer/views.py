@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from llmlb.balancer.cluster import Cluster
-from llmlb.balancer.registry import NodeEntry, Registry
+from llmlb.balancer.nodes import NodeEntry
+from llmlb.balancer.registry import Registry
 
 
 def node_json(

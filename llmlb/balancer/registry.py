@@ -374,9 +374,11 @@ class Registry:
         self.wake()
 
     def wake(self) -> None:
-        """A place may have come free: waiting requests try again."""
+        """A place may have come free: waiting requests try again. (One that is about to
+        wait sees the generation change and does not; so without waiters, no task.)"""
         self._generation += 1
-        asyncio.get_running_loop().create_task(self._wake())
+        if self.waiting:
+            asyncio.get_running_loop().create_task(self._wake())
 
     async def _wake(self) -> None:
         async with self._changed:

@@ -61,25 +61,29 @@ def start_cluster(
     }
     if redis_url:
         shared["LLMLB_REDIS_URL"] = redis_url
-    routers = [
-        ServerProcess(tmp_path / f"router-{name}", kind="router", env=shared).start()
-        for name in ("a", "b")
-    ]
-    urls = {"a": routers[0].url, "b": routers[1].url}
-    router_arg = ",".join(urls[r] for r in register_with.split(","))
-    nodes = [
-        start_node(
-            tmp_path / f"node{i}",
-            {"org/endless": model},
-            env=BEAT,
-            extra_args=("--router", router_arg),
-            cpus=NODE_CPUS,
-        )
-        for i in range(3)
-    ]
-    cluster = Cluster(routers, nodes)
-    for router in routers:
-        assert wait_for(lambda r=router: online(r) == 3, 60), router.log()
+    cluster = Cluster([], [])
+    try:  # whatever was started is stopped, should the cluster not come up
+        for name in ("a", "b"):
+            cluster.routers.append(
+                ServerProcess(tmp_path / f"router-{name}", kind="router", env=shared).start()
+            )
+        urls = {"a": cluster.a.url, "b": cluster.b.url}
+        router_arg = ",".join(urls[r] for r in register_with.split(","))
+        for i in range(3):
+            cluster.nodes.append(
+                start_node(
+                    tmp_path / f"node{i}",
+                    {"org/endless": model},
+                    env=BEAT,
+                    extra_args=("--router", router_arg),
+                    cpus=NODE_CPUS,
+                )
+            )
+        for router in cluster.routers:
+            assert wait_for(lambda r=router: online(r) == 3, 60), router.log()
+    except BaseException:
+        cluster.stop()
+        raise
     return cluster
 
 

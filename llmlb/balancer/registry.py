@@ -137,11 +137,13 @@ class Registry:
                 or node.written_at >= read_at
             ):
                 continue
-            was = (node.status, self.online(node)) if node is not None else None
+            was = node.status if node is not None else None
             node = self._from_row(row)
             if node is None:
                 continue
             node.last_seen = now - max(0.0, (db_now - row.last_seen).total_seconds())
+            if self.online(node):
+                node.failed_probes = 0  # another router hears it: our failed probes are moot
             if was is None:
                 log.info(
                     "node %s at %s:%s known from the shared database",
@@ -149,9 +151,9 @@ class Registry:
                     node.host,
                     node.port,
                 )
-            elif node.status == "Running" and was[0] != "Running":
+            elif node.status == "Running" and was != "Running":
                 node.failures, node.cool_until = 0, 0.0  # restarted: a fresh start
-            elif node.status == "Error" and was[0] == "Running":
+            elif node.status == "Error" and was == "Running":
                 log.warning("node %s is in Error (another router's probes)", node.id[:8])
 
     def _from_row(self, row: RouterNode) -> NodeEntry | None:

@@ -87,5 +87,3 @@ def heartbeat_of(row: RouterNode) -> Heartbeat:
         "uptime_secs": row.uptime_secs,
     }
     return msgspec.convert(fields, Heartbeat)
-
-

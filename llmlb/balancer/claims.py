@@ -1,11 +1,11 @@
 """In-flight claims shared by every router of a cluster, in Redis (LLMLB_REDIS_URL).
 
 Each node has a sorted set of claims, scored by when each claim's lease ends. Claiming runs
-one Lua script: it drops expired claims, takes a place on the first of the candidate nodes
-(best first, as the policy ranked them) that is below LLMLB_NODE_MAX_IN_FLIGHT, and returns
-every candidate's count. Releasing is one more script, which also publishes the release so
-that routers with requests waiting try again at once. So a request costs two round trips, and
-the limit holds across all routers.
+one Lua script: it drops expired claims, and takes a place on the node the policy would pick
+with every router's counts (balancer/policy.py, `ranked` and `tier`) among those below
+LLMLB_NODE_MAX_IN_FLIGHT, and returns every candidate's count. Releasing is one more script,
+which also publishes the release so that routers with requests waiting try again at once. So
+a request costs two round trips, and the limit holds across all routers.
 
 A router renews its claims' leases in the background; one that dies stops renewing, and its
 claims end with their lease (LLMLB_CLAIM_LEASE_SECS). When Redis cannot be reached, the router
@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llmlb import tasks
+from llmlb.balancer.resp import Pipe
 from llmlb.errors import LlmlbError
 from llmlb.store.engine import shown_url
 
@@ -31,23 +32,30 @@ PREFIX = "llmlb:{claims}:"  # one hash tag: every key in one slot, for Redis Clu
 CHANNEL = PREFIX + "released"
 TIMEOUT_SECS = 1.0  # a Redis slower than this counts as down for the request that waited
 
+# KEYS: the candidates' sets, in the policy's order; ARGV: capacity, lease (ms), the claim's id,
+# then each candidate's tier (the policy's preference before in-flight counts: healthy before
+# cooling down, loaded before not). The claim goes to the best tier's least busy node with room,
+# counted across all routers; ties keep the policy's order.
 CLAIM = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local capacity, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
-local chosen, counts = 0, {}
+local best, best_tier, best_n, counts = 0, 0, 0, {}
 for i, key in ipairs(KEYS) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   local n = redis.call('ZCARD', key)
-  if chosen == 0 and n < capacity then
-    redis.call('ZADD', key, now + lease, ARGV[3])
-    redis.call('PEXPIRE', key, 2 * lease)
-    n = n + 1
-    chosen = i
-  end
+  local tier = tonumber(ARGV[3 + i])
   counts[i] = n
+  if n < capacity and (best == 0 or tier < best_tier or (tier == best_tier and n < best_n)) then
+    best, best_tier, best_n = i, tier, n
+  end
 end
-return {chosen, counts}
+if best > 0 then
+  redis.call('ZADD', KEYS[best], now + lease, ARGV[3])
+  redis.call('PEXPIRE', KEYS[best], 2 * lease)
+  counts[best] = counts[best] + 1
+end
+return {best, counts}
 """
 
 RELEASE = """
@@ -101,10 +109,11 @@ class SharedClaims:
         self.router = uuid.uuid4().hex[:12]
         self._seq = 0
         self.redis = aioredis.Redis.from_url(
-            url, socket_timeout=TIMEOUT_SECS, socket_connect_timeout=TIMEOUT_SECS
+            url,
+            socket_timeout=TIMEOUT_SECS,
+            socket_connect_timeout=TIMEOUT_SECS,
         )
-        self._claim = self.redis.register_script(CLAIM)
-        self._release = self.redis.register_script(RELEASE)
+        self.pipe = Pipe(url, TIMEOUT_SECS)  # the request path's two calls (balancer/resp.py)
         self._renew = self.redis.register_script(RENEW)
         self.up = False
         self.errors = 0  # Redis calls that failed (each fell back to local counters)
@@ -135,6 +144,7 @@ class SharedClaims:
         await tasks.stop(*self._loops)
         if self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
+        await self.pipe.close()
         await self.redis.aclose()
 
     def _down(self, exc: BaseException) -> None:
@@ -149,16 +159,17 @@ class SharedClaims:
         self.up = False
 
     # -- the two calls of a request ------------------------------------------------------------
-    async def claim(self, node_ids: Sequence[str]) -> tuple[int, str | None]:
-        """Claim the first of `node_ids` with room: (its index, the claim id), or (-1, None)
-        when all are full. Raises ClaimsDown when Redis does not answer."""
+    async def claim(
+        self, node_ids: Sequence[str], tiers: Sequence[int] | None = None
+    ) -> tuple[int, str | None]:
+        """Claim a place on one of `node_ids` (the policy's order, with its `tiers`): (its
+        index, the claim id), or (-1, None) when all are full. Raises ClaimsDown when Redis
+        does not answer."""
         self._seq += 1
         member = f"{self.router}:{self._seq}"
+        args = [self.capacity, self.lease_ms, member, *(tiers or [0] * len(node_ids))]
         try:
-            chosen, counts = await self._claim(
-                keys=[node_key(n) for n in node_ids],
-                args=[self.capacity, self.lease_ms, member],
-            )
+            chosen, counts = await self.pipe.evalsha(CLAIM, [node_key(n) for n in node_ids], args)
         except Exception as exc:
             self._down(exc)
             raise ClaimsDown() from exc
@@ -182,7 +193,7 @@ class SharedClaims:
 
     async def _send_release(self, node_id: str, member: str) -> None:
         try:
-            count = await self._release(keys=[node_key(node_id)], args=[member, CHANNEL])
+            count = await self.pipe.evalsha(RELEASE, [node_key(node_id)], [member, CHANNEL])
             self.counts[node_id] = int(count)
         except Exception as exc:
             self._down(exc)

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 
 from llmlb.balancer.claims import ClaimsDown, SharedClaims
 from llmlb.balancer.nodes import Held, NodeEntry, heartbeat_of, now_utc
-from llmlb.balancer.policy import NodeView, Saturated, any_node, choose, ranked
+from llmlb.balancer.policy import NodeView, Saturated, any_node, choose, ranked, tier
 from llmlb.balancer.wire import Heartbeat
 from llmlb.errors import ModelNotFound, TooManyRequests, Unavailable
 from llmlb.store.router_models import RouterNode
@@ -306,7 +306,9 @@ class Registry:
         if not pool:
             raise Unavailable(f"no online node has model '{model}'")
         try:
-            index, claim_id = await self.claims.claim([v.id for v in pool])
+            index, claim_id = await self.claims.claim(
+                [v.id for v in pool], [tier(v, model) for v in pool]
+            )
         except ClaimsDown:
             return self._claim_here(model, exclude)
         if claim_id is None:

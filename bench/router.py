@@ -6,6 +6,12 @@ Targets: added latency under 2 ms p50 and 10 ms p99 at 16 streams; throughput at
 LiteLLM's. LiteLLM runs from its own venv if present: python3 -m venv /tmp/litellm-venv &&
 /tmp/litellm-venv/bin/pip install 'litellm[proxy]'   (or pass --litellm PATH, or --no-litellm).
 Run: .venv/bin/python bench/router.py
+
+Cluster mode (issue 18): `--database postgres` adds a router whose state is in a real PostgreSQL
+(tests/support/postgres.py), measured in the same run as the SQLite router (target: added
+latency at 16 streams within 1 ms of it); `--redis` one more on PostgreSQL with its claims in
+Redis. `--baseline PATH` adds a router run from another checkout (e.g. main), to compare the
+default path with it in the same run.
 """
 
 from __future__ import annotations
@@ -129,12 +135,58 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
+ROUTER_ENV = {"LLMLB_NODE_MAX_IN_FLIGHT": "1000", "LLMLB_ROUTER_MAX_QUEUE": "10000"}
+
+
+def start_routers(opts, tmp: Path) -> tuple[dict[str, ServerProcess], list]:
+    """The routers to measure, by name, and the servers they need (to close at the end)."""
+    routers = {"llmlb router": ServerProcess(tmp / "sqlite", kind="router", env=ROUTER_ENV)}
+    services: list = []
+    if opts.database == "postgres" or opts.redis:
+        from tests.support.postgres import Postgres
+
+        pg = Postgres().start()
+        services.append(pg)
+        env = {**ROUTER_ENV, "LLMLB_DATABASE_URL": pg.create_database("bench")}
+        routers["on postgres"] = ServerProcess(tmp / "pg", kind="router", env=env)
+        if opts.redis:
+            from tests.support.redis_server import RedisServer
+
+            redis = RedisServer().start()
+            services.append(redis)
+            env = {
+                **ROUTER_ENV,
+                "LLMLB_DATABASE_URL": pg.create_database("bench_redis"),
+                "LLMLB_REDIS_URL": redis.url,
+            }
+            routers["pg + redis"] = ServerProcess(tmp / "redis", kind="router", env=env)
+    if opts.baseline:
+        base = Path(opts.baseline).resolve()
+        routers["baseline"] = ServerProcess(
+            tmp / "baseline",
+            kind="router",
+            env={**ROUTER_ENV, "PYTHONPATH": str(base)},
+            cwd=base,
+        )
+    for router in routers.values():
+        router.start()
+    return routers, services
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--litellm", default="/tmp/litellm-venv/bin/litellm")
     ap.add_argument("--no-litellm", action="store_true")
     ap.add_argument("--backends", type=int, default=2)
     ap.add_argument("--streams", default="1,16,128", help="concurrency levels, comma-separated")
+    ap.add_argument(
+        "--database",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="postgres: also a router on PostgreSQL, beside the SQLite one",
+    )
+    ap.add_argument("--redis", action="store_true", help="also PostgreSQL + Redis claims")
+    ap.add_argument("--baseline", metavar="PATH", help="also a router from this checkout")
     ap.add_argument(
         "--rounds",
         type=int,
@@ -146,17 +198,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ports, procs = start_backends(opts.backends)
-        router = ServerProcess(
-            tmp / "router",
-            kind="router",
-            env={"LLMLB_NODE_MAX_IN_FLIGHT": "1000", "LLMLB_ROUTER_MAX_QUEUE": "10000"},
-        ).start()
+        routers, services = start_routers(opts, tmp)
         stop = threading.Event()
-        threading.Thread(
-            target=keep_registered, args=(router.url, ports, stop), daemon=True
-        ).start()
-        time.sleep(0.5)
-        targets = {"direct": [f"http://127.0.0.1:{p}" for p in ports], "llmlb router": [router.url]}
+        for router in routers.values():
+            threading.Thread(
+                target=keep_registered, args=(router.url, ports, stop), daemon=True
+            ).start()
+        time.sleep(1.0)
+        targets = {"direct": [f"http://127.0.0.1:{p}" for p in ports]}
+        targets.update({name: [router.url] for name, router in routers.items()})
         litellm = None
         if not opts.no_litellm and Path(opts.litellm).exists():
             litellm = start_litellm(opts.litellm, ports, tmp)
@@ -175,7 +225,10 @@ def main() -> None:
                         results[(name, c)] = (before[0] + rps / opts.rounds, before[1] + lat)
         finally:
             stop.set()
-            router.stop()
+            for router in routers.values():
+                router.stop()
+            for service in services:
+                service.close()
             if litellm:
                 litellm[0].terminate()
             for p in procs:
@@ -199,6 +252,14 @@ def main() -> None:
         if ("LiteLLM proxy", c) in results:
             ratio = results[("llmlb router", c)][0] / results[("LiteLLM proxy", c)][0]
             print(f"{'':>7} router/LiteLLM throughput: {ratio:.2f}x")
+        sqlite = results[("llmlb router", c)][1]
+        for name in ("on postgres", "pg + redis", "baseline"):
+            if (name, c) in results:
+                lat = results[(name, c)][1]
+                print(
+                    f"{'':>7} {name} vs llmlb router (SQLite): p50 "
+                    f"{pct(lat, 50) - pct(sqlite, 50):+.2f} ms, p99 {pct(lat, 99) - pct(sqlite, 99):+.2f} ms"
+                )
 
 
 if __name__ == "__main__":

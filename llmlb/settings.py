@@ -261,3 +261,55 @@ def num_parallel() -> int:
     if value > MAX_PARALLEL:
         raise SettingsError(f"LLMLB_NUM_PARALLEL must be at most {MAX_PARALLEL} (got {value})")
     return value
+
+
+# -- several routers, one cluster (issue 18) ---------------------------------------------------
+_DB_SCHEMES = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "sqlite": "sqlite",
+}
+
+
+def database_url() -> str | None:
+    """Where the router keeps its state (LLMLB_DATABASE_URL); None: $LLMLB_HOME/router.db.
+
+    `postgresql://`, `postgres://` and `postgresql+psycopg://` all mean PostgreSQL through
+    psycopg 3; `sqlite:///path` a SQLite file. The password never appears in an error."""
+    raw = _env("LLMLB_DATABASE_URL")
+    if raw is None:
+        return None
+    scheme, sep, rest = raw.strip().partition("://")
+    driver = _DB_SCHEMES.get(scheme.lower())
+    if not sep or driver is None or not rest.strip("/"):
+        shown = scheme if sep else "(no scheme)"
+        raise SettingsError(
+            "LLMLB_DATABASE_URL must be postgresql://user:password@host/database or "
+            f"sqlite:///path (got a URL starting {shown!r})"
+        )
+    return f"{driver}://{rest}"
+
+
+def redis_url() -> str | None:
+    """The Redis that holds the routers' shared in-flight claims (LLMLB_REDIS_URL)."""
+    raw = _env("LLMLB_REDIS_URL")
+    if raw is None:
+        return None
+    scheme = raw.strip().partition("://")[0].lower()
+    if "://" not in raw or scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(
+            "LLMLB_REDIS_URL must look like redis://host:6379/0, rediss://... or unix:///path"
+        )
+    return raw.strip()
+
+
+def claim_lease_secs() -> float:
+    """How long a claim in Redis lives unless its router renews it: the most a router that
+    died can hold a node's slot."""
+    return float(_int_env("LLMLB_CLAIM_LEASE_SECS", 30))
+
+
+def history_buffer() -> int:
+    """Request-history rows a router keeps in memory while its database is unreachable."""
+    return _int_env("LLMLB_HISTORY_BUFFER", 10_000)

@@ -13,6 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tests.support` importable from every test
 
+# PostgreSQL and Redis fixtures for the router's cluster mode
+pytest_plugins = ["tests.support.services"]
+
 TIERS = ("unit", "integration", "e2e", "package")
 BROWSER_TESTS = {"tests/e2e/test_dashboard.py"}  # need Chromium (make browser)
 

@@ -1,8 +1,9 @@
 """Who may use the router: client API keys, and nodes that may register.
 
 Keys (LLMLB_API_KEYS) are compared in constant time and never stored or logged; the request
-history records a key id, an HMAC of the key under a secret of this router's own, so ids
-cannot be checked against guessed keys by someone who reads the history. Without
+history records a key id, an HMAC of the key under a secret kept in the router's database
+(shared by every router of a cluster, so that they agree on ids), so ids cannot be checked
+against guessed keys by someone who reads the history alone. Without
 LLMLB_NODE_TOKEN, only processes on the router's own machine may register nodes: a node
 receives other people's prompts, so an open registration would let anyone on the network
 collect them.
@@ -14,15 +15,18 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
+
 from llmlb.errors import LlmlbError, Unauthorized
+from llmlb.store import router_state
 
 log = logging.getLogger("llmlb.router")
-SECRET_FILE = "router.secret"
+SECRET_FILE = "router.secret"  # where routers before the shared database kept it
+SECRET_SETTING = "key_id_secret"
 
 
 class Forbidden(LlmlbError):
@@ -30,22 +34,32 @@ class Forbidden(LlmlbError):
     kind = "permission_error"
 
 
-def load_secret(home: Path) -> bytes:
-    """The router's HMAC secret, made on first start (mode 0600) and kept across restarts so
-    key ids in the history stay comparable."""
-    path = home / SECRET_FILE
+def _file_secret(home: Path) -> bytes | None:
     try:
-        secret = bytes.fromhex(path.read_text().strip())
-        if len(secret) >= 32:
-            return secret
+        secret = bytes.fromhex((home / SECRET_FILE).read_text().strip())
     except (OSError, ValueError):
-        pass
-    secret = secrets.token_bytes(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret.hex())
-    os.replace(tmp, path)
+        return None
+    return secret if len(secret) >= 32 else None
+
+
+def load_secret(engine: Engine, home: Path) -> bytes:
+    """The HMAC secret of key ids, kept in the router's database so that every router of a
+    cluster (and this one after a restart) computes the same ids. The first router to start
+    makes it, from the $LLMLB_HOME/router.secret an older version made when there is one."""
+    value = router_state.shared_setting(
+        engine,
+        SECRET_SETTING,
+        lambda: (_file_secret(home) or secrets.token_bytes(32)).hex(),
+    )
+    try:
+        secret = bytes.fromhex(value)
+    except ValueError:
+        secret = b""
+    if len(secret) < 32:
+        raise LlmlbError(
+            f"the router's database holds a bad {SECRET_SETTING!r} in router_setting: "
+            "delete that row to make a new one (key ids in the history then change)"
+        )
     return secret
 
 

@@ -1,6 +1,6 @@
-"""The router's services in one typed object: registry, history, metrics, keys, the upstream
-HTTP client, and the background loops that watch nodes. The router app builds one and hands it
-to both its Litestar handlers and the proxy.
+"""The router's services in one typed object: registry, database, history, shared claims,
+metrics, keys, the upstream HTTP client, and the background loops that watch nodes. The router
+app builds one and hands it to both its Litestar handlers and the proxy.
 
 All HTTP towards nodes goes through one aiohttp session: its C parser is what keeps the
 proxy's per-chunk cost low, and probes and fan-out reads reuse its connection pools.
@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from anyio import to_thread
 
 from llmlb import tasks
 from llmlb.balancer.auth import ApiKeys, NodeGate
+from llmlb.balancer.claims import SharedClaims
+from llmlb.balancer.database import Database, NodeRows
 from llmlb.balancer.history import History
 from llmlb.balancer.metrics import RouterMetrics
-from llmlb.balancer.registry import NodeEntry, Registry
+from llmlb.balancer.nodes import NodeEntry
+from llmlb.balancer.registry import Registry
 
 log = logging.getLogger("llmlb.router")
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=1.0)
@@ -31,11 +33,14 @@ FANOUT_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
 @dataclass
 class Cluster:
     registry: Registry
+    database: Database
+    rows: NodeRows
     history: History
     metrics: RouterMetrics
     keys: ApiKeys
     gate: NodeGate
     probe_every: float
+    claims: SharedClaims | None = None
     started_at: float = field(default_factory=time.time)
     upstream: aiohttp.ClientSession | None = None
     _watch: asyncio.Task | None = None
@@ -55,12 +60,26 @@ class Cluster:
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
+        if self.claims is not None:
+            await self.claims.start()
+        await self.rows.start()
         await self.history.start()
         self._watch = tasks.start("node watch", self.watch_forever)
 
     async def stop(self) -> None:
         await tasks.stop(self._watch)
-        await self.history.stop()
+        for part, step in (("history", self.history.stop), ("node rows", self.rows.stop)):
+            try:
+                await step()
+            except Exception as exc:
+                log.warning("could not write the %s at shutdown: %s", part, exc)
+        if self.history.pending:  # the database is down: what it is owed is lost
+            log.warning(
+                "%d requests of the history could not be written: the database is unreachable",
+                len(self.history.pending),
+            )
+        if self.claims is not None:
+            await self.claims.stop()
         if self.upstream is not None:
             await self.upstream.close()
 
@@ -73,12 +92,25 @@ class Cluster:
             return False
 
     async def watch_forever(self) -> None:
-        """Probe nodes whose heartbeats are late; two failed probes mean the node crashed."""
+        """Probe nodes whose heartbeats are late; two failed probes mean the node crashed.
+
+        While a shared database is down, heartbeats that other routers receive cannot be
+        seen here: nodes that go quiet are probed before they would count as offline, and
+        one that answers stays online."""
         while True:
             await asyncio.sleep(self.probe_every)
-            for node in self.registry.stale():
-                if not await self.probe(node) and self.registry.probe_failed(node):
-                    await to_thread.run_sync(self.registry.persist, node)
+            if self.database.shared and not self.database.up:
+                quiet = self.registry.quiet(2 * self.probe_every)
+                for node, ok in zip(quiet, await self._probe_all(quiet), strict=True):
+                    if ok:
+                        self.registry.alive(node)
+            stale = self.registry.stale()
+            for node, ok in zip(stale, await self._probe_all(stale), strict=True):
+                if not ok:
+                    self.registry.probe_failed(node)
+
+    async def _probe_all(self, nodes: list[NodeEntry]) -> list[bool]:
+        return list(await asyncio.gather(*(self.probe(n) for n in nodes)))
 
     # -- fan-out reads --------------------------------------------------------------------------
     async def gather(self, path: str, key: str) -> list[tuple[NodeEntry, list[dict[str, Any]]]]:

@@ -1,41 +1,75 @@
-"""Request history: recorded off the request path in batches, kept LLMLB_HISTORY_DAYS days."""
+"""Request history: recorded off the request path, written in batches, kept LLMLB_HISTORY_DAYS
+days. Routers that share a database write into one history, and each lists all of it.
+
+While the database cannot be reached, rows wait in memory, at most LLMLB_HISTORY_BUFFER of
+them; past that the oldest are dropped and counted (llmlb_router_history_dropped_total). The
+views then show what this router holds in memory, and say the database is unreachable.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from anyio import to_thread
-from sqlalchemy import delete, func, insert
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
 
 from llmlb import tasks
-from llmlb.store import db
-from llmlb.store.router_models import RequestLog
+from llmlb.balancer.database import Database
+from llmlb.store import router_state
 
 log = logging.getLogger("llmlb.router")
 FLUSH_EVERY = 0.5
 PRUNE_EVERY = timedelta(hours=1)
+MAX_BATCH = 5000  # rows per INSERT: a long outage's backlog goes in several statements
 
 
 class History:
-    def __init__(self, engine: Engine, keep_days: int):
-        self.engine = engine
+    def __init__(
+        self,
+        engine: Engine,
+        keep_days: int,
+        buffer: int = 10_000,
+        database: Database | None = None,
+    ):
+        """`database`: the reachability the router's parts share (one of its own if None)."""
+        self.db = database or Database(engine, shared=False)
         self.keep_days = keep_days
-        self.pending: list[dict[str, Any]] = []
+        self.buffer = buffer
+        self.pending: deque[dict[str, Any]] = deque()
+        self.dropped = 0
+        self._writing = threading.Lock()  # one flush at a time: rows keep their order
         self._task: asyncio.Task | None = None
 
+    @property
+    def engine(self):
+        return self.db.engine
+
     def record(self, **fields: Any) -> None:
-        """Called on the request path: only an append to a list (a model instance here would
-        cost a pydantic validation per request, a tenth of the router's CPU under load)."""
+        """Called on the request path: only an append (a model instance here would cost a
+        pydantic validation per request, a tenth of the router's CPU under load)."""
         fields["time"] = datetime.now(UTC)
         self.pending.append(fields)
+        if len(self.pending) > self.buffer:
+            self.pending.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning(
+                    "request history: %d rows dropped, the database being unreachable and "
+                    "LLMLB_HISTORY_BUFFER (%d) full",
+                    self.dropped,
+                    self.buffer,
+                )
 
     async def start(self) -> None:
-        await to_thread.run_sync(self.prune)
+        try:
+            await to_thread.run_sync(self.prune)
+        except Exception as exc:
+            self.db.failed("pruning the history", exc)
         self._task = tasks.start("request history", self._loop)
 
     async def stop(self) -> None:
@@ -45,58 +79,93 @@ class History:
     async def _loop(self) -> None:
         pruned = datetime.now(UTC)
         while True:
-            await asyncio.sleep(FLUSH_EVERY)
+            await asyncio.sleep(FLUSH_EVERY if self.db.up else 1.0)
             if self.pending:
                 await to_thread.run_sync(self.flush)
-            if datetime.now(UTC) - pruned >= PRUNE_EVERY:
-                await to_thread.run_sync(self.prune)
+            if self.db.up and datetime.now(UTC) - pruned >= PRUNE_EVERY:
+                await to_thread.run_sync(self.prune)  # a failure: logged, the loop restarted
                 pruned = datetime.now(UTC)
 
-    def flush(self) -> None:
-        batch, self.pending = self.pending, []
-        if not batch:
-            return
-        try:
-            with self.engine.begin() as conn:  # one executemany for the batch
-                conn.execute(insert(RequestLog), batch)
-        except Exception:
-            log.exception("could not record %d requests", len(batch))
+    def flush(self) -> bool:
+        """Write what is pending; True when nothing is left. Rows that could not be written
+        stay, oldest first, for the next try."""
+        with self._writing:
+            if not self.pending:
+                return True
+            while self.pending:
+                batch = [self.pending.popleft() for _ in range(min(MAX_BATCH, len(self.pending)))]
+                try:
+                    router_state.insert_requests(self.engine, batch)
+                except Exception as exc:
+                    self.pending.extendleft(reversed(batch))
+                    while len(self.pending) > self.buffer:
+                        self.pending.popleft()  # the oldest go, as in record()
+                        self.dropped += 1
+                    self.db.failed("writing the request history", exc)
+                    return False
+            self.db.worked()
+            return True
 
     def prune(self) -> None:
-        cutoff = datetime.now(UTC) - timedelta(days=self.keep_days)
-        with db.session(self.engine) as s:
-            s.exec(delete(RequestLog).where(col(RequestLog.time) < cutoff))
-            s.commit()
+        router_state.prune_requests(self.engine, datetime.now(UTC) - timedelta(days=self.keep_days))
+
+    # -- views: from the database, or from memory while it is down ---------------------------------
+    def _readable(self) -> bool:
+        """Flush first, so a view includes this router's latest requests; False when the
+        database is down (the view then comes from memory)."""
+        return self.db.up and self.flush()
+
+    def _read(self, what: str, query, fallback):
+        if self._readable():
+            try:
+                return query()
+            except Exception as exc:
+                self.db.failed(what, exc)
+        return fallback()
+
+    def _buffered(self) -> list[dict[str, Any]]:
+        return list(self.pending)
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
-        self.flush()
-        with db.session(self.engine) as s:
-            rows = s.exec(select(RequestLog).order_by(col(RequestLog.id).desc()).limit(limit)).all()
-        return [{**r.model_dump(exclude={"time"}), "time": r.time.isoformat()} for r in rows]
+        def from_memory() -> list[dict[str, Any]]:
+            rows = self._buffered()[-limit:][::-1]
+            return [{"id": None, **r, "time": r["time"].isoformat()} for r in rows]
 
-    def last_hour(self) -> int:
-        self.flush()
+        def from_db() -> list[dict[str, Any]]:
+            rows = router_state.recent_requests(self.engine, limit)
+            return [{**r, "time": r["time"].isoformat()} for r in rows]
+
+        return self._read("listing the history", from_db, from_memory)
+
+    def last_hour(self) -> int | None:
+        """Requests in the last hour across all routers; None while the database is down."""
         cutoff = datetime.now(UTC) - timedelta(hours=1)
-        with db.session(self.engine) as s:
-            return s.exec(
-                select(func.count()).select_from(RequestLog).where(RequestLog.time >= cutoff)
-            ).one()
+        return self._read(
+            "counting the history",
+            lambda: router_state.count_requests(self.engine, cutoff),
+            lambda: None,
+        )
+
+    def by_node(self) -> dict[str, tuple[int, int]] | None:
+        """node id -> (requests, failures) in the last hour, across all routers."""
+        cutoff = datetime.now(UTC) - timedelta(hours=1)
+        return self._read(
+            "counting the history",
+            lambda: router_state.requests_by_node(self.engine, cutoff),
+            lambda: None,
+        )
 
     def per_minute(self, minutes: int = 60) -> list[dict[str, Any]]:
         """Requests, errors and mean latency per minute for the chart."""
-        self.flush()
         now = datetime.now(UTC).replace(second=0, microsecond=0)
         start = now - timedelta(minutes=minutes - 1)
-        with db.session(self.engine) as s:
-            rows = s.exec(
-                select(RequestLog.time, RequestLog.status, RequestLog.duration_ms).where(
-                    RequestLog.time >= start
-                )
-            ).all()
+        rows = self._read(
+            "charting the history",
+            lambda: router_state.request_times(self.engine, start),
+            lambda: [(r["time"], r["status"], r["duration_ms"]) for r in self._buffered()],
+        )
         buckets = {start + timedelta(minutes=i): [0, 0, 0.0] for i in range(minutes)}
         for when, status, duration in rows:
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
             key = when.replace(second=0, microsecond=0)
             if key in buckets:
                 b = buckets[key]

@@ -2,7 +2,7 @@
 
 Requests are counted with the status the client really got (a router-side refusal counts under
 node="none"); durations are histograms in seconds. Gauges are read from the registry at
-scrape time.
+scrape time, as are the health of the database and of Redis, and the history's backlog.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from llmlb.balancer.claims import SharedClaims
+    from llmlb.balancer.database import Database
+    from llmlb.balancer.history import History
     from llmlb.balancer.registry import Registry
 
 prometheus_client.disable_created_metrics()
@@ -54,8 +57,64 @@ class _RegistryGauges(Collector):
         )
 
 
+class _SharedStateGauges(Collector):
+    """The database, Redis and the history's backlog: what a cluster's routers depend on."""
+
+    def __init__(self, database: Database, history: History, claims: SharedClaims | None):
+        self.database, self.history, self.claims = database, history, claims
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "llmlb_router_database_up",
+            "1 when the router's database answered its last query, 0 when it could not be reached.",
+            int(self.database.up),
+        )
+        yield CounterMetricFamily(
+            "llmlb_router_database_errors",
+            "Reads and writes of the router's database that failed.",
+            self.database.failures,
+        )
+        yield GaugeMetricFamily(
+            "llmlb_router_history_pending",
+            "Request-history rows waiting in memory to be written.",
+            len(self.history.pending),
+        )
+        yield CounterMetricFamily(
+            "llmlb_router_history_dropped",
+            "Request-history rows dropped: the database was unreachable and the buffer full.",
+            self.history.dropped,
+        )
+        if self.claims is None:
+            return
+        yield GaugeMetricFamily(
+            "llmlb_router_redis_up",
+            "1 when in-flight claims are shared through Redis, 0 while it cannot be reached "
+            "and this router counts on its own.",
+            int(self.claims.up),
+        )
+        yield CounterMetricFamily(
+            "llmlb_router_redis_errors",
+            "Redis calls that failed (the router then used its own counters).",
+            self.claims.errors,
+        )
+        shared = GaugeMetricFamily(
+            "llmlb_router_cluster_in_flight",
+            "Requests every router of the cluster has on each node now (Redis's count).",
+            labels=["node"],
+        )
+        for node_id, count in sorted(self.claims.counts.items()):
+            shared.add_metric([node_id[:8]], count)
+        yield shared
+
+
 class RouterMetrics:
-    def __init__(self, registry: Registry):
+    def __init__(
+        self,
+        registry: Registry,
+        database: Database | None = None,
+        history: History | None = None,
+        claims: SharedClaims | None = None,
+    ):
         self.prom = CollectorRegistry()
         self.requests = Counter(
             "llmlb_router_requests",
@@ -71,6 +130,8 @@ class RouterMetrics:
             registry=self.prom,
         )
         self.prom.register(_RegistryGauges(registry))
+        if database is not None and history is not None:
+            self.prom.register(_SharedStateGauges(database, history, claims))
 
     def observe(self, node_id: str | None, status: int, seconds: float | None) -> None:
         label = node_id[:8] if node_id else NO_NODE

@@ -37,6 +37,16 @@ def candidates(
     return [n for n in nodes if n.online and model in n.models and n.id not in exclude]
 
 
+def tier(node: NodeView, model: str) -> int:
+    """The preference before in-flight counts: healthy before cooling down, then loaded
+    before not (lower is better)."""
+    return 2 * node.cooling + (model not in node.loaded)
+
+
+def _preference(model: str):
+    return lambda n: (tier(n, model), n.in_flight, n.last_used, -n.vram_free, n.id)
+
+
 def choose(
     nodes: list[NodeView], model: str, exclude: frozenset[str] = frozenset()
 ) -> NodeView | None:
@@ -47,17 +57,17 @@ def choose(
     free = [n for n in pool if not n.saturated]
     if not free:
         raise Saturated(model)
-    return min(
-        free,
-        key=lambda n: (
-            n.cooling,
-            model not in n.loaded,
-            n.in_flight,
-            n.last_used,
-            -n.vram_free,
-            n.id,
-        ),
-    )
+    return min(free, key=_preference(model))
+
+
+def ranked(
+    nodes: list[NodeView], model: str, exclude: frozenset[str] = frozenset()
+) -> list[NodeView]:
+    """Every online node with the model, best first, those that look full last: for a claim
+    made in Redis, which applies `tier` and the in-flight counts of every router there (the
+    counts here may be a moment old). The first is `choose`'s node when one has room."""
+    order = _preference(model)
+    return sorted(candidates(nodes, model, exclude), key=lambda n: (n.saturated, order(n)))
 
 
 def any_node(

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from llmlb.balancer.cluster import Cluster
-from llmlb.balancer.registry import NodeEntry
+from llmlb.balancer.nodes import Held
 from llmlb.errors import BadRequest, LlmlbError, TooLarge, Unavailable, error_body
 from llmlb.jsonio import decode
 
@@ -58,11 +58,12 @@ DROPPED = {
 }
 _TOKENS_IN = re.compile(rb'"(?:prompt_eval_count|prompt_tokens)":\s*(\d+)')
 _TOKENS_OUT = re.compile(rb'"(?:eval_count|completion_tokens)":\s*(\d+)')
+MAX_TOKENS = 2**62  # what the history's BIGINT column holds; a node may send any digits
 
 
 def _last_int(pattern: re.Pattern, data: bytes) -> int:
     found = pattern.findall(data)
-    return int(found[-1]) if found else 0
+    return min(int(found[-1][:20]), MAX_TOKENS) if found else 0
 
 
 class Claim:
@@ -71,13 +72,14 @@ class Claim:
     def __init__(
         self,
         cluster: Cluster,
-        node: NodeEntry,
+        held: Held,
         path: str,
         model: str,
         key_id: str | None,
         started: float,
     ):
-        self.cluster, self.node, self.path, self.model = cluster, node, path, model
+        self.cluster, self.held, self.path, self.model = cluster, held, path, model
+        self.node = held.node
         self.key_id = key_id
         self.started = started
         self.first_byte: float | None = None
@@ -90,7 +92,7 @@ class Claim:
         ok = ok and self.status < 500
         if ok and self.status < 400 and self.model not in self.node.loaded:
             self.node.loaded.append(self.model)  # it loads on first use; a heartbeat confirms
-        self.cluster.registry.release(self.node, ok)
+        self.cluster.registry.release(self.held, ok)
         duration = (time.perf_counter() - self.started) * 1000
         ttft = (self.first_byte - self.started) * 1000 if self.first_byte else None
         self.cluster.history.record(
@@ -241,12 +243,13 @@ async def _forward(cluster: Cluster, scope, body: bytes, send, outcome: Outcome)
     last_error = ""
     for _ in range(MAX_TRIES):
         try:
-            node = await cluster.registry.acquire(model, frozenset(tried))
+            held = await cluster.registry.acquire(model, frozenset(tried))
         except Unavailable:
             if tried:
                 raise Unavailable(f"every node with '{model}' failed: {last_error}") from None
             raise
-        claim = Claim(cluster, node, path, model, key_id, started)
+        node = held.node
+        claim = Claim(cluster, held, path, model, key_id, started)
         try:
             upstream = await cluster.http.post(node.url + path, data=body, headers=forwarded)
         except (TimeoutError, aiohttp.ClientError) as exc:

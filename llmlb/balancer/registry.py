@@ -4,6 +4,11 @@ Node states follow the contract: a heartbeat makes a node Running (also from Sto
 Error: a restart), a goodbye makes it Stopped, and a Running node that stops sending
 heartbeats and no longer answers probes ends in Error (it crashed). A Running node whose
 heartbeats are late is shown offline and gets no traffic until they resume.
+
+The registry in memory is what requests use; the database holds it for restarts and, when
+several routers share one database, for each other (writes and reads: balancer/shared.py).
+Claims on nodes are this router's counters, or Redis's when LLMLB_REDIS_URL is set
+(balancer/claims.py), so that LLMLB_NODE_MAX_IN_FLIGHT holds across routers.
 """
 
 from __future__ import annotations
@@ -12,104 +17,54 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 from sqlalchemy.engine import Engine
-from sqlmodel import select
 
-from llmlb.balancer.policy import NodeView, Saturated, any_node, choose
-from llmlb.balancer.wire import Heartbeat, url_host
+from llmlb.balancer.claims import ClaimsDown, SharedClaims
+from llmlb.balancer.nodes import Held, NodeEntry, heartbeat_of, now_utc
+from llmlb.balancer.policy import NodeView, Saturated, any_node, choose, ranked, tier
+from llmlb.balancer.wire import Heartbeat
 from llmlb.errors import ModelNotFound, TooManyRequests, Unavailable
-from llmlb.store import db
 from llmlb.store.router_models import RouterNode
+from llmlb.store.router_state import NodeWrite
 
 log = logging.getLogger("llmlb.router")
 PROBE_FAILURES_FOR_ERROR = 2
-NODE_STATES = ("Running", "Stopped", "Error")
 # A node that fails a request (connection error, 5xx) cools down: 1 s, doubling with each
 # further failure in a row, up to 30 s. Without it, a dead node that is still "online" until its
 # heartbeats time out has the fewest requests in flight and would be every request's first try.
 COOL_FIRST, COOL_MAX = 1.0, 30.0
 
 
-@dataclass
-class NodeEntry:
-    id: str
-    host: str
-    port: int
-    status: str = "Running"
-    gpu_name: str | None = None
-    vram_total_bytes: int = 0
-    vram_used_bytes: int = 0
-    gpu_temperature: float | None = None
-    uptime_secs: int = 0
-    models: list[dict[str, Any]] = field(default_factory=list)  # [{"name", "alias"}]
-    loaded: list[str] = field(default_factory=list)
-    node_in_flight: int = 0
-    node_queued: int = 0
-    last_seen: float = 0.0  # time.monotonic()
-    last_seen_at: datetime | None = None
-    registered_at: datetime | None = None
-    in_flight: int = 0  # requests this router has on the node now
-    last_used: float = 0.0
-    requests: int = 0
-    errors: int = 0
-    failed_probes: int = 0
-    failures: int = 0  # failed requests in a row
-    cool_until: float = 0.0  # time.monotonic()
-
-    @property
-    def url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.port}"
-
-    def names(self) -> dict[str, str]:
-        """name and alias -> full name."""
-        out: dict[str, str] = {}
-        for m in self.models:
-            out[m["name"]] = m["name"]
-            if m.get("alias"):
-                out.setdefault(m["alias"], m["name"])
-        return out
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _from_row(row: RouterNode) -> Heartbeat:
-    """A stored node, validated as strictly as a heartbeat from the network."""
-    if row.status not in NODE_STATES:
-        raise ValueError(f"unknown status {row.status!r}")
-    fields = {
-        "id": row.id,
-        "host": row.host,
-        "port": row.port,
-        "models": row.models,
-        "loaded_models": row.loaded_models,
-        "vram_total_bytes": row.vram_total_bytes,
-        "vram_used_bytes": row.vram_used_bytes,
-        "gpu_name": row.gpu_name,
-        "gpu_temperature": row.gpu_temperature,
-        "uptime_secs": row.uptime_secs,
-    }
-    return msgspec.convert(fields, Heartbeat)
-
-
 class Registry:
     def __init__(
-        self, engine: Engine, capacity: int, timeout: float, max_queue: int, queue_timeout: float
+        self,
+        engine: Engine,
+        capacity: int,
+        timeout: float,
+        max_queue: int,
+        queue_timeout: float,
+        claims: SharedClaims | None = None,
     ):
         self.engine = engine
         self.capacity = capacity
         self.timeout = timeout
         self.max_queue = max_queue
         self.queue_timeout = queue_timeout
+        self.claims = claims
         self.nodes: dict[str, NodeEntry] = {}
         self.waiting = 0
+        # rows to write: node id -> "beat" (a heartbeat came), "state" or "error"
+        self.unwritten: dict[str, str] = {}
+        self._skipped: set[tuple[str, Any]] = set()  # bad rows already reported
+        self._generation = 0  # bumped by every release: a waiter that saw it change retries
         self._changed = asyncio.Condition()
+        if claims is not None:
+            claims.on_release = self.wake
+            claims.known_nodes = lambda: list(self.nodes)
 
     # -- views ----------------------------------------------------------------
     def online(self, node: NodeEntry) -> bool:
@@ -123,14 +78,21 @@ class Registry:
     def cooling(self, node: NodeEntry) -> bool:
         return node.cool_until > time.monotonic()
 
-    def views(self) -> list[NodeView]:
+    def cluster_in_flight(self, node: NodeEntry) -> int | None:
+        """Claims on the node across every router (Redis's count), None without Redis."""
+        if self.claims is None:
+            return None
+        return self.claims.counts.get(node.id, 0)
+
+    def views(self, shared: bool = False) -> list[NodeView]:
+        counts = self.claims.counts if shared and self.claims is not None else None
         return [
             NodeView(
                 n.id,
                 self.online(n),
                 frozenset(n.names().values()),
                 frozenset(n.loaded),
-                n.in_flight,
+                max(n.in_flight, counts.get(n.id, 0)) if counts is not None else n.in_flight,
                 self.capacity,
                 n.last_used,
                 max(0, n.vram_total_bytes - n.vram_used_bytes),
@@ -155,29 +117,72 @@ class Registry:
         raise ModelNotFound(model)
 
     # -- node lifecycle ---------------------------------------------------------
-    def load(self) -> None:
-        """Nodes known from the last run: offline until they send a heartbeat. A row that does
-        not hold a valid node (written by an older version, or edited by hand) is skipped."""
-        with db.session(self.engine) as s:
-            rows = s.exec(select(RouterNode)).all()
+    def load(self, rows: list[RouterNode]) -> None:
+        """Nodes known from the last run: offline until they send a heartbeat."""
         for row in rows:
-            try:
-                beat = _from_row(row)
-            except (msgspec.ValidationError, TypeError, ValueError) as exc:
-                log.warning(
-                    "skipping node %r from router.db: it is not a valid node (%s)", row.id, exc
-                )
+            node = self._from_row(row)
+            if node is not None:
+                node.last_seen = 0.0
+
+    def apply_rows(self, rows: list[RouterNode], db_now: datetime, read_at: float) -> None:
+        """Rows read from the database that routers share (at `read_at`, monotonic): take
+        those another router changed. A node this router has changed since is kept as it is
+        here: its own write is on the way, or landed after the read."""
+        now = time.monotonic()
+        for row in rows:
+            node = self.nodes.get(row.id)
+            if node is not None and (
+                node.updated_at == row.updated_at
+                or node.id in self.unwritten
+                or node.written_at >= read_at
+            ):
                 continue
-            node = self._apply(NodeEntry(id=beat.id, host=beat.host, port=beat.port), beat)
-            node.status, node.last_seen = row.status, 0.0
-            node.last_seen_at, node.registered_at = row.last_seen, row.registered_at
-            self.nodes[node.id] = node
+            was = node.status if node is not None else None
+            node = self._from_row(row)
+            if node is None:
+                continue
+            node.last_seen = now - max(0.0, (db_now - row.last_seen).total_seconds())
+            if self.online(node):
+                node.failed_probes = 0  # another router hears it: our failed probes are moot
+            if was is None:
+                log.info(
+                    "node %s at %s:%s known from the shared database",
+                    node.id[:8],
+                    node.host,
+                    node.port,
+                )
+            elif node.status == "Running" and was != "Running":
+                node.failures, node.cool_until = 0, 0.0  # restarted: a fresh start
+            elif node.status == "Error" and was == "Running":
+                log.warning("node %s is in Error (another router's probes)", node.id[:8])
+
+    def _from_row(self, row: RouterNode) -> NodeEntry | None:
+        """A stored node into the registry; a row that does not hold a valid node (written by
+        an older version, or edited by hand) is skipped, and said so once."""
+        try:
+            beat = heartbeat_of(row)
+        except (msgspec.ValidationError, TypeError, ValueError) as exc:
+            if (row.id, row.updated_at) not in self._skipped:
+                self._skipped.add((row.id, row.updated_at))
+                log.warning(
+                    "skipping node %r from the router's database: it is not a valid node (%s)",
+                    row.id,
+                    exc,
+                )
+            return None
+        node = self.nodes.get(beat.id) or NodeEntry(id=beat.id, host=beat.host, port=beat.port)
+        self._apply(node, beat)
+        node.status = row.status
+        node.last_seen_at, node.registered_at = row.last_seen, row.registered_at
+        node.updated_at = row.updated_at
+        self.nodes[node.id] = node
+        return node
 
     def heartbeat(self, beat: Heartbeat) -> NodeEntry:
         """A validated heartbeat (wire.Heartbeat) makes its node Running."""
         node = self.nodes.get(beat.id)
         if node is None:
-            node = NodeEntry(id=beat.id, host=beat.host, port=beat.port, registered_at=_now())
+            node = NodeEntry(id=beat.id, host=beat.host, port=beat.port, registered_at=now_utc())
             self.nodes[beat.id] = node
             log.info("node %s registered from %s:%s", beat.id[:8], beat.host, beat.port)
         elif node.status != "Running" or not self.online(node):
@@ -185,8 +190,14 @@ class Registry:
             node.failures, node.cool_until = 0, 0.0  # restarted: a fresh start
         self._apply(node, beat)
         node.status = "Running"
-        node.last_seen, node.last_seen_at, node.failed_probes = time.monotonic(), _now(), 0
+        node.last_seen, node.last_seen_at, node.failed_probes = time.monotonic(), now_utc(), 0
+        self.unwritten[node.id] = "beat"
         return node
+
+    def alive(self, node: NodeEntry) -> None:
+        """The node answered a probe while its heartbeats cannot be known (the shared database
+        is down, and they may go to another router): keep it online."""
+        node.last_seen, node.failed_probes = time.monotonic(), 0
 
     @staticmethod
     def _apply(node: NodeEntry, beat: Heartbeat) -> NodeEntry:
@@ -204,25 +215,58 @@ class Registry:
         if node is not None:
             node.status = "Stopped"
             log.info("node %s stopped", node_id[:8])
+            if self.unwritten.get(node_id) != "beat":  # a pending beat writes the status too
+                self.unwritten[node_id] = "state"
 
-    def persist(self, node: NodeEntry) -> None:
-        with db.session(self.engine) as s:
-            row = s.get(RouterNode, node.id) or RouterNode(
-                id=node.id, host=node.host, port=node.port
+    def take_writes(self) -> tuple[list[NodeWrite], list[str], dict[str, str]]:
+        """The rows to write now (heartbeats and states), the nodes to mark Error, and what
+        was taken (to give back with `untake` should the write fail)."""
+        taken, self.unwritten = self.unwritten, {}
+        rows, errors = [], []
+        for node_id, kind in taken.items():
+            node = self.nodes.get(node_id)
+            if node is None:
+                continue
+            if kind == "error":
+                errors.append(node_id)
+                continue
+            rows.append(
+                NodeWrite(
+                    id=node.id,
+                    fields={
+                        "host": node.host,
+                        "port": node.port,
+                        "status": node.status,
+                        "gpu_name": node.gpu_name,
+                        "vram_total_bytes": node.vram_total_bytes,
+                        "vram_used_bytes": node.vram_used_bytes,
+                        "gpu_temperature": node.gpu_temperature,
+                        "uptime_secs": node.uptime_secs,
+                        "models": node.models,
+                        "loaded_models": node.loaded,
+                    },
+                    registered_at=node.registered_at or now_utc(),
+                    heartbeat=kind == "beat",
+                )
             )
-            row.host, row.port, row.status = node.host, node.port, node.status
-            row.gpu_name, row.gpu_temperature, row.uptime_secs = (
-                node.gpu_name,
-                node.gpu_temperature,
-                node.uptime_secs,
-            )
-            row.vram_total_bytes, row.vram_used_bytes = node.vram_total_bytes, node.vram_used_bytes
-            row.models, row.loaded_models = node.models, node.loaded
-            row.last_seen = node.last_seen_at or _now()
-            if node.registered_at:
-                row.registered_at = node.registered_at
-            s.add(row)
-            s.commit()
+        return rows, errors, taken
+
+    def untake(self, taken: dict[str, str]) -> None:
+        """Writes that failed: owed again, unless something newer is owed for the node."""
+        for node_id, kind in taken.items():
+            self.unwritten.setdefault(node_id, kind)
+
+    def written(self, taken: dict[str, str]) -> None:
+        now = time.monotonic()
+        for node_id in taken:
+            node = self.nodes.get(node_id)
+            if node is not None:
+                node.written_at = now
+
+    def quiet(self, secs: float) -> list[NodeEntry]:
+        """Running nodes not heard from for `secs`, whether or not yet offline."""
+        since = time.monotonic() - secs
+        return [n for n in self.nodes.values() if n.status == "Running" and n.last_seen < since]
 
     def stale(self) -> list[NodeEntry]:
         return [n for n in self.nodes.values() if n.status == "Running" and not self.online(n)]
@@ -235,55 +279,93 @@ class Registry:
             log.warning(
                 "node %s at %s:%s stopped answering: Error", node.id[:8], node.host, node.port
             )
+            self.unwritten.setdefault(node.id, "error")
             return True
         return False
 
     # -- claims -------------------------------------------------------------
-    async def acquire(self, model: str, exclude: frozenset[str] = frozenset()) -> NodeEntry:
+    def _claim_here(self, model: str, exclude: frozenset[str]) -> Held | None:
+        """Claim with this router's counters: synchronous, so the check and the claim are one
+        step on the event loop. None when every candidate is full."""
+        try:
+            view = choose(self.views(), model, exclude)
+        except Saturated:
+            return None
+        if view is None:
+            raise Unavailable(f"no online node has model '{model}'")
+        node = self.nodes[view.id]
+        node.in_flight += 1
+        node.last_used = time.monotonic()
+        return Held(node)
+
+    async def _claim_shared(self, model: str, exclude: frozenset[str]) -> Held | None:
+        """Claim in Redis: one script call takes the first candidate with room across all
+        routers. Falls back to this router's counters when Redis does not answer."""
+        assert self.claims is not None
+        pool = ranked(self.views(shared=True), model, exclude)
+        if not pool:
+            raise Unavailable(f"no online node has model '{model}'")
+        try:
+            index, claim_id = await self.claims.claim(
+                [v.id for v in pool], [tier(v, model) for v in pool]
+            )
+        except ClaimsDown:
+            return self._claim_here(model, exclude)
+        if claim_id is None:
+            return None
+        node = self.nodes[pool[index].id]
+        node.in_flight += 1
+        node.last_used = time.monotonic()
+        return Held(node, claim_id)
+
+    async def acquire(self, model: str, exclude: frozenset[str] = frozenset()) -> Held:
         """Claim a node for `model`, waiting in a bounded queue while every candidate is full.
 
-        The check and the wait happen under the condition's lock, and releases notify under
-        it too, so a freed node can never be missed by a waiting request.
+        A waiter notes the release generation before it tries; when a release came in between
+        (any router's, with Redis), it tries again at once instead of waiting, so a freed node
+        is never missed.
         """
         deadline = time.monotonic() + self.queue_timeout
         queued = False
-        async with self._changed:
-            try:
-                while True:
-                    saturated = False
-                    try:
-                        view = choose(self.views(), model, exclude)
-                    except Saturated:
-                        view, saturated = None, True
-                    if view is None and not saturated:
-                        raise Unavailable(f"no online node has model '{model}'")
-                    if view is not None:
-                        node = self.nodes[view.id]
-                        node.in_flight += 1
-                        node.last_used = time.monotonic()
-                        return node
-                    if not queued:
-                        if self.waiting >= self.max_queue:
-                            raise TooManyRequests(
-                                f"every node with '{model}' is busy and the queue is full"
-                            )
-                        self.waiting += 1
-                        queued = True
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise Unavailable(
-                            f"every node with '{model}' stayed busy for {self.queue_timeout:.0f}s"
+        try:
+            while True:
+                seen = self._generation
+                if self.claims is not None and self.claims.up:
+                    held = await self._claim_shared(model, exclude)
+                else:
+                    held = self._claim_here(model, exclude)
+                if held is not None:
+                    return held
+                if not queued:
+                    if self.waiting >= self.max_queue:
+                        raise TooManyRequests(
+                            f"every node with '{model}' is busy and the queue is full"
                         )
-                    # the timeout also covers nodes coming back online, which notify nobody
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), timeout=min(left, 1.0))
-            finally:
-                if queued:
-                    self.waiting -= 1
+                    self.waiting += 1
+                    queued = True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Unavailable(
+                        f"every node with '{model}' stayed busy for {self.queue_timeout:.0f}s"
+                    )
+                async with self._changed:
+                    if self._generation == seen:
+                        # the timeout also covers nodes coming back online, which notify nobody
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._changed.wait(), timeout=min(left, 1.0))
+        finally:
+            if queued:
+                self.waiting -= 1
 
-    def release(self, node: NodeEntry, ok: bool) -> None:
+    def release(self, held: Held, ok: bool) -> None:
         """Synchronous, so that it also runs in the `finally` of a cancelled request."""
+        if held.released:
+            return
+        held.released = True
+        node = held.node
         node.in_flight = max(0, node.in_flight - 1)
+        if held.claim_id is not None and self.claims is not None:
+            self.claims.release(held.claim_id)
         node.requests += 1
         if ok:
             node.failures, node.cool_until = 0, 0.0
@@ -293,7 +375,14 @@ class Registry:
             node.cool_until = time.monotonic() + min(
                 COOL_MAX, COOL_FIRST * 2 ** min(node.failures - 1, 8)
             )
-        asyncio.get_running_loop().create_task(self._wake())
+        self.wake()
+
+    def wake(self) -> None:
+        """A place may have come free: waiting requests try again. (One that is about to
+        wait sees the generation change and does not; so without waiters, no task.)"""
+        self._generation += 1
+        if self.waiting:
+            asyncio.get_running_loop().create_task(self._wake())
 
     async def _wake(self) -> None:
         async with self._changed:

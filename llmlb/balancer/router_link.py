@@ -2,6 +2,8 @@
 
 The node serves on its own whether or not the router is there; a heartbeat that fails is
 retried at the next beat, which also re-registers the node when the router comes back.
+A node may be given several routers (`--router A,B`, routers that share one database): it
+sends its heartbeats to one, and moves to the next when that one is down.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy.engine import Engine
 
 from llmlb import tasks
 from llmlb.balancer.wire import Heartbeat, ModelRef
+from llmlb.errors import BadRequest
 from llmlb.store import catalog
 
 log = logging.getLogger("llmlb.node")
@@ -48,12 +51,24 @@ def advertised_host(bind_host: str, router_url: str) -> str:
 
 
 def normalise_url(url: str) -> str:
-    url = url.strip().rstrip("/")
-    return url if "://" in url else "http://" + url
+    scheme, sep, rest = url.strip().partition("://")
+    return f"{scheme}://{rest.rstrip('/')}" if sep else "http://" + scheme.rstrip("/")
+
+
+def router_urls(value: str) -> list[str]:
+    """`--router` / LLMLB_ROUTER_URL: one URL, or several separated by commas."""
+    urls = [normalise_url(u) for u in value.split(",") if u.strip()]
+    for url in urls:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise BadRequest(f"--router: {url!r} is not an http(s) URL of a router")
+    if not urls:
+        raise BadRequest("--router needs the URL of at least one router")
+    return list(dict.fromkeys(urls))
 
 
 class RouterLink:
-    """Registration and heartbeats of one node with one router."""
+    """Registration and heartbeats of one node with its routers (one at a time)."""
 
     def __init__(
         self,
@@ -66,16 +81,17 @@ class RouterLink:
         interval: float,
         token: str | None = None,
     ):
-        self.url = normalise_url(url)
+        self.urls = router_urls(url)
+        self.current = 0  # the router the heartbeats go to
         self.node_id = node_id
-        self.host = advertised_host(bind_host, self.url)
+        self.host = advertised_host(bind_host, self.urls[0])
         self.port = port
         self.catalog = catalog_engine
         self.engine = engine
         self.interval = interval
         self.started_at = time.time()
         headers = {TOKEN_HEADER: token} if token else {}
-        self.client = httpx.AsyncClient(base_url=self.url, timeout=5, headers=headers)
+        self.client = httpx.AsyncClient(timeout=5, headers=headers)
         self._task: asyncio.Task | None = None
         self.failing = False
 
@@ -102,26 +118,47 @@ class RouterLink:
             uptime_secs=int(time.time() - self.started_at),
         )
 
+    @property
+    def url(self) -> str:
+        return self.urls[self.current]
+
     async def beat(self) -> None:
-        """One heartbeat. The router being down or refusing us must never stop the node."""
+        """One heartbeat, to the current router, or to the next ones while routers are down.
+        The routers being down or refusing us must never stop the node."""
         body = msgspec.json.encode(await to_thread.run_sync(self.heartbeat))
-        try:
-            r = await self.client.post(
-                "/admin/nodes/heartbeat",
-                content=body,
-                headers={"content-type": "application/json"},
-            )
-        except httpx.HTTPError as exc:
-            self._failed(f"cannot reach the router at {self.url} ({exc!r})")
+        for _ in range(len(self.urls)):
+            url = self.url
+            try:
+                r = await self.client.post(
+                    url + "/admin/nodes/heartbeat",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                )
+            except httpx.HTTPError as exc:
+                self._next(url, f"cannot reach the router at {url} ({exc!r})")
+                continue
+            if r.status_code >= 500:
+                self._next(url, f"the router at {url} failed: HTTP {r.status_code}")
+                continue
+            if r.status_code >= 400:
+                self._failed(
+                    f"the router at {url} refused our heartbeat: HTTP {r.status_code} {r.text[:200]}"
+                )
+                return
+            if self.failing:
+                log.info("router at %s is reachable; registered", url)
+            self.failing = False
             return
-        if r.status_code >= 400:
-            self._failed(
-                f"the router at {self.url} refused our heartbeat: HTTP {r.status_code} {r.text[:200]}"
-            )
+
+    def _next(self, url: str, message: str) -> None:
+        """The router at `url` is down: the next one in the list gets the next try."""
+        if len(self.urls) == 1:
+            self._failed(message)
             return
-        if self.failing:
-            log.info("router at %s is reachable again; registered", self.url)
-        self.failing = False
+        self.current = (self.current + 1) % len(self.urls)
+        if not self.failing:
+            log.warning("%s; trying the router at %s", message, self.url)
+        self.failing = True
 
     def _failed(self, message: str) -> None:
         if not self.failing:
@@ -134,11 +171,17 @@ class RouterLink:
             await asyncio.sleep(self.interval)
 
     async def start(self) -> None:
-        log.info("registering with the router at %s as %s:%s", self.url, self.host, self.port)
+        log.info(
+            "registering with the router%s at %s as %s:%s",
+            "s" if len(self.urls) > 1 else "",
+            ", ".join(self.urls),
+            self.host,
+            self.port,
+        )
         self._task = tasks.start("router heartbeat", self._beat_forever)
 
     async def stop(self) -> None:
         await tasks.stop(self._task)
         with contextlib.suppress(httpx.HTTPError):
-            await self.client.post(f"/admin/nodes/{self.node_id}/stopped", timeout=2)
+            await self.client.post(f"{self.url}/admin/nodes/{self.node_id}/stopped", timeout=2)
         await self.client.aclose()

@@ -1,15 +1,26 @@
-"""The cluster as the CLI and the dashboard see it: nodes, models and a summary, as JSON."""
+"""The cluster as the CLI and the dashboard see it: nodes, models and a summary, as JSON.
+
+With a shared database the figures are the cluster's: every router's nodes (the registry read
+from the database), requests counted over every router's history, and with Redis the requests
+each node has from all routers.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from llmlb.balancer.history import History
-from llmlb.balancer.registry import NodeEntry, Registry
+from llmlb.balancer.cluster import Cluster
+from llmlb.balancer.nodes import NodeEntry
+from llmlb.balancer.registry import Registry
 
 
-def node_json(registry: Registry, n: NodeEntry) -> dict[str, Any]:
+def node_json(
+    registry: Registry, n: NodeEntry, by_node: dict[str, tuple[int, int]] | None = None
+) -> dict[str, Any]:
+    """One node; `by_node` (node id -> requests, failures in the last hour, from the
+    database) adds the cluster-wide counts when the database could be read."""
+    last_hour = by_node.get(n.id, (0, 0)) if by_node is not None else None
     return {
         "id": n.id,
         "host": n.host,
@@ -24,14 +35,24 @@ def node_json(registry: Registry, n: NodeEntry) -> dict[str, Any]:
         "models": [m["name"] for m in n.models],
         "loaded_models": n.loaded,
         "in_flight": n.in_flight,
+        "cluster_in_flight": registry.cluster_in_flight(n),
         "node_in_flight": n.node_in_flight,
         "queued": n.node_queued,
         "uptime_secs": n.uptime_secs,
         "requests": n.requests,
         "errors": n.errors,
+        "requests_last_hour": last_hour[0] if last_hour else None,
+        "errors_last_hour": last_hour[1] if last_hour else None,
         "cooling_down": registry.cooling(n),
         "last_seen": n.last_seen_at.isoformat() if n.last_seen_at else None,
     }
+
+
+def cluster_nodes(cluster: Cluster) -> list[dict[str, Any]]:
+    """Every node; reads the history (a database query): call it off the event loop."""
+    reg = cluster.registry
+    by_node = cluster.history.by_node()
+    return [node_json(reg, n, by_node) for n in list(reg.nodes.values())]
 
 
 def cluster_models(reg: Registry) -> list[dict[str, Any]]:
@@ -53,8 +74,22 @@ def cluster_models(reg: Registry) -> list[dict[str, Any]]:
     return sorted(out.values(), key=lambda e: e["model"])
 
 
-def cluster_status(reg: Registry, history: History, started_at: float) -> dict[str, Any]:
+def claims_status(cluster: Cluster) -> dict[str, Any]:
+    """Where the in-flight limit is kept: Redis (across routers) or this router's counters."""
+    claims = cluster.claims
+    if claims is None:
+        return {"store": "local", "status": "ok", "scope": "router"}
+    return {
+        "store": "redis",
+        "status": "ok" if claims.up else "unreachable",
+        "scope": "cluster" if claims.up else "router",
+        "lease_secs": claims.lease_ms / 1000,
+    }
+
+
+def cluster_status(cluster: Cluster) -> dict[str, Any]:
     """The cluster summary; reads the history (a database query): call it off the event loop."""
+    reg = cluster.registry
     nodes = list(reg.nodes.values())
     online = [n for n in nodes if reg.online(n)]
     gpus = [n for n in online if n.vram_total_bytes]
@@ -63,16 +98,24 @@ def cluster_status(reg: Registry, history: History, started_at: float) -> dict[s
         if gpus
         else None
     )
-    health = (
-        "healthy" if nodes and len(online) == len(nodes) else ("down" if not online else "degraded")
-    )
+    requests = cluster.history.last_hour()  # None while the database is down
+    if not online:
+        health = "down"
+    elif len(online) < len(nodes) or not cluster.database.up:
+        health = "degraded"
+    else:
+        health = "healthy"
     return {
         "status": health,
         "nodes_online": len(online),
         "nodes_offline": len(nodes) - len(online),
         "models_available": sum(1 for m in cluster_models(reg) if m["status"] == "available"),
-        "requests_last_hour": history.last_hour(),
+        "requests_last_hour": requests,
         "vram_percent": vram,
         "queue_depth": reg.waiting,
-        "uptime_secs": int(time.time() - started_at),
+        "uptime_secs": int(time.time() - cluster.started_at),
+        "database": cluster.database.status(),
+        "claims": claims_status(cluster),
+        "history_pending": len(cluster.history.pending),
+        "history_dropped": cluster.history.dropped,
     }

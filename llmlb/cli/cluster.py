@@ -38,10 +38,40 @@ def _alias(m: dict) -> str:
 def show_status() -> None:
     s = _get("/admin/cluster/status")
     vram = f"{s['vram_percent']:.0f}% average utilization" if s["vram_percent"] is not None else "-"
-    click.echo(
-        f"Cluster Status: {s['status']}\n\n"
-        f"Nodes:      {s['nodes_online']} online / {s['nodes_offline']} offline\n"
-        f"Models:     {s['models_available']} available\n"
-        f"Requests:   {render.count(s['requests_last_hour'])} (last hour)\n"
-        f"VRAM:       {vram}"
-    )
+    requests = s["requests_last_hour"]
+    lines = [
+        f"Cluster Status: {s['status']}",
+        "",
+        f"Nodes:      {s['nodes_online']} online / {s['nodes_offline']} offline",
+        f"Models:     {s['models_available']} available",
+        f"Requests:   {render.count(requests) + ' (last hour)' if requests is not None else '-'}",
+        f"VRAM:       {vram}",
+    ]
+    click.echo("\n".join(lines + _shared_state(s)))
+
+
+def _shared_state(s: dict) -> list[str]:
+    """The database and Redis lines: shown for a cluster, or when something is wrong (fields
+    that older routers do not send are simply absent)."""
+    lines = []
+    db = s.get("database")
+    if isinstance(db, dict) and (db.get("shared") or db.get("status") != "ok"):
+        if db.get("status") == "ok":
+            lines.append(f"Database:   {db.get('engine')}, reachable")
+        else:
+            since = render.ago(db.get("down_since")).lower()
+            lines.append(
+                f"Database:   {db.get('engine')}, UNREACHABLE (down since {since}: "
+                f"{db.get('error')})"
+            )
+            lines.append(
+                f"History:    {render.count(s.get('history_pending', 0))} requests held in "
+                f"memory until it is back ({render.count(s.get('history_dropped', 0))} dropped)"
+            )
+    claims = s.get("claims")
+    if isinstance(claims, dict) and claims.get("store") == "redis":
+        if claims.get("status") == "ok":
+            lines.append("In flight:  shared in Redis, the per-node limit holds across routers")
+        else:
+            lines.append("In flight:  Redis UNREACHABLE: each router counts alone meanwhile")
+    return lines

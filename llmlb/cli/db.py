@@ -9,7 +9,7 @@ from llmlb.errors import LlmlbError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def db() -> None:
-    """Maintain the SQLite databases in $LLMLB_HOME."""
+    """Maintain the databases: the SQLite files in $LLMLB_HOME, or LLMLB_DATABASE_URL's."""
 
 
 @db.command()
@@ -17,7 +17,8 @@ def db() -> None:
     "--router",
     "router",
     is_flag=True,
-    help="Upgrade the router's database (router.db) instead of the node catalog (llmlb.db).",
+    help="Upgrade the router's database (router.db, or LLMLB_DATABASE_URL) instead of the node "
+    "catalog (llmlb.db).",
 )
 @click.option("--revision", default="head", show_default=True, help="Alembic revision to reach.")
 def upgrade(router: bool, revision: str) -> None:
@@ -30,18 +31,25 @@ def upgrade(router: bool, revision: str) -> None:
 
     from llmlb import settings
     from llmlb.store import db as store_db
+    from llmlb.store.engine import make_url_engine, shown_url
     from llmlb.store.schema import NODE, ROUTER
 
-    path = settings.router_db_path() if router else settings.catalog_path()
     what = "router database" if router else "node catalog"
-    engine = store_db.make_engine(path)
+    url = settings.database_url() if router else None
+    if url:
+        path: object = shown_url(url)
+        engine = make_url_engine(url)
+    else:
+        path = settings.router_db_path() if router else settings.catalog_path()
+        engine = store_db.make_engine(path)
     try:
         store_db.upgrade(engine, revision, schema=ROUTER if router else NODE)
         reached = store_db.current_revision(engine)
     except CommandError as exc:
         raise LlmlbError(f"cannot upgrade the {what} {path}: {exc}") from exc
     except DatabaseError as exc:
-        raise LlmlbError(f"cannot upgrade the {what} {path}: {exc.orig}") from exc
+        reason = (str(exc.orig).strip().splitlines() or ["unknown error"])[0]
+        raise LlmlbError(f"cannot upgrade the {what} {path}: {reason}") from exc
     finally:
         engine.dispose()
     click.echo(f"{what} {path} is at revision {reached or 'base'}")

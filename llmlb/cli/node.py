@@ -40,7 +40,8 @@ def node() -> None:
     envvar="LLMLB_ROUTER_URL",
     default=None,
     metavar="URL",
-    help="Register with this load balancer and send heartbeats (env: LLMLB_ROUTER_URL).",
+    help="Register with this load balancer and send heartbeats; several routers of one "
+    "cluster separated by commas, the next used when one is down (env: LLMLB_ROUTER_URL).",
 )
 def serve(host: str, port: int, router_url: str | None) -> None:
     """Start the node server in the foreground; logs go to stdout. Ctrl+C stops it."""

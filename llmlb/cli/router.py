@@ -31,7 +31,11 @@ def router() -> None:
     help="Port to listen on.",
 )
 def serve(host: str, port: int) -> None:
-    """Start the load balancer in the foreground; logs go to stdout. Ctrl+C stops it."""
+    """Start the load balancer in the foreground; logs go to stdout. Ctrl+C stops it.
+
+    Its state is in $LLMLB_HOME/router.db. Several routers form one cluster when they share
+    LLMLB_DATABASE_URL (PostgreSQL) and, for in-flight limits across them, LLMLB_REDIS_URL.
+    """
     from llmlb.server.serve import serve_router
 
     serve_router(host, port)
@@ -55,7 +59,8 @@ def models() -> None:
 
 @router.command()
 def status() -> None:
-    """Show a cluster summary: health, nodes, models, requests, VRAM."""
+    """Show a cluster summary: health, nodes, models, requests, VRAM; for a cluster, whether
+    its shared database and Redis answer."""
     from llmlb.cli.cluster import show_status
 
     show_status()

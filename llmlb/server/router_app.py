@@ -1,5 +1,7 @@
 """The load balancer's app: `create_router_app` builds the cluster services and the Litestar app
 (node registry, cluster views, metrics, dashboard), with the streaming proxy in front of it.
+Its state lives in $LLMLB_HOME/router.db, or in the database routers share
+(LLMLB_DATABASE_URL); with LLMLB_REDIS_URL, the in-flight claims are shared too.
 
 Every route needs the API key (when LLMLB_API_KEYS is set), enforced by one guard on the
 app; the exemptions are listed in EXEMPT below, and a test checks every route against them.
@@ -14,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from anyio import to_thread
 from litestar import Litestar, MediaType, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
@@ -25,7 +26,9 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from llmlb import __version__, settings
 from llmlb.balancer import proxy, views
 from llmlb.balancer.auth import ApiKeys, NodeGate, load_secret
+from llmlb.balancer.claims import SharedClaims
 from llmlb.balancer.cluster import Cluster
+from llmlb.balancer.database import Database, NodeRows
 from llmlb.balancer.history import History
 from llmlb.balancer.metrics import CONTENT_TYPE, RouterMetrics
 from llmlb.balancer.registry import Registry
@@ -54,6 +57,8 @@ class RouterConfig:
     api_keys: list[str] = field(default_factory=settings.api_keys)
     node_token: str | None = field(default_factory=settings.node_token)
     origins: list[str] = field(default_factory=settings.origins)
+    database_url: str | None = field(default_factory=settings.database_url)
+    redis_url: str | None = field(default_factory=settings.redis_url)
 
 
 def access(kind: str) -> dict[str, Any]:
@@ -88,8 +93,7 @@ async def version() -> dict:
 
 @post("/admin/nodes/heartbeat", status_code=200, opt=access("node"))
 async def heartbeat(data: JSONBody[Heartbeat], cluster: NamedDependency[Cluster]) -> dict:
-    node = cluster.registry.heartbeat(data)
-    await to_thread.run_sync(cluster.registry.persist, node)
+    node = cluster.registry.heartbeat(data)  # written to the database by the node-rows loop
     return {"id": node.id, "status": node.status}
 
 
@@ -98,9 +102,6 @@ async def stopped(
     node_id: Annotated[str, PathParameter(pattern=NODE_ID)], cluster: NamedDependency[Cluster]
 ) -> dict:
     cluster.registry.stopped(node_id)
-    node = cluster.registry.nodes.get(node_id)
-    if node is not None:
-        await to_thread.run_sync(cluster.registry.persist, node)
     return {"id": node_id, "status": "Stopped"}
 
 
@@ -143,11 +144,9 @@ async def ps(cluster: NamedDependency[Cluster]) -> dict:
     return {"models": out}
 
 
-@get("/admin/cluster/nodes", sync_to_thread=False)
+@get("/admin/cluster/nodes", sync_to_thread=True)
 def nodes_view(cluster: NamedDependency[Cluster]) -> dict:
-    return {
-        "nodes": [views.node_json(cluster.registry, n) for n in cluster.registry.nodes.values()]
-    }
+    return {"nodes": views.cluster_nodes(cluster)}
 
 
 @get("/admin/cluster/models", sync_to_thread=False)
@@ -157,7 +156,7 @@ def models_view(cluster: NamedDependency[Cluster]) -> dict:
 
 @get("/admin/cluster/status", sync_to_thread=True)
 def status_view(cluster: NamedDependency[Cluster]) -> dict:
-    return views.cluster_status(cluster.registry, cluster.history, cluster.started_at)
+    return views.cluster_status(cluster)
 
 
 @get("/admin/cluster/requests", sync_to_thread=True)
@@ -182,22 +181,36 @@ def metrics_page(cluster: NamedDependency[Cluster]) -> Response:
 
 def build_cluster(config: RouterConfig) -> Cluster:
     config.home.mkdir(parents=True, exist_ok=True)
-    engine = db.open_router_catalog(config.home / "router.db")
+    if config.database_url:
+        engine = db.open_router_database(config.database_url)
+    else:
+        engine = db.open_router_catalog(config.home / "router.db")
+    database = Database(engine, shared=config.database_url is not None)
+    capacity = settings.node_max_in_flight()
+    claims = (
+        SharedClaims(config.redis_url, capacity, settings.claim_lease_secs())
+        if config.redis_url
+        else None
+    )
     registry = Registry(
         engine,
-        settings.node_max_in_flight(),
+        capacity,
         settings.heartbeat_timeout_secs(),
         settings.router_queue(),
         settings.router_queue_timeout(),
+        claims,
     )
-    registry.load()
+    history = History(engine, settings.history_days(), settings.history_buffer(), database)
     return Cluster(
         registry=registry,
-        history=History(engine, settings.history_days()),
-        metrics=RouterMetrics(registry),
-        keys=ApiKeys(config.api_keys, load_secret(config.home)),
+        database=database,
+        rows=NodeRows(registry, database, read_every=settings.heartbeat_secs() / 2),
+        history=history,
+        metrics=RouterMetrics(registry, database, history, claims),
+        keys=ApiKeys(config.api_keys, load_secret(engine, config.home)),
         gate=NodeGate(config.node_token),
         probe_every=settings.heartbeat_secs(),
+        claims=claims,
     )
 
 
@@ -234,10 +247,11 @@ def create_router_app(config: RouterConfig, cluster: Cluster | None = None) -> B
             )
         await services.start()
         log.info(
-            "llmlb router listening on http://%s:%s (data in %s)",
+            "llmlb router listening on http://%s:%s (state in %s%s)",
             config.host,
             config.port,
-            config.home,
+            services.database.where,
+            "; in-flight claims in Redis" if services.claims else "",
         )
         try:
             yield

@@ -1,5 +1,6 @@
 """Engine set-up (WAL, busy_timeout, foreign keys) and each schema's Alembic migrations at
-start-up (the schemas and their chains: schema.py)."""
+start-up (the schemas and their chains: schema.py). The router's database may also be a
+PostgreSQL that several routers share (LLMLB_DATABASE_URL)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from llmlb.store import schema as schema_mod
-from llmlb.store.engine import make_engine
+from llmlb.store.engine import make_engine, make_url_engine
 from llmlb.store.schema import NODE, ROUTER
 
 
@@ -25,12 +27,23 @@ def alembic_config(schema: str = NODE):
     return cfg
 
 
+# Routers that share a PostgreSQL start together: the first to take this lock migrates, the
+# others wait for it and find nothing left to do. (Any fixed 64-bit number: "llmlb" in ASCII.)
+MIGRATION_LOCK = 0x6C6C6D6C62
+
+
+def _serialise(conn) -> None:
+    if conn.dialect.name == "postgresql":  # held until the migration's transaction ends
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+
+
 def upgrade(engine: Engine, revision: str = "head", schema: str = NODE) -> None:
     """Bring the database to `revision` of `schema`'s chain; a no-op when it is already there."""
     from alembic import command
 
     cfg = alembic_config(schema)
     with engine.begin() as conn:
+        _serialise(conn)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
@@ -40,6 +53,7 @@ def downgrade(engine: Engine, revision: str = "base", schema: str = NODE) -> Non
 
     cfg = alembic_config(schema)
     with engine.begin() as conn:
+        _serialise(conn)
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
 
@@ -63,6 +77,17 @@ def open_router_catalog(path: Path | str) -> Engine:
     """The router's way in: an engine on its database (router.db), migrated."""
     engine = make_engine(path)
     upgrade(engine, schema=ROUTER)
+    return engine
+
+
+def open_router_database(url: str) -> Engine:
+    """The router's way in when its state lives at a URL (LLMLB_DATABASE_URL), migrated."""
+    engine = make_url_engine(url)
+    try:
+        upgrade(engine, schema=ROUTER)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 

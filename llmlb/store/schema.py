@@ -64,7 +64,9 @@ def metadata(schema: str) -> MetaData:
 def default_url(schema: str) -> str:
     from llmlb import settings
 
-    path = settings.catalog_path() if _check(schema) == NODE else settings.router_db_path()
+    if _check(schema) == ROUTER and settings.database_url():
+        return str(settings.database_url())
+    path = settings.catalog_path() if schema == NODE else settings.router_db_path()
     return f"sqlite:///{path}"
 
 
@@ -87,9 +89,9 @@ def run_env(schema: str) -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    from llmlb.store.engine import make_engine
+    from llmlb.store.engine import make_url_engine
 
-    engine = make_engine(url.removeprefix("sqlite:///"))
+    engine = make_url_engine(url)
     try:
         with engine.connect() as connection:
             context.configure(connection=connection, **opts)

@@ -165,3 +165,38 @@ def test_dashboard_asks_for_a_key(tmp_path, browser_page):
         assert page.evaluate("sessionStorage.getItem('llmlb-key')") == "dash-key-123"
     finally:
         router.stop()
+
+
+def test_dashboard_says_when_the_shared_database_is_down(tmp_path, browser_page):
+    from tests.support.services import new_postgres
+
+    pg = new_postgres().start()
+    router = ServerProcess(
+        tmp_path / "router",
+        kind="router",
+        env={**BEAT, "LLMLB_DATABASE_URL": pg.create_database("dash")},
+    ).start()
+    page = browser_page
+    try:
+        page.goto(router.url + "/dashboard")
+        check(
+            page,
+            tmp_path,
+            "database-card",
+            "document.querySelector('[data-shared=\"Database (postgresql)\"]')?.textContent"
+            ".includes('ok')",
+        )
+        assert not page.locator("#dbbanner").is_visible()
+        pg.stop()
+        check(
+            page,
+            tmp_path,
+            "database-down-banner",
+            "getComputedStyle(document.getElementById('dbbanner')).display === 'block' && "
+            "document.getElementById('dbbanner').textContent.includes('cannot be reached')",
+        )
+        assert "unreachable" in page.locator("[data-shared='Database (postgresql)']").inner_text()
+        assert not page.locator("#banner").is_visible()  # the router itself still answers
+    finally:
+        router.stop()
+        pg.close()

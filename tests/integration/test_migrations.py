@@ -1,8 +1,11 @@
 """The two schemas (node catalog, router) and their Alembic chains: each database holds only its
 own tables, each chain's head matches its SQLModel tables, and databases made by the former
-shared chain (tests/support/legacy.py) upgrade cleanly."""
+shared chain (tests/support/legacy.py) upgrade cleanly. The router's chain runs on SQLite and
+on a real PostgreSQL (tests/support/postgres.py) alike."""
 
 import logging
+import os
+import threading
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -11,15 +14,33 @@ from sqlalchemy import inspect, text
 from sqlmodel import SQLModel, select
 
 from llmlb.store import db, schema
+from llmlb.store.engine import make_url_engine
 from llmlb.store.models import Message, Model, Session
 from llmlb.store.router_models import RequestLog, RouterNode
 from tests.support.legacy import make_legacy_db
 from tests.support.procs import run_cli
 
 NODE_TABLES = {"model", "node", "session", "message", "download_progress"}
-ROUTER_TABLES = {"router_node", "request_log"}
+ROUTER_TABLES = {"router_node", "request_log", "router_setting"}
+LEGACY_ROUTER_TABLES = {"router_node", "request_log"}  # what the former shared chain made
 OWN = {schema.NODE: NODE_TABLES, schema.ROUTER: ROUTER_TABLES}
-HEAD = {schema.NODE: "0004", schema.ROUTER: "0003"}
+HEAD = {schema.NODE: "0004", schema.ROUTER: "0004"}
+ENGINES = ("sqlite", "postgresql")
+
+
+@pytest.fixture
+def empty_db(request, tmp_path):
+    """An empty database of the kind the test is parametrised with (`db_kind`)."""
+    if request.param == "sqlite":
+        engine = db.make_engine(tmp_path / "c.db")
+    else:
+        engine = make_url_engine(request.getfixturevalue("postgres_url"))
+    yield engine
+    engine.dispose()
+
+
+# (schema, engine): the node catalog is SQLite only; the router's database is either
+SCHEMA_ENGINES = [(schema.NODE, "sqlite"), *((schema.ROUTER, kind) for kind in ENGINES)]
 
 
 def _diff(engine, name):
@@ -39,9 +60,9 @@ def test_every_table_belongs_to_exactly_one_schema():
     assert set(SQLModel.metadata.tables) == node | router
 
 
-@pytest.mark.parametrize("name", schema.SCHEMAS)
-def test_upgrade_head_matches_the_schemas_models(tmp_path, name):
-    engine = db.make_engine(tmp_path / "c.db")
+@pytest.mark.parametrize(("name", "empty_db"), SCHEMA_ENGINES, indirect=["empty_db"])
+def test_upgrade_head_matches_the_schemas_models(empty_db, name):
+    engine = empty_db
     db.upgrade(engine, schema=name)
     assert _diff(engine, name) == []
     assert _tables(engine) == OWN[name] | {"alembic_version"}
@@ -55,9 +76,9 @@ def test_two_fresh_databases_hold_only_their_own_tables(llmlb_env):
     assert _tables(router) == ROUTER_TABLES | {"alembic_version"}
 
 
-@pytest.mark.parametrize("name", schema.SCHEMAS)
-def test_downgrade_base_then_upgrade_again(tmp_path, name):
-    engine = db.make_engine(tmp_path / "c.db")
+@pytest.mark.parametrize(("name", "empty_db"), SCHEMA_ENGINES, indirect=["empty_db"])
+def test_downgrade_base_then_upgrade_again(empty_db, name):
+    engine = empty_db
     db.upgrade(engine, schema=name)
     db.downgrade(engine, "base", schema=name)
     assert _tables(engine) <= {"alembic_version"}
@@ -65,9 +86,9 @@ def test_downgrade_base_then_upgrade_again(tmp_path, name):
     assert _diff(engine, name) == []
 
 
-@pytest.mark.parametrize("name", schema.SCHEMAS)
-def test_upgrade_is_idempotent(tmp_path, name):
-    engine = db.make_engine(tmp_path / "c.db")
+@pytest.mark.parametrize(("name", "empty_db"), SCHEMA_ENGINES, indirect=["empty_db"])
+def test_upgrade_is_idempotent(empty_db, name):
+    engine = empty_db
     db.upgrade(engine, schema=name)
     db.upgrade(engine, schema=name)
     assert _diff(engine, name) == []
@@ -85,7 +106,7 @@ def test_the_former_chain_put_every_table_into_both_databases(tmp_path):
     """The stand-in for old databases is faithful: what this branch's chains split apart."""
     engine = db.make_engine(tmp_path / "old.db")
     make_legacy_db(tmp_path / "old.db")
-    assert _tables(engine) == NODE_TABLES | ROUTER_TABLES | {"alembic_version"}
+    assert _tables(engine) == NODE_TABLES | LEGACY_ROUTER_TABLES | {"alembic_version"}
     assert db.current_revision(engine) == "0002"
 
 
@@ -117,10 +138,22 @@ def test_a_router_db_from_the_former_chain_upgrades(tmp_path):
     path = tmp_path / "router.db"
     make_legacy_db(path)
     engine = db.make_engine(path)
-    with db.session(engine) as s:
-        s.add(RouterNode(id="n1", host="10.0.0.2", port=32769))
-        s.add(RequestLog(endpoint="/v1/chat/completions", model="m", status=200, duration_ms=5))
-        s.commit()
+    with engine.begin() as conn:  # the tables as that chain made them: no model of today's
+        conn.execute(
+            text(
+                "INSERT INTO router_node (id, host, port, status, vram_total_bytes, "
+                "vram_used_bytes, uptime_secs, models, loaded_models, registered_at, last_seen) "
+                "VALUES ('n1', '10.0.0.2', 32769, 'Running', 0, 0, 0, '[]', '[]', "
+                "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO request_log (time, endpoint, model, status, duration_ms, tokens_in, "
+                "tokens_out) VALUES ('2026-01-01 00:00:00', '/v1/chat/completions', 'm', 200, 5, "
+                "0, 0)"
+            )
+        )
     db.upgrade(engine, schema=schema.ROUTER)
     assert _tables(engine) == ROUTER_TABLES | {"alembic_version"}  # catalog tables dropped
     assert db.current_revision(engine) == HEAD[schema.ROUTER]
@@ -172,7 +205,7 @@ def test_foreign_tables_that_hold_rows_are_kept_with_a_warning(tmp_path, caplog)
         s.commit()
     with caplog.at_level(logging.WARNING, logger="llmlb.store"):
         db.upgrade(engine, schema=schema.NODE)
-    assert _tables(engine) == NODE_TABLES | ROUTER_TABLES | {"alembic_version"}
+    assert _tables(engine) == NODE_TABLES | LEGACY_ROUTER_TABLES | {"alembic_version"}
     assert db.current_revision(engine) == HEAD[schema.NODE]
     assert any("request_log, router_node" in r.getMessage() for r in caplog.records)
     with db.session(engine) as s:
@@ -186,7 +219,7 @@ def test_db_upgrade_command_migrates_each_database(llmlb_env):
     assert not (llmlb_env / "router.db").exists()
     r = run_cli("db", "upgrade", "--router")
     assert r.returncode == 0, r.stderr
-    assert r.stdout == f"router database {llmlb_env / 'router.db'} is at revision 0003\n"
+    assert r.stdout == f"router database {llmlb_env / 'router.db'} is at revision 0004\n"
     node = db.make_engine(llmlb_env / "llmlb.db")
     router = db.make_engine(llmlb_env / "router.db")
     assert _tables(node) == NODE_TABLES | {"alembic_version"} and _diff(node, schema.NODE) == []
@@ -218,3 +251,90 @@ def test_db_upgrade_command_errors_are_one_line(llmlb_env):
         f"Error: cannot upgrade the router database {llmlb_env / 'router.db'}: "
         "file is not a database\n"
     )
+
+
+@pytest.mark.parametrize("empty_db", ENGINES, indirect=True)
+def test_router_rows_from_0003_keep_their_data_and_take_64_bit_counts(empty_db):
+    """0004 on a database in use: nodes and history stay, rows get their updated_at from
+    last_seen, and a GPU's VRAM in bytes (over 2**31) fits, as PostgreSQL's INTEGER would not."""
+    engine = empty_db
+    db.upgrade(engine, "0003", schema=schema.ROUTER)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO router_node (id, host, port, status, vram_total_bytes, "
+                "vram_used_bytes, uptime_secs, models, loaded_models, registered_at, last_seen) "
+                "VALUES ('n1', '10.0.0.2', 32769, 'Running', 0, 0, 5, '[]', '[]', "
+                "'2026-01-01 00:00:00+00', '2026-01-02 03:04:05+00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO request_log (time, endpoint, model, status, duration_ms, "
+                "tokens_in, tokens_out) VALUES ('2026-01-01 00:00:00+00', '/api/chat', 'm', "
+                "200, 1.5, 3, 4)"
+            )
+        )
+    db.upgrade(engine, schema=schema.ROUTER)
+    big = 80 * 2**30  # an 80 GB GPU
+    with db.session(engine) as s:
+        node = s.get(RouterNode, "n1")
+        assert node is not None and node.updated_at == node.last_seen
+        node.vram_total_bytes, node.uptime_secs = big, 2**40
+        s.add(node)
+        s.add(
+            RequestLog(
+                endpoint="/v1/completions", model="m", status=200, duration_ms=1, tokens_in=2**33
+            )
+        )
+        s.commit()
+    with db.session(engine) as s:
+        assert s.exec(select(RouterNode.vram_total_bytes)).one() == big
+        assert sorted(s.exec(select(RequestLog.tokens_in)).all()) == [3, 2**33]
+    assert _diff(engine, schema.ROUTER) == []
+
+
+def test_routers_starting_together_on_one_postgres_migrate_once(postgres_url):
+    """Each router migrates at start-up; on a shared PostgreSQL an advisory lock makes the
+    others wait for the first instead of creating the same tables at the same time."""
+    engines, errors = [], []
+
+    def start() -> None:
+        try:
+            engines.append(db.open_router_database(postgres_url))
+        except Exception as exc:  # reported below, with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and len(engines) == 4
+    assert db.current_revision(engines[0]) == HEAD[schema.ROUTER]
+    assert _diff(engines[0], schema.ROUTER) == []
+    for engine in engines:
+        engine.dispose()
+
+
+def test_db_upgrade_command_migrates_a_postgres_router_database(postgres_url):
+    env = {**os.environ, "LLMLB_DATABASE_URL": postgres_url.replace("postgres@", "postgres:pw@")}
+    r = run_cli("db", "upgrade", "--router", env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith(" is at revision 0004\n") and "pw" not in r.stdout
+    assert "***" in r.stdout
+    engine = make_url_engine(postgres_url)
+    assert _tables(engine) == ROUTER_TABLES | {"alembic_version"}
+    engine.dispose()
+
+
+def test_db_upgrade_command_on_an_unreachable_postgres_is_one_line(llmlb_env):
+    from tests.support.procs import free_port
+
+    url = f"postgresql://u:secret@127.0.0.1:{free_port()}/llmlb"
+    r = run_cli("db", "upgrade", "--router", env={**os.environ, "LLMLB_DATABASE_URL": url})
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1
+    assert r.stderr.startswith(
+        "Error: cannot upgrade the router database postgresql+psycopg://u:***@"
+    )
+    assert "secret" not in r.stderr

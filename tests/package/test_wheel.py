@@ -28,7 +28,7 @@ from tests.support.procs import ServerProcess
 
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 NODE_TABLES = {"alembic_version", "model", "node", "session", "message", "download_progress"}
-ROUTER_TABLES = {"alembic_version", "router_node", "request_log"}
+ROUTER_TABLES = {"alembic_version", "router_node", "request_log", "router_setting"}
 
 
 @dataclass

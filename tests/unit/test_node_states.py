@@ -10,7 +10,7 @@ from llmlb.balancer import registry as reg
 from llmlb.balancer.wire import Heartbeat
 from llmlb.errors import BadRequest
 from llmlb.jsonio import decode_as
-from llmlb.store import db
+from llmlb.store import db, router_state
 from llmlb.store.router_models import RouterNode
 
 
@@ -24,6 +24,22 @@ def registry(tmp_path, monkeypatch):
         queue_timeout=0.3,
     )
     return r
+
+
+def write(r) -> None:
+    """What the router's node-rows loop does (balancer/database.py), here in one call."""
+    rows, errors, taken = r.take_writes()
+    router_state.save_nodes(r.engine, rows)
+    for node_id in errors:
+        router_state.mark_error(r.engine, node_id, r.timeout)
+    r.written(taken)
+
+
+def reload(r) -> reg.Registry:
+    """A router started again on the same database."""
+    again = reg.Registry(r.engine, 2, 5.0, 1, 0.3)
+    again.load(router_state.load_nodes(r.engine)[0])
+    return again
 
 
 def beat(r, node_id="n1", **extra):
@@ -58,12 +74,11 @@ def test_missed_heartbeats_then_failed_probes_is_error_then_restart(registry, mo
 
 
 def test_persisted_and_reloaded_as_offline(registry, tmp_path):
-    node = beat(
+    beat(
         registry, gpu_name="RTX4090", vram_total_bytes=100, vram_used_bytes=40, gpu_temperature=61.5
     )
-    registry.persist(node)
-    again = reg.Registry(registry.engine, 2, 5.0, 1, 0.3)
-    again.load()
+    write(registry)
+    again = reload(registry)
     copy = again.nodes["n1"]
     assert (copy.gpu_name, copy.vram_used_bytes, copy.gpu_temperature) == ("RTX4090", 40, 61.5)
     assert again.label(copy) == "offline"  # until it sends a heartbeat to this router
@@ -93,12 +108,12 @@ def test_bad_heartbeats_are_refused_at_the_door(registry, body):
 
 
 def test_a_bad_row_in_router_db_is_skipped_at_load(registry, caplog):
-    registry.persist(beat(registry))
+    beat(registry)
+    write(registry)
     with db.session(registry.engine) as s:  # as an older version could have stored it
         s.add(RouterNode(id="bad", host="127.0.0.1", port=1, models=[{"name": "m", "alias": [1]}]))
         s.commit()
-    again = reg.Registry(registry.engine, 2, 5.0, 1, 0.3)
-    again.load()
+    again = reload(registry)
     assert list(again.nodes) == ["n1"]
     assert "skipping node 'bad'" in caplog.text
     assert again.canonical("m") == "org/m"  # the registry works: no unhashable alias inside
@@ -118,11 +133,13 @@ def test_claims_never_go_negative_and_queue_is_bounded(registry):
         with pytest.raises(TooManyRequests):  # one already waits: the queue (1) is full
             await registry.acquire("org/m")
         registry.release(a, ok=True)
-        assert await waiter is node
+        c = await waiter
+        assert c.node is node
         registry.release(b, ok=False)
-        registry.release(node, ok=True)
-        registry.release(node, ok=True)  # one too many: still 0
-        assert node.in_flight == 0 and node.errors == 1
+        registry.release(c, ok=True)
+        registry.release(c, ok=True)  # released twice: counted once
+        registry.release(reg.Held(node), ok=True)  # one too many: still 0
+        assert node.in_flight == 0 and node.errors == 1 and node.requests == 4
         node.in_flight = 2
         with pytest.raises(Unavailable, match="stayed busy"):
             await registry.acquire("org/m")
@@ -150,11 +167,12 @@ def test_failures_cool_a_node_down_and_success_or_restart_ends_it(registry):
             registry.release(await registry.acquire("org/m"), ok=False)
             assert registry.cooling(node)
             assert expected - 0.5 < node.cool_until - time.monotonic() <= expected
-        assert (await registry.acquire("org/m")) is node  # still the only node: a last resort
-        registry.release(node, ok=True)
+        last = await registry.acquire("org/m")
+        assert last.node is node  # still the only node: a last resort
+        registry.release(last, ok=True)
         assert node.failures == 0 and not registry.cooling(node)
         for _ in range(50):
-            registry.release(node, ok=False)
+            registry.release(reg.Held(node), ok=False)
         assert reg.COOL_MAX - 0.5 < node.cool_until - time.monotonic() <= reg.COOL_MAX
         registry.stopped("n1")
         beat(registry)  # it came back

@@ -70,3 +70,18 @@ def test_cooling_nodes_are_a_last_resort():
         choose([node(1, cooling=True), node(2, in_flight=4)], "m").id == "n1"
     )  # the only free one
     assert choose([node(1, cooling=True)], "m").id == "n1"
+
+
+def test_ranked_puts_the_chosen_node_first_and_full_ones_last():
+    from llmlb.balancer.policy import ranked
+
+    nodes = [
+        node(1, in_flight=4),  # full (capacity 4)
+        node(2, in_flight=1),
+        node(3, loaded=("m",), in_flight=2),
+        node(4, online=False),
+    ]
+    order = [n.id for n in ranked(nodes, "m")]
+    assert order == ["n3", "n2", "n1"] and order[0] == choose(nodes, "m").id
+    assert ranked(nodes, "m", frozenset({"n3"}))[0].id == "n2"
+    assert ranked(nodes, "other") == []

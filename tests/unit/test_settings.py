@@ -91,3 +91,39 @@ def test_router_address(monkeypatch):
     assert str(settings.router_address()) == "127.0.0.1:32768"
     monkeypatch.setenv("LLMLB_ROUTER", "http://lb:7000")
     assert settings.router_address().url == "http://lb:7000"
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("postgresql://u:p@db/llmlb", "postgresql+psycopg://u:p@db/llmlb"),
+        ("postgres://u@db:5433/x", "postgresql+psycopg://u@db:5433/x"),
+        ("postgresql+psycopg://u@db/x", "postgresql+psycopg://u@db/x"),
+        ("sqlite:////var/lib/llmlb/router.db", "sqlite:////var/lib/llmlb/router.db"),
+    ],
+)
+def test_database_url_forms(monkeypatch, value, expected):
+    monkeypatch.setenv("LLMLB_DATABASE_URL", value)
+    assert settings.database_url() == expected
+
+
+@pytest.mark.parametrize("value", ["mysql://u:hunter2@db/x", "db.internal/llmlb", "postgresql://"])
+def test_a_bad_database_url_is_one_line_without_the_password(monkeypatch, value):
+    monkeypatch.setenv("LLMLB_DATABASE_URL", value)
+    with pytest.raises(settings.SettingsError) as err:
+        settings.database_url()
+    assert "LLMLB_DATABASE_URL" in err.value.message and "hunter2" not in err.value.message
+    assert "\n" not in err.value.message
+
+
+def test_no_database_or_redis_url_means_one_router_on_sqlite(monkeypatch):
+    monkeypatch.delenv("LLMLB_DATABASE_URL", raising=False)
+    monkeypatch.delenv("LLMLB_REDIS_URL", raising=False)
+    assert settings.database_url() is None and settings.redis_url() is None
+
+
+@pytest.mark.parametrize("value", ["localhost:6379", "http://cache:6379"])
+def test_a_bad_redis_url_is_an_error(monkeypatch, value):
+    monkeypatch.setenv("LLMLB_REDIS_URL", value)
+    with pytest.raises(settings.SettingsError, match="LLMLB_REDIS_URL"):
+        settings.redis_url()

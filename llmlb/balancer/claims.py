@@ -1,0 +1,252 @@
+"""In-flight claims shared by every router of a cluster, in Redis (LLMLB_REDIS_URL).
+
+Each node has a sorted set of claims, scored by when each claim's lease ends. Claiming runs
+one Lua script: it drops expired claims, and takes a place on the node the policy would pick
+with every router's counts (balancer/policy.py, `ranked` and `tier`) among those below
+LLMLB_NODE_MAX_IN_FLIGHT, and returns every candidate's count. Releasing is one more script,
+which also publishes the release so that routers with requests waiting try again at once. So
+a request costs two round trips, and the limit holds across all routers.
+
+A router renews its claims' leases in the background; one that dies stops renewing, and its
+claims end with their lease (LLMLB_CLAIM_LEASE_SECS). When Redis cannot be reached, the router
+falls back to its own counters (the limit is then per router), says so in its log and in
+/metrics, and goes back to Redis once it answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from llmlb import tasks
+from llmlb.balancer.resp import Pipe
+from llmlb.errors import LlmlbError
+from llmlb.store.engine import shown_url
+
+log = logging.getLogger("llmlb.router")
+
+PREFIX = "llmlb:{claims}:"  # one hash tag: every key in one slot, as a script's keys must be
+CHANNEL = PREFIX + "released"
+TIMEOUT_SECS = 1.0  # a Redis slower than this counts as down for the request that waited
+
+# KEYS: the candidates' sets, in the policy's order; ARGV: capacity, lease (ms), the claim's id,
+# then each candidate's tier (the policy's preference before in-flight counts: healthy before
+# cooling down, loaded before not). The claim goes to the best tier's least busy node with room,
+# counted across all routers; ties keep the policy's order.
+CLAIM = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local capacity, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+local best, best_tier, best_n, counts = 0, 0, 0, {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local n = redis.call('ZCARD', key)
+  local tier = tonumber(ARGV[3 + i])
+  counts[i] = n
+  if n < capacity and (best == 0 or tier < best_tier or (tier == best_tier and n < best_n)) then
+    best, best_tier, best_n = i, tier, n
+  end
+end
+if best > 0 then
+  redis.call('ZADD', KEYS[best], now + lease, ARGV[3])
+  redis.call('PEXPIRE', KEYS[best], 2 * lease)
+  counts[best] = counts[best] + 1
+end
+return {best, counts}
+"""
+
+RELEASE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PUBLISH', ARGV[2], KEYS[1])
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# KEYS: every known node's set; ARGV: the lease, then (index into KEYS, claim id) pairs
+RENEW = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local lease = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  local key = KEYS[tonumber(ARGV[i])]
+  redis.call('ZADD', key, now + lease, ARGV[i + 1])
+  redis.call('PEXPIRE', key, 2 * lease)
+end
+local counts = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  counts[i] = redis.call('ZCARD', key)
+end
+return counts
+"""
+
+
+class ClaimsDown(Exception):
+    """Redis did not answer: use this router's own counters for now."""
+
+
+def node_key(node_id: str) -> str:
+    return PREFIX + "node:" + node_id
+
+
+class SharedClaims:
+    def __init__(self, url: str, capacity: int, lease_secs: float):
+        try:
+            import redis.asyncio as aioredis
+        except ImportError:
+            raise LlmlbError(
+                "LLMLB_REDIS_URL is set, but the Redis client is not installed: "
+                "pip install 'llmlb[cluster]' (redis)"
+            ) from None
+        self.url = url
+        self.capacity = capacity
+        self.lease_ms = int(lease_secs * 1000)
+        self.router = uuid.uuid4().hex[:12]
+        self._seq = 0
+        self.redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=TIMEOUT_SECS,
+            socket_connect_timeout=TIMEOUT_SECS,
+        )
+        self.pipe = Pipe(url, TIMEOUT_SECS)  # the request path's two calls (balancer/resp.py)
+        self._renew = self.redis.register_script(RENEW)
+        self.up = False
+        self.errors = 0  # Redis calls that failed (each fell back to local counters)
+        self.held: dict[str, str] = {}  # claim id -> node id: what this router holds now
+        self.counts: dict[str, int] = {}  # node id -> claims on it across the cluster
+        self.on_release: Callable[[], None] = lambda: None
+        self.known_nodes: Callable[[], Sequence[str]] = list
+        self._releasing: set[asyncio.Task] = set()
+        self._loops: list[asyncio.Task] = []
+
+    @property
+    def where(self) -> str:
+        return shown_url(self.url)
+
+    async def start(self) -> None:
+        try:
+            await self.redis.ping()
+            self.up = True
+            log.info("in-flight claims shared through Redis at %s", self.where)
+        except Exception as exc:
+            self._down(exc)
+        self._loops = [
+            tasks.start("claim leases", self._renew_forever),
+            tasks.start("claim releases", self._listen_forever),
+        ]
+
+    async def stop(self) -> None:
+        await tasks.stop(*self._loops)
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
+        await self.pipe.close()
+        await self.redis.aclose()
+
+    def _down(self, exc: BaseException) -> None:
+        self.errors += 1
+        if self.up or self.errors == 1:
+            log.warning(
+                "Redis at %s cannot be reached (%s): each router now limits in-flight requests "
+                "with its own counters, until Redis answers again",
+                self.where,
+                type(exc).__name__ if not str(exc) else exc,
+            )
+        self.up = False
+
+    # -- the two calls of a request ------------------------------------------------------------
+    async def claim(
+        self, node_ids: Sequence[str], tiers: Sequence[int] | None = None
+    ) -> tuple[int, str | None]:
+        """Claim a place on one of `node_ids` (the policy's order, with its `tiers`): (its
+        index, the claim id), or (-1, None) when all are full. Raises ClaimsDown when Redis
+        does not answer."""
+        self._seq += 1
+        member = f"{self.router}:{self._seq}"
+        args = [self.capacity, self.lease_ms, member, *(tiers or [0] * len(node_ids))]
+        try:
+            chosen, counts = await self.pipe.evalsha(CLAIM, [node_key(n) for n in node_ids], args)
+        except Exception as exc:
+            self._down(exc)
+            raise ClaimsDown() from exc
+        for node_id, count in zip(node_ids, counts, strict=False):
+            self.counts[node_id] = int(count)
+        if not chosen:
+            return -1, None
+        node_id = node_ids[int(chosen) - 1]
+        self.held[member] = node_id
+        return int(chosen) - 1, member
+
+    def release(self, member: str) -> None:
+        """Synchronous, for the `finally` of a cancelled request: the script runs in a task.
+        Should it fail, the claim ends with its lease."""
+        node_id = self.held.pop(member, None)
+        if node_id is None or not self.up:
+            return
+        task = asyncio.get_running_loop().create_task(self._send_release(node_id, member))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _send_release(self, node_id: str, member: str) -> None:
+        try:
+            count = await self.pipe.evalsha(RELEASE, [node_key(node_id)], [member, CHANNEL])
+            self.counts[node_id] = int(count)
+        except Exception as exc:
+            self._down(exc)
+
+    # -- background ----------------------------------------------------------------------------
+    async def renew(self) -> None:
+        """Extend the lease of every claim this router holds; refresh every node's count."""
+        nodes = list(dict.fromkeys([*self.known_nodes(), *self.held.values()]))
+        if not nodes:
+            return
+        index = {n: i + 1 for i, n in enumerate(nodes)}
+        held = dict(self.held)
+        args: list[Any] = [self.lease_ms]
+        for member, node_id in held.items():
+            args += [index[node_id], member]
+        counts = await self._renew(keys=[node_key(n) for n in nodes], args=args)
+        for node_id, count in zip(nodes, counts, strict=False):
+            self.counts[node_id] = int(count)
+        for member, node_id in held.items():  # released while the renewal was on its way
+            if member not in self.held:
+                self.held[member] = node_id
+                self.release(member)
+
+    async def _renew_forever(self) -> None:
+        every = max(0.2, self.lease_ms / 3000)
+        while True:
+            await asyncio.sleep(every if self.up else min(every, 1.0))
+            try:
+                if not self.up:
+                    await self.redis.ping()
+                    log.info(
+                        "Redis at %s answers again: in-flight limits hold across routers",
+                        self.where,
+                    )
+                    self.up = True
+                await self.renew()
+            except Exception as exc:
+                if self.up:
+                    self._down(exc)
+
+    async def _listen_forever(self) -> None:
+        """Wake this router's waiting requests when any router releases a claim."""
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(CHANNEL)
+                while True:
+                    if await pubsub.get_message(timeout=1.0) is not None:
+                        self.on_release()
+            except Exception:
+                await asyncio.sleep(1.0)  # the renewal loop reports the outage
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    log.debug("closing a Redis subscription failed", exc_info=True)

@@ -1,0 +1,148 @@
+"""In-flight claims in a real Redis (balancer/claims.py), as two routers in one process use
+them: the limit across both, releases that wake the other, leases that end, and the fall-back
+to local counters while Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+from llmlb.balancer.claims import SharedClaims, node_key
+from llmlb.balancer.registry import Registry
+from llmlb.balancer.wire import Heartbeat
+from llmlb.errors import Unavailable
+from llmlb.store import db
+from tests.support.procs import free_port
+from tests.support.services import new_redis
+
+
+def beat(registry: Registry, node_id: str) -> None:
+    registry.heartbeat(
+        msgspec.convert(
+            {"id": node_id, "host": "127.0.0.1", "port": 1, "models": [{"name": "org/m"}]},
+            Heartbeat,
+        )
+    )
+
+
+def router(tmp_path, name: str, url: str, lease: float = 30, timeout: float = 5) -> Registry:
+    """A registry with shared claims, as one router builds it (capacity 1 per node)."""
+    engine = db.open_router_catalog(tmp_path / f"{name}.db")
+    return Registry(engine, 1, 30.0, 10, timeout, SharedClaims(url, 1, lease))
+
+
+def test_the_limit_holds_across_two_routers_and_a_release_wakes_the_other(tmp_path, redis_url):
+    a, b = router(tmp_path, "a", redis_url), router(tmp_path, "b", redis_url)
+    for r in (a, b):
+        beat(r, "n1")
+        beat(r, "n2")
+
+    async def scenario() -> None:
+        await a.claims.start()
+        await b.claims.start()
+        try:
+            first = await a.acquire("org/m")
+            second = await b.acquire("org/m")  # n1 is taken in Redis, whatever b counts
+            assert {first.node.id, second.node.id} == {"n1", "n2"}
+            assert b.claims.counts == {"n1": 1, "n2": 1}  # what b's claim found in Redis
+            waiter = asyncio.create_task(b.acquire("org/m"))
+            await asyncio.sleep(0.2)
+            assert not waiter.done() and b.waiting == 1  # both nodes full across the routers
+            woken = b._generation
+            a.release(first, ok=True)  # a's release, published: b's waiter tries at once
+            third = await asyncio.wait_for(waiter, 10)
+            assert b._generation > woken  # b heard of a's release through Redis
+            assert third.node.id == first.node.id
+            b.release(second, ok=True)
+            b.release(third, ok=True)
+            await asyncio.sleep(0.1)  # the release scripts run in tasks
+            await a.claims.renew()
+            assert a.claims.counts == {"n1": 0, "n2": 0}
+        finally:
+            await a.claims.stop()
+            await b.claims.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_claim_that_is_not_renewed_ends_with_its_lease(tmp_path, redis_url):
+    """A router that dies stops renewing: its claims end after the lease, and the node takes
+    requests again."""
+    dead, alive = router(tmp_path, "dead", redis_url, lease=1), router(tmp_path, "alive", redis_url)
+    for r in (dead, alive):
+        beat(r, "n1")
+
+    async def scenario() -> None:
+        held = await dead.claims.claim(["n1"])  # claimed, and never renewed nor released
+        assert held[1] is not None
+        await alive.claims.start()
+        try:
+            got = await asyncio.wait_for(alive.acquire("org/m"), 10)  # waits out the lease
+            assert got.node.id == "n1" and got.claim_id is not None
+            alive.release(got, ok=True)
+        finally:
+            await alive.claims.stop()
+            await dead.claims.redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_keys_live_in_one_hash_slot():
+    assert node_key("a").startswith("llmlb:{claims}:") and node_key("b") != node_key("a")
+
+
+def test_redis_down_falls_back_to_local_counters_and_comes_back(tmp_path, caplog):
+    server = new_redis()
+    server.start()
+    r = router(tmp_path, "r", server.url, timeout=0.3)
+    beat(r, "n1")
+
+    async def scenario() -> None:
+        await r.claims.start()
+        try:
+            shared = await r.acquire("org/m")
+            assert shared.claim_id is not None and r.claims.up
+            server.stop()
+            local = None
+            with pytest.raises(Unavailable, match="stayed busy"):  # local counters: n1 is full
+                local = await r.acquire("org/m")
+            assert local is None and not r.claims.up and r.claims.errors >= 1
+            r.release(shared, ok=True)  # Redis is down: only the local counter moves
+            local = await r.acquire("org/m")
+            assert local.claim_id is None and local.node.in_flight == 1
+            r.release(local, ok=True)
+            server.start()
+            for _ in range(100):  # the lease loop pings once a second while Redis is down
+                if r.claims.up:
+                    break
+                await asyncio.sleep(0.1)
+            assert r.claims.up
+            back = await r.acquire("org/m")
+            assert back.claim_id is not None
+            r.release(back, ok=True)
+        finally:
+            await r.claims.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.close()
+    assert "own counters" in caplog.text and "answers again" in caplog.text
+
+
+def test_an_unreachable_redis_at_start_is_a_warning_not_a_failure(tmp_path, caplog):
+    r = router(tmp_path, "r", f"redis://127.0.0.1:{free_port()}/0")
+    beat(r, "n1")
+
+    async def scenario() -> None:
+        await r.claims.start()
+        try:
+            held = await r.acquire("org/m")
+            assert held.claim_id is None and held.node.id == "n1"
+        finally:
+            await r.claims.stop()
+
+    asyncio.run(scenario())
+    assert "cannot be reached" in caplog.text

@@ -37,7 +37,11 @@ class Tool:
     parameters: dict[str, Any]  # the JSON schema of its arguments
 
     def as_openai(self) -> dict[str, Any]:
-        fn = {"name": self.name, "description": self.description, "parameters": self.parameters}
+        """As the client sent it (a description only if it had one)."""
+        fn: dict[str, Any] = {"name": self.name}
+        if self.description:
+            fn["description"] = self.description
+        fn["parameters"] = self.parameters or {"type": "object", "properties": {}}
         return {"type": "function", "function": fn}
 
 

@@ -286,8 +286,9 @@ def check(schema: Any, where: str = "the JSON schema") -> dict[str, Any]:
 def _convert(canonical: str, where: str) -> str:
     try:
         grammar = llama_grammar.json_schema_to_gbnf(canonical)
-    except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise SchemaError(f"{where} cannot be turned into a grammar: {exc}") from exc
+    except Exception as exc:  # the converter's asserts, KeyErrors, IndexErrors on odd input
+        reason = f"{type(exc).__name__} {exc}" if isinstance(exc, (KeyError, IndexError)) else exc
+        raise SchemaError(f"{where} cannot be turned into a grammar: {reason}") from exc
     if len(grammar) > MAX_GRAMMAR_BYTES:
         raise SchemaError(f"{where} makes a grammar too large to use ({len(grammar)} bytes)")
     return grammar.replace(_LOOSE_CHAR, _STRICT_CHAR)

@@ -109,7 +109,7 @@ def _grammar(vocab, opts: GenOptions):
             vocab, opts.grammar.encode(), b"root", None, 0, buf, 1
         )
     if not grammar:
-        raise BadRequest("the grammar does not parse (GBNF with a 'root' rule expected)")
+        raise BadRequest("llama.cpp refused the grammar made for this request's format or tools")
     return grammar
 
 

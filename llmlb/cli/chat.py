@@ -92,9 +92,10 @@ class Chat:
             "model": self.name,
             "messages": self.request_messages(text, images),
             "stream": True,
-            "think": True,
             "options": self.options(),
         }
+        if "thinking" in (self.model.get("capabilities") or []):
+            body["think"] = True  # (refused for a model that cannot think, as ollama does)
         content: list[str] = []
         thinking: list[str] = []
         final = None

@@ -8,6 +8,11 @@ from llmlb.cli import render
 from llmlb.client import Client
 
 NO_TEMPLATE = "no chat template: raw completion only"
+TOOL_FORMATS = {
+    "hermes": "<tool_call> blocks (the template's own format)",
+    "llama3": "Llama 3 JSON (the template's own format)",
+    "generic": "generic JSON (the template has no tool-call format of its own)",
+}
 NO_ITEM = {
     "license": "No license was specified for this model.",
     "parameters": "No parameters were specified for this model.",
@@ -54,8 +59,10 @@ def model_block(info: dict) -> str:
         f"  Size: {render.size(info.get('size'))}",
         f"  License: {(info.get('license') or '-').strip().splitlines()[0] if info.get('license') else '-'}",
     ]
-    if "vision" in (info.get("capabilities") or []):
+    if info.get("capabilities"):
         lines.append("  Capabilities: " + ", ".join(info["capabilities"]))
+    if info.get("tool_format"):
+        lines.append(f"  Tool Calls: {TOOL_FORMATS.get(info['tool_format'], info['tool_format'])}")
     if (details.get("format") or "").lower() == "gguf" and not (info.get("template") or "").strip():
         # llama.cpp would fall back to a generic template the model was never trained on
         lines.append(f"  Note: {NO_TEMPLATE}")

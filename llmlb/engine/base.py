@@ -31,6 +31,8 @@ class GenOptions:
     logprobs: bool = False
     top_logprobs: int = 0  # alternatives per token (0-20); only with logprobs
     grammar: str | None = None  # GBNF constraining the output: JSON mode, schemas, tool calls
+    # lazy grammar: it applies from this text on (when the model has it as one token)
+    grammar_trigger: str | None = None
 
 
 @dataclass
@@ -64,6 +66,7 @@ class GenStats:
     finish_reason: str = "stop"  # stop, length or cancelled
     prompt_ns: int = 0  # from taking up the request to the first sampled token
     eval_ns: int = 0  # from the first sampled token to the end
+    opens_thinking: bool = False  # the prompt ended inside <think>: the reply starts thinking
 
     @property
     def evaluated_tokens(self) -> int:
@@ -97,7 +100,11 @@ class Backend(Protocol):
     n_ctx: int  # context window of one request
 
     def chat(
-        self, messages: list[dict[str, Any]], opts: GenOptions, stats: GenStats
+        self,
+        messages: list[dict[str, Any]],
+        opts: GenOptions,
+        stats: GenStats,
+        variables: dict[str, Any] | None = None,
     ) -> Generation: ...
 
     def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Generation: ...

@@ -11,6 +11,7 @@ llama-cpp-python's LLaVA handler on a second, single-sequence instance (llama_vi
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import threading
 from pathlib import Path
@@ -25,6 +26,8 @@ from llmlb.engine.generation import Stream
 from llmlb.engine.llama_loop import DecodeLoop, Job, token_bytes
 from llmlb.engine.llama_template import ChatTemplate, NoChatTemplate
 from llmlb.engine.memory import context_for, shape_of
+from llmlb.engine.thinking import CLOSE as THINK_CLOSE
+from llmlb.engine.thinking import OPEN as THINK_OPEN
 from llmlb.errors import BadRequest, LlmlbError
 from llmlb.store.models import Model
 
@@ -170,12 +173,21 @@ class LlamaBackend:
         return self.template is not None
 
     # -- requests (called on the event loop; the work runs elsewhere) ------------
-    def chat(self, messages: list[dict[str, Any]], opts: GenOptions, stats: GenStats) -> Stream:
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        opts: GenOptions,
+        stats: GenStats,
+        variables: dict[str, Any] | None = None,
+    ) -> Stream:
+        """`variables`: what the template gets beside the messages (tools, enable_thinking)."""
         stream = Stream()
         if any(isinstance(m.get("content"), list) for m in messages):  # images: LLaVA path
             return self._vision_chat(stream, messages, opts, stats)
         size = sum(len(m.get("content") or "") for m in messages)
-        self._prepare(stream, opts, stats, lambda: self._chat_tokens(messages, opts), size)
+        size += len(json.dumps(variables)) if variables else 0
+        tokens_of = lambda: self._chat_tokens(messages, opts, stats, variables or {})  # noqa: E731
+        self._prepare(stream, opts, stats, tokens_of, size)
         return stream
 
     def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Stream:
@@ -215,13 +227,19 @@ class LlamaBackend:
         else:
             stream.loop.run_in_executor(None, work)
 
-    def _chat_tokens(self, messages: list[dict[str, Any]], opts: GenOptions) -> list[int]:
+    def _chat_tokens(
+        self,
+        messages: list[dict[str, Any]],
+        opts: GenOptions,
+        stats: GenStats,
+        variables: dict[str, Any],
+    ) -> list[int]:
         if self.template is None:
             raise NoChatTemplate(self.name)
         kept = self.fit(messages, opts)
         room = self._room(opts)
         while True:  # the estimate was rough: measure the rendered prompt, drop more if needed
-            text = self.template.render(kept)
+            text = self._thinking(self.template.render(kept, **variables), opts, stats)
             bos = self.template.bos
             add_bos = self.weights.add_bos and not (bos and text.startswith(bos))
             droppable = [i for i, m in enumerate(kept[:-1]) if m["role"] != "system"]
@@ -232,6 +250,20 @@ class LlamaBackend:
             ):
                 return self._prompt_tokens(text, add_bos)
             del kept[droppable[0]]
+
+    @staticmethod
+    def _thinking(text: str, opts: GenOptions, stats: GenStats) -> str:
+        """A prompt that opens the model's thinking (`<think>` at its end): the reply starts
+        inside it; unless a grammar holds the reply from its first token, which leaves no
+        room for thinking, so the thinking is closed at once."""
+        if not text.rstrip().endswith(THINK_OPEN):
+            stats.opens_thinking = False
+            return text
+        if opts.grammar and not opts.grammar_trigger:
+            stats.opens_thinking = False
+            return text.rstrip() + "\n\n" + THINK_CLOSE + "\n\n"
+        stats.opens_thinking = True
+        return text
 
     @property
     def max_prompt_bytes(self) -> int:

@@ -1,13 +1,21 @@
 """A chat rendered with the model's own Jinja template, the one its GGUF ships.
 
 llama-cpp-python's Jinja2ChatFormatter renders it with the sandbox and extensions Hugging
-Face's transformers use; we give it the model's bos/eos token texts, and later `tools`.
-A GGUF without a template gets no silent stand-in (llama-cpp-python falls back to llama-2's,
-which base models answer with nothing): chat requests to it are refused with a clear 400.
+Face's transformers use; we give it the model's bos/eos token texts, and the variables a
+request adds (`tools`, `enable_thinking`). A GGUF without a template gets no silent stand-in
+(llama-cpp-python falls back to llama-2's, which base models answer with nothing): chat
+requests to it are refused with a clear 400.
+
+What a template can do is found by rendering it, as llama.cpp's minja does: a template that
+shows a made-up tool's name renders tools; one that shows a made-up call's argument renders
+tool calls; and so on. `caps_of` does this once per template text.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -39,5 +47,90 @@ class ChatTemplate:
             raise BadRequest(
                 f"the chat template of '{self.name}' refused the messages: {exc}"
             ) from exc
-        except jinja2.TemplateError as exc:
+        except (jinja2.TemplateError, TypeError) as exc:  # TypeError: e.g. None + str
             raise BadRequest(f"the chat template of '{self.name}' failed: {exc}") from exc
+
+    @property
+    def caps(self) -> TemplateCaps:
+        return caps_of(self.source)
+
+
+@dataclass(frozen=True)
+class TemplateCaps:
+    """What a chat template renders, found by rendering it with made-up messages."""
+
+    system: bool = False  # a system message
+    tools: bool = False  # the `tools` variable
+    tool_calls: bool = False  # an assistant message's tool_calls
+    object_arguments: bool = False  # ... only when their arguments are an object, not JSON text
+    tool_responses: bool = False  # `tool` messages
+    thinking_toggle: bool = False  # enable_thinking changes the prompt
+    thinks: bool = False  # the model writes <think>...</think>
+
+    @property
+    def thinking(self) -> bool:
+        return self.thinks or self.thinking_toggle
+
+
+_USER = {"role": "user", "content": "<User Needle>"}
+_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "some_tool_needle",
+        "description": "Some tool.",
+        "parameters": {
+            "type": "object",
+            "properties": {"arg": {"type": "string", "description": "Some argument."}},
+            "required": ["arg"],
+        },
+    },
+}
+
+
+def _call_message(arguments: Any, name: str = "tool_needle") -> dict[str, Any]:
+    call = {
+        "id": "call_911_",
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+    return {"role": "assistant", "content": "", "tool_calls": [call]}
+
+
+def _try(template: ChatTemplate, messages: list[dict[str, Any]], **extra: Any) -> str:
+    try:
+        return template.render(messages, **extra)
+    except Exception:  # a probe: whatever breaks the template means "not this"
+        return ""
+
+
+@functools.lru_cache(maxsize=64)
+def caps_of(source: str) -> TemplateCaps:
+    """Render the template a few times and see what shows (minja's probes, in short)."""
+    try:
+        t = ChatTemplate("probe", source, bos="", eos="")
+    except Exception:
+        return TemplateCaps()
+    system = "<System Needle>" in _try(t, [{"role": "system", "content": "<System Needle>"}, _USER])
+    tools = "some_tool_needle" in _try(t, [_USER], tools=[_TOOL])
+    args = {"argument_needle": "print('Hello, World!')"}
+    response = {"role": "tool", "tool_call_id": "call_911_", "content": "Some response!"}
+
+    def shows_args(text: str) -> bool:
+        return '"argument_needle":' in text or "'argument_needle':" in text
+
+    as_text = _try(t, [_USER, _call_message(json.dumps(args)), response])
+    as_object = _try(t, [_USER, _call_message(args), response])
+    tool_calls = shows_args(as_text) or shows_args(as_object)
+    object_arguments = tool_calls and not shows_args(as_text)
+    responses = "Some response!" in (as_object if object_arguments else as_text)
+    on = _try(t, [_USER], enable_thinking=True)
+    off = _try(t, [_USER], enable_thinking=False)
+    return TemplateCaps(
+        system=system,
+        tools=tools,
+        tool_calls=tool_calls,
+        object_arguments=object_arguments,
+        tool_responses=tool_calls and responses,
+        thinking_toggle=bool(on) and on != off,
+        thinks="<think>" in source,
+    )

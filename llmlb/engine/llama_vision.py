@@ -50,7 +50,7 @@ class Vision:
         cancel: threading.Event,
         stats: GenStats,
     ) -> Iterator[Piece]:
-        from llama_cpp import LogitsProcessorList
+        from llama_cpp import LlamaGrammar, LogitsProcessorList
 
         eos = self.llm.token_eos()
         started = time.perf_counter_ns()
@@ -84,6 +84,7 @@ class Vision:
                 max_tokens=opts.max_tokens,
                 seed=opts.seed,
                 stop=opts.stop or None,
+                grammar=LlamaGrammar.from_string(opts.grammar) if opts.grammar else None,
                 stream=True,
             )
             for chunk in chunks:

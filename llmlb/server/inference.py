@@ -18,9 +18,12 @@ from litestar import Request
 from sqlalchemy.engine import Engine
 
 from llmlb import settings
-from llmlb.engine.base import GenStats, TokenLogprob
+from llmlb.engine import chat_plan, llama_json
+from llmlb.engine.base import GenOptions, GenStats, TokenLogprob
+from llmlb.engine.llama_template import caps_of
 from llmlb.engine.scheduler import Lease, Scheduler
 from llmlb.engine.thinking import ThinkingSplitter
+from llmlb.engine.tool_calls import CallDelta, Parser, ToolCall
 from llmlb.errors import BadRequest, LlmlbError
 from llmlb.server.claims import hold
 from llmlb.server.metrics_api import NodeMetrics
@@ -44,6 +47,7 @@ class Turn:
     thinking: str = ""
     logprobs: list[TokenLogprob] = field(default_factory=list)  # every token's, when asked
     logprobs_sent: int = 0
+    calls: list[ToolCall] = field(default_factory=list)  # the tool calls read from the reply
 
     def take_logprobs(self) -> list[TokenLogprob]:
         """The log probabilities that arrived since the last call (for a streamed chunk)."""
@@ -160,37 +164,130 @@ def chat_messages(messages: list[ChatMessage], model: Model) -> list[dict]:
             out.append({"role": role, "content": [*parts, {"type": "text", "text": content}]})
         else:
             out.append({"role": role, "content": content})
+        if m.tool_calls:
+            out[-1]["tool_calls"] = [
+                {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+                for c in m.tool_calls
+            ]
+        if role == "tool":
+            if m.tool_call_id:
+                out[-1]["tool_call_id"] = m.tool_call_id
+            if m.tool_name or m.name:
+                out[-1]["name"] = m.tool_name or m.name
+    return out
+
+
+def check_think(model: Model, think: bool | None, typed: str | None = None) -> None:
+    """`think` on a model that cannot think is refused, as ollama does."""
+    source = model.chat_template
+    if think and not (source and caps_of(source).thinking):
+        raise BadRequest(f"model '{typed or model.name}' does not support thinking")
+
+
+def plan_raw(opts: GenOptions, schema: dict | None, json_mode: bool) -> None:
+    """A raw prompt's output format: the grammar alone."""
+    if schema is not None:
+        opts.grammar = llama_json.to_gbnf(schema, "the JSON schema in 'format'")
+    elif json_mode:
+        opts.grammar = llama_json.JSON_OBJECT
+
+
+def plan_chat(
+    model: Model,
+    messages: list[dict],
+    opts: GenOptions,
+    *,
+    tools: list[chat_plan.Tool] | None = None,
+    choice: str = "auto",
+    forced: str | None = None,
+    parallel: bool = True,
+    schema: dict | None = None,
+    json_mode: bool = False,
+    think: bool | None = None,
+    typed: str | None = None,
+) -> chat_plan.ChatPlan:
+    """What the template gets and how the reply is held and read (engine.chat_plan), after
+    the checks that need the model: before it is claimed, so a refusal costs nothing.
+    `typed`: the model's name as the request gave it, for messages."""
+    source = model.chat_template
+    check_think(model, think, typed)
+    uses_tools = bool(tools) and choice != "none"
+    if uses_tools and not source:
+        name = typed or model.name
+        raise BadRequest(f"model '{name}' has no chat template, so it cannot be given tools")
+    if uses_tools and any(isinstance(m.get("content"), list) for m in messages):
+        raise BadRequest("tools cannot be used together with images")
+    plan = chat_plan.plan(
+        source,
+        messages,
+        tools=tools,
+        choice=choice,
+        forced=forced,
+        parallel=parallel,
+        schema=schema,
+        json_mode=json_mode,
+        think=think,
+    )
+    opts.grammar, opts.grammar_trigger = plan.grammar, plan.trigger
+    return plan
+
+
+Event = tuple[str, str] | tuple[str, CallDelta]
+
+
+def _content(text: str, turn: Turn, parser: Parser | None) -> list[Event]:
+    """Reply text, through the tool-call parser when the request has tools."""
+    if parser is None:
+        turn.content += text
+        return [("content", text)] if text else []
+    return _parsed(parser.feed(text), turn)
+
+
+def _parsed(events: list[str | CallDelta], turn: Turn) -> list[Event]:
+    out: list[Event] = []
+    for e in events:
+        if isinstance(e, str):
+            turn.content += e
+            out.append(("content", e))
+        else:
+            out.append(("call", e))
     return out
 
 
 async def generate(
-    lease: Lease, produce, turn: Turn, think: bool | None, starts_thinking: bool = False
-) -> AsyncGenerator[tuple[str, str]]:
-    """("thinking"|"content", text) pieces; releases the lease when done or abandoned.
-    `produce()` starts the generation (backend.chat/complete). Log probabilities, when asked
-    for, collect in turn.logprobs (turn.take_logprobs() for each streamed chunk)."""
-    splitter = ThinkingSplitter(starts_thinking)
+    lease: Lease, produce, turn: Turn, think: bool | None, parser: Parser | None = None
+) -> AsyncGenerator[Event]:
+    """("thinking"|"content", text) and ("call", CallDelta) events; releases the lease when
+    done or abandoned. `produce()` starts the generation (backend.chat/complete). Log
+    probabilities, when asked for, collect in turn.logprobs (turn.take_logprobs() for each
+    streamed chunk); tool calls in turn.calls."""
+    splitter: ThinkingSplitter | None = None
+    if parser is not None:
+        turn.calls = parser.calls
     try:
         async for piece in lease.stream(produce):
             if turn.first_token_at is None:
                 turn.first_token_at = time.perf_counter()
+            if splitter is None:  # the prompt is rendered by now: does it open <think>?
+                splitter = ThinkingSplitter(turn.stats.opens_thinking)
             turn.logprobs += piece.logprobs
             thinking, content = splitter.feed(piece.text)
-            for kind, text in (("thinking", thinking), ("content", content)):
-                if text:
-                    if kind == "thinking":
-                        turn.thinking += text
-                    else:
-                        turn.content += text
-                    if kind == "content" or think is not False:
-                        yield kind, text
-        thinking, content = splitter.flush()
-        turn.thinking += thinking
-        turn.content += content
-        if thinking and think is not False:
-            yield "thinking", thinking
-        if content:
-            yield "content", content
+            if thinking:
+                turn.thinking += thinking
+                if think is not False:
+                    yield "thinking", thinking
+            for event in _content(content, turn, parser):
+                yield event
+        if splitter is not None:
+            thinking, content = splitter.flush()
+            turn.thinking += thinking
+            if thinking and think is not False:
+                yield "thinking", thinking
+            for event in _content(content, turn, parser):
+                yield event
+        if parser is not None:
+            for event in _parsed(parser.finish(), turn):
+                yield event
     finally:
         await lease.release()
 
@@ -231,8 +328,8 @@ async def _watched(step: Awaitable[T], request: Request | None) -> T:
 
 
 async def primed(
-    pieces: AsyncGenerator[tuple[str, str]], request: Request | None = None
-) -> AsyncIterator[tuple[str, str]]:
+    pieces: AsyncGenerator[Event], request: Request | None = None
+) -> AsyncIterator[Event]:
     """Wait for the first piece before answering, so that a failure before the first token
     (prompt too long, model error) is a proper HTTP error and not a broken stream. A client
     that hangs up meanwhile (during a long prompt) cancels the generation."""
@@ -247,7 +344,7 @@ async def primed(
         await pieces.aclose()
         raise
 
-    async def chain() -> AsyncIterator[tuple[str, str]]:
+    async def chain() -> AsyncIterator[Event]:
         try:
             if first is not None:
                 yield first
@@ -259,7 +356,7 @@ async def primed(
     return chain()
 
 
-async def collect(pieces: AsyncIterator[tuple[str, str]], request: Request | None = None) -> None:
+async def collect(pieces: AsyncIterator[Event], request: Request | None = None) -> None:
     """Run a non-streamed generation to its end (the Turn gathers the text), or stop it when
     the client hangs up: nothing is written until the end, so only the connection tells."""
 

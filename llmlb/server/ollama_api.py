@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from llmlb.engine.base import TokenLogprob
 from llmlb.engine.scheduler import Scheduler
+from llmlb.engine.tool_calls import CallDelta, Parser, ToolCall
 from llmlb.errors import BadRequest, NotFound
 from llmlb.server import inference as inf
 from llmlb.server.metrics_api import NodeMetrics
@@ -35,6 +36,22 @@ NDJSON = "application/x-ndjson"
 log = logging.getLogger("llmlb.api")
 
 Shape = Callable[[str, str], dict]
+
+
+def _tool_calls(calls: list[ToolCall]) -> tuple[list[dict[str, Any]], str]:
+    """ollama's tool calls (arguments as an object), and the text of any whose arguments
+    are not a JSON object (cut off by num_predict): that is given back as content."""
+    out, broken = [], ""
+    for c in calls:
+        try:
+            args = json.loads(c.arguments)
+        except ValueError:
+            args = None
+        if not isinstance(args, dict):
+            broken += c.arguments
+            continue
+        out.append({"id": c.id, "function": {"index": c.index, "name": c.name, "arguments": args}})
+    return out, broken
 
 
 def _now() -> str:
@@ -71,21 +88,31 @@ async def _respond(
     turn: inf.Turn,
     shape: Shape,
     request: Request,
+    parser: Parser | None = None,
 ) -> Response:
     """Stream NDJSON (default) or answer one object; `shape(kind, text)` builds a chunk."""
     think = _thinks(body.think)
     model_name = body.target
     want_logprobs = body.logprobs or body.top_logprobs > 0
-    pieces = await inf.primed(inf.generate(lease, produce, turn, think), request)
+    pieces = await inf.primed(inf.generate(lease, produce, turn, think, parser), request)
     if body.stream:
 
         async def lines() -> AsyncIterator[bytes]:
             try:
                 async for kind, text in pieces:
+                    if isinstance(text, CallDelta):  # ollama sends a call once it is whole
+                        if not text.done:
+                            continue
+                        calls, broken = _tool_calls([turn.calls[text.index]])
+                        part = shape("content", broken)
+                        if calls:
+                            part["message"]["tool_calls"] = calls
+                    else:
+                        part = shape(kind, text)
                     chunk = {
                         "model": model_name,
                         "created_at": _now(),
-                        **shape(kind, text),
+                        **part,
                         "done": False,
                     }
                     if want_logprobs:
@@ -106,7 +133,10 @@ async def _respond(
         return Stream(lines(), media_type=NDJSON)
     await inf.collect(pieces, request)
     inf.record(metrics, turn)
-    full = shape("content", turn.content)
+    calls, broken = _tool_calls(turn.calls)
+    full = shape("content", turn.content + broken)
+    if calls:
+        full["message"]["tool_calls"] = calls
     if turn.thinking and think is not False:
         full = _merge_thinking(full, turn.thinking)
     if want_logprobs:
@@ -186,14 +216,25 @@ async def chat(
         return await _load_only(request, scheduler, catalog, data, _chat_shape)
     turn = inf.Turn()
     model = await inf.resolve(catalog, data.target)
-    messages = inf.chat_messages(data.messages, model)
+    plan = inf.plan_chat(
+        model,
+        inf.chat_messages(data.messages, model),
+        opts,
+        tools=data.tool_list,
+        schema=data.schema,
+        json_mode=data.json_mode,
+        think=_thinks(data.think),
+        typed=data.target,
+    )
     lease, turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
     backend = lease.backend
 
     def produce():
-        return backend.chat(messages, opts, turn.stats)
+        return backend.chat(plan.messages, opts, turn.stats, plan.variables)
 
-    return await _respond(metrics, "/api/chat", data, lease, produce, turn, _chat_shape, request)
+    return await _respond(
+        metrics, "/api/chat", data, lease, produce, turn, _chat_shape, request, plan.parser()
+    )
 
 
 @post("/api/generate", status_code=200)
@@ -210,14 +251,26 @@ async def generate(
     turn = inf.Turn()
     model = await inf.resolve(catalog, data.target)
     messages: list[dict] | None = None
+    variables: dict[str, Any] = {}
     if data.raw:
         if data.images:
             raise BadRequest("images cannot be sent with raw prompts")
+        inf.check_think(model, _thinks(data.think), data.target)
+        inf.plan_raw(opts, data.schema, data.json_mode)
     else:
         wanted = [ChatMessage(role="user", content=data.prompt, images=data.images)]
         if data.system:
             wanted.insert(0, ChatMessage(role="system", content=data.system))
-        messages = inf.chat_messages(wanted, model)
+        plan = inf.plan_chat(
+            model,
+            inf.chat_messages(wanted, model),
+            opts,
+            schema=data.schema,
+            json_mode=data.json_mode,
+            think=_thinks(data.think),
+            typed=data.target,
+        )
+        messages, variables = plan.messages, plan.variables
     lease, turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
     backend = lease.backend
     prompt = data.prompt
@@ -228,7 +281,7 @@ async def generate(
     def produce():
         if messages is None:
             return backend.complete(prompt, opts, turn.stats)
-        return backend.chat(messages, opts, turn.stats)
+        return backend.chat(messages, opts, turn.stats, variables)
 
     return await _respond(
         metrics, "/api/generate", data, lease, produce, turn, _generate_shape, request

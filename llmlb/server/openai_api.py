@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from llmlb.engine.base import TokenLogprob
 from llmlb.engine.scheduler import Scheduler
+from llmlb.engine.tool_calls import CallDelta, ToolCall
 from llmlb.server import inference as inf
 from llmlb.server.metrics_api import NodeMetrics
 from llmlb.server.requests import OpenAIChat, OpenAICompletion, OpenAIEmbeddings
@@ -66,7 +67,31 @@ def _completion_logprobs(lps: list[TokenLogprob], offset: int = 0) -> dict[str, 
 
 
 def _finish(turn: inf.Turn) -> str:
-    return "length" if turn.stats.finish_reason == "length" else "stop"
+    if turn.stats.finish_reason == "length":
+        return "length"
+    return "tool_calls" if turn.calls else "stop"
+
+
+def _tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in calls
+    ]
+
+
+def _call_delta(delta: CallDelta) -> dict[str, Any] | None:
+    """OpenAI's streamed tool call: the first chunk has its id and name, later ones more of
+    its arguments (the client's stream helpers join them)."""
+    if delta.name is not None:
+        fn = {"name": delta.name, "arguments": delta.arguments}
+        return {
+            "tool_calls": [
+                {"index": delta.index, "id": delta.id, "type": "function", "function": fn}
+            ]
+        }
+    if delta.arguments:
+        return {"tool_calls": [{"index": delta.index, "function": {"arguments": delta.arguments}}]}
+    return None
 
 
 def _sse(obj: Any) -> bytes:
@@ -85,15 +110,29 @@ async def _run(
     name = data.model
     turn = inf.Turn()
     model = await inf.resolve(engine, name)
-    messages = inf.chat_messages(data.messages, model) if isinstance(data, OpenAIChat) else []
+    plan = None
+    if isinstance(data, OpenAIChat):
+        tool_choice, forced = data.choice
+        plan = inf.plan_chat(
+            model,
+            inf.chat_messages(data.messages, model),
+            opts,
+            tools=data.tool_list,
+            choice=tool_choice,
+            forced=forced,
+            parallel=data.parallel_tool_calls,
+            schema=data.schema,
+            json_mode=data.json_mode,
+            typed=name,
+        )
     prompt = data.text if isinstance(data, OpenAICompletion) else ""
     stream, include_usage = data.stream, data.include_usage
     lease, turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
     backend = lease.backend
 
     def produce():
-        if kind == "chat":
-            return backend.chat(messages, opts, turn.stats)
+        if plan is not None:
+            return backend.chat(plan.messages, opts, turn.stats, plan.variables)
         return backend.complete(prompt, opts, turn.stats)
 
     text_offset = 0
@@ -108,7 +147,8 @@ async def _run(
         text_offset += sum(len(lp.token) for lp in lps)
         return out
 
-    pieces = await inf.primed(inf.generate(lease, produce, turn, think=True), request)
+    parser = plan.parser() if plan is not None else None
+    pieces = await inf.primed(inf.generate(lease, produce, turn, True, parser), request)
     ident = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
     obj = "chat.completion" if kind == "chat" else "text_completion"
@@ -143,7 +183,11 @@ async def _run(
                 tail = "}]}\n\n"
             try:
                 async for piece_kind, text in pieces:
-                    if opts.logprobs:  # not the hot path: build the whole chunk
+                    if isinstance(text, CallDelta):
+                        delta = _call_delta(text)
+                        if delta is not None:
+                            yield _sse(chunk(delta, None))
+                    elif opts.logprobs:  # not the hot path: build the whole chunk
                         lps = logprobs_of(turn.take_logprobs())
                         if kind == "chat":
                             key = "content" if piece_kind == "content" else "reasoning_content"
@@ -192,7 +236,10 @@ async def _run(
     await inf.collect(pieces, request)
     inf.record(metrics, turn)
     if kind == "chat":
-        message: dict[str, Any] = {"role": "assistant", "content": turn.content}
+        content = turn.content if turn.content or not turn.calls else None
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if turn.calls:
+            message["tool_calls"] = _tool_calls(turn.calls)
         if turn.thinking:
             message["reasoning_content"] = turn.thinking
         choice = {

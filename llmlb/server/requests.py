@@ -8,17 +8,19 @@ and out-of-range values are refused).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
 from llmlb import settings
+from llmlb.engine import chat_plan, llama_json
 from llmlb.engine.base import GenOptions
 
 MAX_MESSAGES = 10_000
 MAX_IMAGES = 16
 MAX_STOPS = 16
+MAX_TOOLS = 128  # as OpenAI
 
 ModelName = Annotated[str, Meta(min_length=1, max_length=512)]
 Text = Annotated[str, Meta(max_length=64 * 1024 * 1024)]
@@ -33,6 +35,11 @@ TokenLimit = Annotated[int, Meta(ge=-2, le=10_000_000)]
 # any finite number of seconds or a duration: past ten years means forever
 KeepAlive = float | Annotated[str, Meta(max_length=64)]
 Think = bool | Literal["high", "medium", "low"]
+# OpenAI's rule for function names (plus dots, which MCP tool names use); a name also goes
+# into grammars and prompts, so it stays short and plain
+ToolName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+Schema = dict[str, Any]  # a JSON schema; what llama.cpp's converter honours is checked later
+Description = Annotated[str, Meta(max_length=64 * 1024)]
 
 
 def check_keep_alive(value: float | str | None) -> None:
@@ -137,6 +144,20 @@ class ImagePart(msgspec.Struct, tag="image_url", tag_field="type"):
 
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
+CallId = Annotated[str, Meta(max_length=256)]
+
+
+class CalledFunction(msgspec.Struct, kw_only=True):
+    name: Annotated[str, Meta(min_length=1, max_length=256)]
+    arguments: Text | dict[str, Any] = "{}"  # OpenAI sends JSON text, ollama an object
+
+
+class ToolCallIn(msgspec.Struct, kw_only=True):
+    """A call the assistant made, sent back in the history."""
+
+    id: CallId | None = None
+    type: Literal["function"] = "function"
+    function: CalledFunction
 
 
 class ChatMessage(msgspec.Struct, kw_only=True):
@@ -144,6 +165,38 @@ class ChatMessage(msgspec.Struct, kw_only=True):
     content: Text | Annotated[list[TextPart | ImagePart], Meta(max_length=256)] | None = None
     images: Annotated[list[Image], Meta(max_length=MAX_IMAGES)] | None = None
     thinking: Text | None = None
+    tool_calls: Annotated[list[ToolCallIn], Meta(max_length=MAX_TOOLS)] | None = None
+    tool_call_id: CallId | None = None  # OpenAI: the call a `tool` message answers
+    tool_name: Annotated[str, Meta(max_length=256)] | None = None  # ollama: its tool's name
+    name: Annotated[str, Meta(max_length=256)] | None = None  # OpenAI: the same, or a speaker
+
+
+# -- tools and formats (both APIs) ----------------------------------------------------------
+
+
+class FunctionDef(msgspec.Struct, kw_only=True):
+    name: ToolName
+    description: Description = ""
+    parameters: Schema | None = None
+    strict: bool | None = None
+
+
+class ToolDef(msgspec.Struct, kw_only=True):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+Tools = Annotated[list[ToolDef], Meta(max_length=MAX_TOOLS)]
+
+
+def tool_specs(tools: list[ToolDef] | None) -> list[chat_plan.Tool]:
+    """The tools, their parameters checked: each a schema llama.cpp's converter honours."""
+    specs = [
+        chat_plan.Tool(t.function.name, t.function.description, t.function.parameters or {})
+        for t in tools or []
+    ]
+    chat_plan.check_tools(specs)
+    return specs
 
 
 Messages = Annotated[list[ChatMessage], Meta(max_length=MAX_MESSAGES)]
@@ -159,11 +212,22 @@ class _OllamaGeneration(_Named, kw_only=True):
     think: Think | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] = 0
+    format: Literal["", "json"] | Schema | None = None  # JSON mode, or a JSON schema
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs set to true")
+        if isinstance(self.format, dict):
+            llama_json.check(self.format, "the JSON schema in 'format'")
+
+    @property
+    def schema(self) -> Schema | None:
+        return self.format if isinstance(self.format, dict) else None
+
+    @property
+    def json_mode(self) -> bool:
+        return self.format == "json"
 
     def gen_options(self) -> GenOptions:
         options = self.options or OllamaOptions()
@@ -175,6 +239,15 @@ class _OllamaGeneration(_Named, kw_only=True):
 
 class OllamaChat(_OllamaGeneration, kw_only=True):
     messages: Messages = []
+    tools: Tools | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        tool_specs(self.tools)
+
+    @property
+    def tool_list(self) -> list[chat_plan.Tool]:
+        return tool_specs(self.tools)
 
 
 class OllamaGenerate(_OllamaGeneration, kw_only=True):
@@ -236,15 +309,86 @@ class _OpenAIGeneration(Sampling, kw_only=True):
         return self.to_options(self.max_completion_tokens or self.max_tokens)
 
 
+class TextFormat(msgspec.Struct, tag="text", tag_field="type"):
+    pass
+
+
+class JsonObjectFormat(msgspec.Struct, tag="json_object", tag_field="type"):
+    pass
+
+
+class JsonSchemaSpec(msgspec.Struct, kw_only=True):
+    name: Annotated[str, Meta(min_length=1, max_length=64)] = "response"
+    description: Description | None = None
+    schema: Schema | None = None
+    strict: bool | None = None
+
+
+class JsonSchemaFormat(msgspec.Struct, tag="json_schema", tag_field="type"):
+    json_schema: JsonSchemaSpec
+
+
+class ChosenFunction(msgspec.Struct):
+    name: ToolName
+
+
+class ChosenTool(msgspec.Struct, kw_only=True):
+    type: Literal["function"] = "function"
+    function: ChosenFunction
+
+
+ToolChoice = Literal["auto", "none", "required"] | ChosenTool
+
+
 class OpenAIChat(_OpenAIGeneration, kw_only=True):
     messages: Annotated[list[ChatMessage], Meta(min_length=1, max_length=MAX_MESSAGES)]
     logprobs: bool = False
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    response_format: TextFormat | JsonObjectFormat | JsonSchemaFormat | None = None
+    tools: Tools | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
 
     def __post_init__(self) -> None:
         check_keep_alive(self.keep_alive)
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs set to true")
+        fmt = self.response_format
+        if isinstance(fmt, JsonSchemaFormat) and fmt.json_schema.schema is not None:
+            llama_json.check(fmt.json_schema.schema, "the JSON schema in 'response_format'")
+        tools = tool_specs(self.tools)
+        choice = self.tool_choice
+        if choice is not None and choice != "none" and not tools:
+            raise ValueError("tool_choice is only allowed when tools are given")
+        if isinstance(choice, ChosenTool):
+            names = [t.name for t in tools]
+            if choice.function.name not in names:
+                raise ValueError(
+                    f"tool_choice names the function '{choice.function.name}', which is not "
+                    f"among the tools ({', '.join(names)})"
+                )
+
+    @property
+    def tool_list(self) -> list[chat_plan.Tool]:
+        return tool_specs(self.tools)
+
+    @property
+    def choice(self) -> tuple[str, str | None]:
+        """("auto" | "none" | "required", the function it must call, if named)."""
+        if isinstance(self.tool_choice, ChosenTool):
+            return "required", self.tool_choice.function.name
+        return self.tool_choice or "auto", None
+
+    @property
+    def schema(self) -> Schema | None:
+        fmt = self.response_format
+        if isinstance(fmt, JsonSchemaFormat):
+            return fmt.json_schema.schema if fmt.json_schema.schema is not None else {}
+        return None
+
+    @property
+    def json_mode(self) -> bool:
+        return isinstance(self.response_format, JsonObjectFormat)
 
     def gen_options(self) -> GenOptions:
         opts = self.base_options()

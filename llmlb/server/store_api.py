@@ -11,6 +11,8 @@ from litestar.params import JSONBody
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from llmlb.engine import chat_plan
+from llmlb.engine.llama_template import caps_of
 from llmlb.server.node_services import NodeServices
 from llmlb.server.requests import ModelOnly
 from llmlb.sources.metadata import format_params
@@ -121,15 +123,32 @@ def _modelfile(m: Model, template: str | None, params: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _capabilities(m: Model, template: str | None) -> list[str]:
+# architectures of encoder models, which only embed (for models registered before the
+# catalog kept the GGUF's pooling type)
+ENCODERS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "t5encoder",
+            "modern-bert", "neo-bert"}  # fmt: skip
+
+
+def _capabilities(m: Model) -> list[str]:
+    """As ollama reports them: what the model's files and template let it do. Any model
+    with a chat template takes tools (natively, or in the generic JSON format); it thinks
+    when its template has <think> or an enable_thinking switch."""
+    details = m.details or {}
+    if details.get("pooling_type") is not None or m.architecture in ENCODERS:
+        return ["embedding"]
     caps = ["completion"]
     if m.projector_path:
         caps.append("vision")
-    if template and "tools" in template:
+    if m.chat_template:
         caps.append("tools")
-    if template and "<think>" in template:
-        caps.append("thinking")
+        if caps_of(m.chat_template).thinking:
+            caps.append("thinking")
     return caps
+
+
+def tool_format(m: Model) -> str | None:
+    """How the model calls tools: its template's own format, or the generic JSON one."""
+    return chat_plan.tool_format(m.chat_template) if m.chat_template else None
 
 
 def show_body(m: Model) -> dict[str, Any]:
@@ -153,7 +172,7 @@ def show_body(m: Model) -> dict[str, Any]:
         "system": m.system_prompt or "",
         "details": details(m),
         "model_info": info,
-        "capabilities": _capabilities(m, template),
+        "capabilities": _capabilities(m),
         "modified_at": _iso(m.created_at),
         # llmlb additions, used by `llmlb node show`
         "name": m.name,
@@ -163,6 +182,7 @@ def show_body(m: Model) -> dict[str, Any]:
         "parameter_count": m.parameters,
         "source": m.source,
         "readonly": m.source == "Ollama",
+        "tool_format": tool_format(m),
     }
     return body
 

@@ -121,7 +121,12 @@ def read_gguf(path: Path | str) -> ModelMeta:
         license=license_text,
         chat_template=_text(values.get("tokenizer.chat_template")),
         is_projector=arch == "clip" or values.get("general.type") == "mmproj",
-        extra={"name": _text(values.get("general.name")), "file_type": file_type},
+        extra={
+            "name": _text(values.get("general.name")),
+            "file_type": file_type,
+            # set by embedding models (encoders, Qwen3-Embedding...): how tokens are pooled
+            "pooling_type": values.get(f"{arch}.pooling_type") if arch else None,
+        },
     )
 
 

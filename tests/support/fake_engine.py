@@ -58,7 +58,9 @@ class FakeBackend:
     def _generation(self, stats: GenStats) -> Stream:
         return run_in_thread(Stream(), lambda cancel: self._run(cancel, stats))
 
-    def chat(self, messages: list[dict], opts: GenOptions, stats: GenStats) -> Stream:
+    def chat(
+        self, messages: list[dict], opts: GenOptions, stats: GenStats, variables=None
+    ) -> Stream:
         return self._generation(stats)
 
     def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Stream:

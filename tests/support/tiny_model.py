@@ -36,6 +36,9 @@ class TinySpec:
     seed: int = 0
     ascii_only: bool = True  # no <unk>, <s> or bytes 0x80-0xFF in the output (see _NON_ASCII)
     never_eos: bool = False  # no </s> either: generations always run to their token limit
+    # one more token, a whole word (as Qwen has <tool_call>), that the model always prefers
+    # wherever a grammar leaves it the choice
+    favourite: str | None = None
 
 
 def byte_vocab() -> tuple[list[bytes], list[float], list[int]]:
@@ -59,9 +62,10 @@ def byte_vocab() -> tuple[list[bytes], list[float], list[int]]:
 _NON_ASCII = list(range(3 + 0x80, 3 + 0x100))
 
 
-def _suppress(tokens: list[int]):
+def _suppress(tokens: list[int], favourite: int | None = None):
     """Keep residual dimension 0 a large positive constant (no layer writes to it) and give
-    `tokens` a strongly negative weight on it: their logits are then always far below."""
+    `tokens` a strongly negative weight on it: their logits are then always far below (and
+    the favourite's far above)."""
 
     def fix(name: str, data: np.ndarray) -> None:
         if name == "token_embd.weight":
@@ -72,6 +76,9 @@ def _suppress(tokens: list[int]):
             data[:, 0] = 0.0
             data[tokens, :] = 0.0
             data[tokens, 0] = -1000.0
+            if favourite is not None:
+                data[favourite, :] = 0.0
+                data[favourite, 0] = 1000.0
         elif name.endswith(("attn_output.weight", "ffn_down.weight")):
             data[0, :] = 0.0
 
@@ -111,6 +118,12 @@ def make_tiny_gguf(path: Path | str, spec: TinySpec | None = None, **overrides) 
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
     tokens, scores, types = byte_vocab()
+    favourite = None
+    if spec.favourite:
+        favourite = len(tokens)
+        tokens.append(spec.favourite.encode())
+        scores.append(0.0)
+        types.append(int(gguf.TokenType.USER_DEFINED))
     arch = "llama"
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name(spec.name)
@@ -147,7 +160,7 @@ def make_tiny_gguf(path: Path | str, spec: TinySpec | None = None, **overrides) 
     suppressed = ([0, 1, *_NON_ASCII] if spec.ascii_only or spec.never_eos else []) + (
         [2] if spec.never_eos else []
     )
-    fix = _suppress(suppressed) if suppressed else None
+    fix = _suppress(suppressed, favourite) if suppressed or favourite else None
     _tensor(rng, w, "token_embd.weight", (n_vocab, d), spec.dtype, fix=fix)
     _tensor(rng, w, "output_norm.weight", (d,), "F32", fix=fix)
     _tensor(rng, w, "output.weight", (n_vocab, d), spec.dtype, fix=fix)

@@ -34,22 +34,34 @@ def node_chunks():
 class ScriptedNode:
     def __init__(self):
         self.posted = []
+        self.asked: list[dict] = []
 
     @contextmanager
     def stream(self, method, path, body):
-        assert body["think"] is True  # always asked for, so it is stored either way
+        self.asked.append(body)
         yield node_chunks()
 
     def post(self, path, body):
         self.posted.append((path, body))
 
 
-def run(show_thinking, styled=False):
+THINKER = {"name": "m", "capabilities": ["completion", "tools", "thinking"]}
+
+
+def run(show_thinking, styled=False, model=THINKER):
     node, out = ScriptedNode(), io.StringIO()
     session = {"id": "abcd1234", "settings": {"temperature": 0.7, "top_p": 0.9}, "messages": []}
-    chat = Chat(node, {"name": "m"}, session, out, styled=styled, show_thinking=show_thinking)
+    chat = Chat(node, model, session, out, styled=styled, show_thinking=show_thinking)
     chat.turn("what is 2+2?")
+    assert node.asked[0].get("think") is ("thinking" in model["capabilities"] or None)
     return out.getvalue(), node.posted
+
+
+def test_think_is_asked_of_a_thinking_model_only():
+    # asked for either way, so the thinking is stored; a model that cannot think would
+    # answer `think` with a 400, as ollama does
+    run(show_thinking=False)
+    run(show_thinking=False, model={"name": "m", "capabilities": ["completion", "tools"]})
 
 
 def test_hidden_thinking_shows_only_the_answer_but_stores_it():

@@ -8,6 +8,9 @@ installed wheel), except the dashboard's Chromium test, which is browser. Run on
 import sys
 from pathlib import Path
 
+# Before numpy, as in the node (llmlb/server/node_app.py): the other order crashed model loads
+# on a CUDA build of llama.cpp, and tests import numpy (tiny models) before loading them.
+import llama_cpp  # noqa: F401  (imported for the load order alone)
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

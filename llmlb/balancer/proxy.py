@@ -293,20 +293,22 @@ async def _read(
             tried.add(node.id)
             continue
         outcome.node = node.id
-        await send(
-            {
-                "type": "http.response.start",
-                "status": upstream.status,
-                "headers": [
-                    (b"content-type", ctype.encode("latin-1")),
-                    (b"content-length", str(len(content)).encode()),
-                    (b"x-llmlb-node", node.id[:8].encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
+        await _send_whole(send, upstream.status, ctype, node.id, content)
         return
     raise Unavailable(f"every node with '{model}' failed to answer {path}")
+
+
+def _start(status: int, ctype: str, node_id: str, length: int | None = None) -> dict:
+    headers = [(b"content-type", ctype.encode("latin-1"))]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    headers.append((b"x-llmlb-node", node_id[:8].encode()))
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
+async def _send_whole(send, status: int, ctype: str, node_id: str, content: bytes) -> None:
+    await send(_start(status, ctype, node_id, len(content)))
+    await send({"type": "http.response.body", "body": content})
 
 
 async def _respond(claim: Claim, upstream: aiohttp.ClientResponse, send) -> None:
@@ -323,29 +325,9 @@ async def _respond(claim: Claim, upstream: aiohttp.ClientResponse, send) -> None
                 ) from exc
             finished = True
             claim.tail = content[-2048:]  # no time to first token: the answer came whole
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": upstream.status,
-                    "headers": [
-                        (b"content-type", ctype.encode("latin-1")),
-                        (b"content-length", str(len(content)).encode()),
-                        (b"x-llmlb-node", claim.node.id[:8].encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": content})
+            await _send_whole(send, upstream.status, ctype, claim.node.id, content)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": upstream.status,
-                "headers": [
-                    (b"content-type", ctype.encode("latin-1")),
-                    (b"x-llmlb-node", claim.node.id[:8].encode()),
-                ],
-            }
-        )
+        await send(_start(upstream.status, ctype, claim.node.id))
         try:
             async for chunk in upstream.content.iter_any():
                 if claim.first_byte is None:

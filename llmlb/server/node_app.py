@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+# llama.cpp's native libraries must load before numpy's (gguf and llama_cpp import numpy): on an
+# H200 with a CUDA 13 build, numpy 2.5's bundled OpenBLAS loaded first made every model load
+# segfault, even with no layers offloaded. tests/unit/test_imports.py keeps this order.
+import llama_cpp  # noqa: F401  (imported for the load order alone)
 from litestar import Litestar, MediaType, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig

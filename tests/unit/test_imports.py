@@ -69,3 +69,14 @@ def test_layers_import_one_way():
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_node_loads_llama_cpps_libraries_before_numpy():
+    """numpy first crashed model loads on a CUDA build (see llmlb/server/node_app.py)."""
+    code = (
+        "import sys, llmlb.cli.main, llmlb.server.serve, llmlb.server.node_app\n"
+        "m = list(sys.modules)\n"  # in the order the imports began
+        "print(m.index('llama_cpp.llama_cpp') < m.index('numpy'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "True", out.stderr

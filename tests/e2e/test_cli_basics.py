@@ -1,5 +1,6 @@
 """The CLI shell as a user meets it: help, exit codes, and a real node server."""
 
+import os
 import signal
 import socket
 
@@ -66,7 +67,7 @@ def test_unknown_option_is_exit_1_one_line():
 
 
 def test_bad_llmlb_host_is_exit_1():
-    r = run_cli("node", "list", env={**__import__("os").environ, "LLMLB_HOST": "ftp://nope:1"})
+    r = run_cli("node", "list", env={**os.environ, "LLMLB_HOST": "ftp://nope:1"})
     assert r.returncode == 1
     assert r.stderr.startswith("Error: LLMLB_HOST")
 
@@ -84,7 +85,7 @@ def test_bad_llmlb_host_is_exit_1():
 )
 def test_no_server_is_exit_2_with_address(args):
     port = free_port()
-    env = {**__import__("os").environ, "LLMLB_HOST": f"127.0.0.1:{port}"}
+    env = {**os.environ, "LLMLB_HOST": f"127.0.0.1:{port}"}
     r = run_cli(*args, env=env)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.startswith("Error: ")
@@ -93,7 +94,7 @@ def test_no_server_is_exit_2_with_address(args):
 
 def test_router_commands_without_router_exit_2():
     port = free_port()
-    env = {**__import__("os").environ, "LLMLB_ROUTER": f"127.0.0.1:{port}"}
+    env = {**os.environ, "LLMLB_ROUTER": f"127.0.0.1:{port}"}
     for cmd in ("nodes", "models", "status"):
         r = run_cli("router", cmd, env=env)
         assert r.returncode == 2, (cmd, r.stderr)
@@ -130,7 +131,7 @@ def test_serve_port_in_use_is_exit_1(tmp_path):
             "serve",
             "--port",
             str(port),
-            env={**__import__("os").environ, "LLMLB_HOME": str(tmp_path / "h")},
+            env={**os.environ, "LLMLB_HOME": str(tmp_path / "h")},
         )
     assert r.returncode == 1
     assert f"port {port}" in r.stderr and "already in use" in r.stderr

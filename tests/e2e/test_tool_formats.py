@@ -9,6 +9,7 @@ the tools take only enums, which bounds every call. The hermes model prefers its
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import jsonschema
@@ -169,7 +170,7 @@ def test_show_reports_capabilities_and_the_tool_format(node):
     assert show("test/hermes")["tool_format"] == "hermes"
     assert show("test/llama3")["tool_format"] == "llama3"
     assert show("test/thinker")["capabilities"] == ["completion", "tools", "thinking"]
-    env = {**__import__("os").environ, "LLMLB_HOST": node.url}
+    env = {**os.environ, "LLMLB_HOST": node.url}
     out = run_cli("node", "show", "test/thinker", env=env)
     assert out.returncode == 0, out.stderr
     assert "  Capabilities: completion, tools, thinking\n" in out.stdout

@@ -228,9 +228,10 @@ def heartbeat_timeout_secs() -> float:
 
 def node_max_in_flight() -> int:
     """Requests the router sends one node at once; more wait in the router's queue, where
-    they go to whichever node frees first (a node runs one generation per model at a time,
-    so a deep queue on one node only makes its requests wait while others idle)."""
-    return _int_env("LLMLB_NODE_MAX_IN_FLIGHT", 2)
+    they go to whichever node frees first. The default matches a node's default
+    LLMLB_NUM_PARALLEL: a node batches that many, and more would only queue on it while
+    other nodes idle."""
+    return _int_env("LLMLB_NODE_MAX_IN_FLIGHT", 4)
 
 
 def router_queue() -> int:

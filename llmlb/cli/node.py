@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from llmlb.cli.listen import listen_options
 from llmlb.settings import DEFAULT_NODE_PORT
 
 
@@ -21,19 +22,7 @@ def node() -> None:
 
 
 @node.command()
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on. 0.0.0.0 exposes the API to your network.",
-)
-@click.option(
-    "--port",
-    default=DEFAULT_NODE_PORT,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="Port to listen on.",
-)
+@listen_options(DEFAULT_NODE_PORT)
 @click.option(
     "--router",
     "router_url",

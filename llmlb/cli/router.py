@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from llmlb.cli.listen import listen_options
 from llmlb.settings import DEFAULT_ROUTER_PORT
 
 
@@ -17,19 +18,7 @@ def router() -> None:
 
 
 @router.command()
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on. 0.0.0.0 exposes the API to your network.",
-)
-@click.option(
-    "--port",
-    default=DEFAULT_ROUTER_PORT,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="Port to listen on.",
-)
+@listen_options(DEFAULT_ROUTER_PORT)
 def serve(host: str, port: int) -> None:
     """Start the load balancer in the foreground; logs go to stdout. Ctrl+C stops it.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ollama
+import openai
 import pytest
 
 from tests.support.catalog import register_file
@@ -55,3 +57,15 @@ def smollm2() -> Path:
     from tests.support.real_models import smollm2 as fetch
 
     return fetch()
+
+
+@pytest.fixture
+def oai(node) -> openai.OpenAI:
+    """The official OpenAI client on the `node` fixture of the test's module."""
+    return openai.OpenAI(base_url=node.url + "/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture
+def oll(node) -> ollama.Client:
+    """The official ollama client on the `node` fixture of the test's module."""
+    return ollama.Client(host=node.url, timeout=300)

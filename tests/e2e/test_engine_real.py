@@ -11,7 +11,6 @@ import math
 import threading
 
 import httpx
-import ollama
 import openai
 import pytest
 
@@ -40,16 +39,6 @@ def node(tmp_path_factory, smollm2):
                         env={"LLMLB_NUM_PARALLEL": "8"})  # fmt: skip
     yield server
     assert server.stop() == 0, server.log()
-
-
-@pytest.fixture
-def oai(node):
-    return openai.OpenAI(base_url=node.url + "/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture
-def oll(node):
-    return ollama.Client(host=node.url, timeout=300)
 
 
 MODEL = "smollm2-135m-instruct"

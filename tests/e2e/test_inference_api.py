@@ -3,7 +3,6 @@
 import json
 
 import httpx
-import ollama
 import openai
 import pytest
 
@@ -18,16 +17,6 @@ def node(tmp_path_factory, tiny_gguf, endless_gguf):
     )
     yield server
     assert server.stop() == 0, server.log()
-
-
-@pytest.fixture
-def oai(node):
-    return openai.OpenAI(base_url=node.url + "/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture
-def oll(node):
-    return ollama.Client(host=node.url)
 
 
 def test_ollama_chat_streaming(oll):

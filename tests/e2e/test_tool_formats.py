@@ -13,7 +13,6 @@ import os
 
 import httpx
 import jsonschema
-import openai
 import pytest
 from llama_cpp import Llama
 
@@ -48,11 +47,6 @@ def node(tmp_path_factory):
     server = start_node(d / "home", models)
     yield server
     assert server.stop() == 0, server.log()
-
-
-@pytest.fixture
-def oai(node):
-    return openai.OpenAI(base_url=node.url + "/v1", api_key="unused", max_retries=0)
 
 
 def calls_of(r) -> list[tuple[str, dict]]:

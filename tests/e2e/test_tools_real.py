@@ -15,8 +15,6 @@ import threading
 
 import httpx
 import jsonschema
-import ollama
-import openai
 import pytest
 from pydantic import BaseModel
 
@@ -83,16 +81,6 @@ def node(tmp_path_factory, smollm2):
                         env={"LLMLB_NUM_PARALLEL": "4"})  # fmt: skip
     yield server
     assert server.stop() == 0, server.log()
-
-
-@pytest.fixture
-def oai(node):
-    return openai.OpenAI(base_url=node.url + "/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture
-def oll(node):
-    return ollama.Client(host=node.url, timeout=300)
 
 
 def ask(oai, content: str, **kw):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ LAYERS = {
     "params": "application/vnd.ollama.image.params",
     "license": "application/vnd.ollama.image.license",
 }
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,10 @@ def display_name(host: str, ns: str, model: str, tag: str) -> str:
     return PREFIX + (ref if tag == "latest" else f"{ref}:{tag}")
 
 
-def _blob(root: Path, digest: str) -> Path:
+def _blob(root: Path, digest: object) -> Path:
+    """A layer's file: the digest names it, so it must be a digest, not a path."""
+    if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+        raise ValueError(f"layer digest {str(digest)[:80]!r} is not sha256:<64 hex digits>")
     return root / "blobs" / digest.replace(":", "-")
 
 

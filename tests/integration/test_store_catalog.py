@@ -1,5 +1,7 @@
 """The catalog with real files and real SQLite: registration, resolution, safe deletion."""
 
+import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -143,6 +145,27 @@ def test_ollama_models_are_read_only(engine, llmlb_env, tiny_gguf, monkeypatch):
     with pytest.raises(ValidationError):
         catalog.resolve(engine, "ollama:../../etc:x")
     assert snapshot(root) == before
+
+
+def test_an_ollama_manifest_whose_digest_is_a_path_is_skipped(
+    engine, llmlb_env, tiny_gguf, monkeypatch, caplog
+):
+    root = llmlb_env.parent / "ollama"
+    monkeypatch.setenv("OLLAMA_MODELS", str(root))
+    secret = llmlb_env.parent / "secret.txt"
+    secret.write_text("not for ollama")
+    add_model(root, "good", tiny_gguf.read_bytes())
+    bad = add_model(root, "bad", tiny_gguf.read_bytes())
+    manifest = json.loads(bad.read_text())
+    manifest["layers"].append(
+        {"mediaType": "application/vnd.ollama.image.license", "digest": "../../secret.txt"}
+    )
+    bad.write_text(json.dumps(manifest))
+    with caplog.at_level(logging.DEBUG, logger="llmlb.ollama"):
+        assert [e.display for e in catalog.ollama_models()] == ["ollama:good"]
+    assert "is not sha256:<64 hex digits>" in caplog.text
+    with pytest.raises(ModelNotFound):
+        catalog.resolve(engine, "ollama:bad")
 
 
 def test_missing_ollama_dir_is_fine(engine, monkeypatch, tmp_path):

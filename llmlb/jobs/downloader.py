@@ -94,6 +94,11 @@ class _RangeIgnored(Exception):
     """The server answered a Range request with the whole file (or cannot resume)."""
 
 
+def backoff(failures: int) -> float:
+    """Seconds to wait after the n-th failure in a row."""
+    return BACKOFF[min(failures - 1, len(BACKOFF) - 1)]
+
+
 def split(size: int) -> list[list[int]]:
     """[[start, end, done], ...] covering `size` bytes."""
     if size <= 0:
@@ -211,7 +216,7 @@ class FileDownload:
                             self.url,
                             self.dest.name,
                         )
-                    elif self.stop.wait(BACKOFF[min(restarts - 1, len(BACKOFF) - 1)]):
+                    elif self.stop.wait(backoff(restarts)):
                         raise Stopped() from None
                     ranged = False
                     self._restart_clean()
@@ -258,19 +263,26 @@ class FileDownload:
                 self._stream_whole(buf)
                 return
             except (_Retry, OSError, http.client.HTTPException) as exc:
-                if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
-                    raise disk_full(self.dest, exc) from exc
-                if self.stop.is_set() or self._abort.is_set():
-                    raise Stopped() from exc
+                self._raise_if_final(exc)
                 failures += 1
-                if failures > MAX_ATTEMPTS:
-                    raise DownloadError(
-                        f"download of {self.dest.name} failed after {MAX_ATTEMPTS} attempts: "
-                        f"{describe(exc)}"
-                    ) from exc
+                self._raise_if_exhausted(failures, exc)
                 log.info("downloading %s again from the start: %s", self.dest.name, describe(exc))
-                if self.stop.wait(BACKOFF[min(failures - 1, len(BACKOFF) - 1)]):
+                if self.stop.wait(backoff(failures)):
                     raise Stopped() from exc
+
+    def _raise_if_final(self, exc: BaseException) -> None:
+        """A full disk or a stop ends the download; anything else may be retried."""
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            raise disk_full(self.dest, exc) from exc
+        if self.stop.is_set() or self._abort.is_set():
+            raise Stopped() from exc
+
+    def _raise_if_exhausted(self, failures: int, exc: BaseException) -> None:
+        if failures > MAX_ATTEMPTS:
+            raise DownloadError(
+                f"download of {self.dest.name} failed after {MAX_ATTEMPTS} attempts: "
+                f"{describe(exc)}"
+            ) from exc
 
     def _stream_whole(self, buf: bytearray) -> None:
         conn, resp = self._open({**self.headers, "Accept-Encoding": "identity"})
@@ -408,21 +420,14 @@ class FileDownload:
                 self._stream(index, start + done, end, ranged, buf)
                 return
             except (_Retry, OSError, http.client.HTTPException) as exc:
-                if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
-                    raise disk_full(self.dest, exc) from exc
-                if self.stop.is_set() or self._abort.is_set():
-                    raise Stopped() from exc
+                self._raise_if_final(exc)
                 if not ranged:  # the server cannot resume: the whole file starts over
                     raise _RangeIgnored(describe(exc)) from exc
                 with self._lock:
                     progressed = self.parts[index][2] > before
                 failures = 1 if progressed else failures + 1
-                if failures > MAX_ATTEMPTS:
-                    raise DownloadError(
-                        f"download of {self.dest.name} failed after {MAX_ATTEMPTS} attempts: "
-                        f"{describe(exc)}"
-                    ) from exc
-                delay = BACKOFF[min(failures - 1, len(BACKOFF) - 1)]
+                self._raise_if_exhausted(failures, exc)
+                delay = backoff(failures)
                 log.info(
                     "retrying %s from byte %d in %.1fs: %s",
                     self.dest.name,

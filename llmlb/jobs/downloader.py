@@ -65,10 +65,10 @@ class DiskFull(DownloadError):
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
-def disk_full(path: Path, exc: BaseException | None = None) -> DiskFull:
+def disk_full(path: Path) -> DiskFull:
     where = Path(path).parent
     try:
-        free = f"{human_size(_free(where))} free in {where}"
+        free = f"{human_size(free_bytes(where))} free in {where}"
     except OSError:
         free = f"no space left in {where}"
     return DiskFull(
@@ -76,7 +76,9 @@ def disk_full(path: Path, exc: BaseException | None = None) -> DiskFull:
     )
 
 
-def _free(path: Path) -> int:
+def free_bytes(path: Path) -> int:
+    """Free space on the file system that holds `path` (or its nearest existing parent)."""
+    path = Path(path)
     while not path.exists() and path != path.parent:
         path = path.parent
     return shutil.disk_usage(path).free
@@ -189,7 +191,7 @@ class FileDownload:
             self._fd = os.open(self.dest, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             if exc.errno in DISK_FULL_ERRNOS:
-                raise disk_full(self.dest, exc) from exc
+                raise disk_full(self.dest) from exc
             raise
         try:
             if self.size is None:
@@ -273,7 +275,7 @@ class FileDownload:
     def _raise_if_final(self, exc: BaseException) -> None:
         """A full disk or a stop ends the download; anything else may be retried."""
         if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
-            raise disk_full(self.dest, exc) from exc
+            raise disk_full(self.dest) from exc
         if self.stop.is_set() or self._abort.is_set():
             raise Stopped() from exc
 
@@ -290,7 +292,7 @@ class FileDownload:
             self._check_status(resp, ranged=False)
             length = resp.getheader("content-length")
             expected = int(length) if length and length.isdigit() else None
-            sha = hashlib.sha256()
+            h = self._stream_hasher(expected)
             view = memoryview(buf)
             offset = 0
             while True:
@@ -300,7 +302,8 @@ class FileDownload:
                 if not n:
                     break
                 written = self._write(view[:n], offset)
-                sha.update(view[:written])
+                if h is not None:
+                    h.update(view[:written])
                 offset += written
                 with self._cond:
                     self.parts[0][1] = self.parts[0][2] = offset
@@ -312,14 +315,20 @@ class FileDownload:
             self._untrack(conn.sock)
             conn.close()
         self.size = offset
-        self.digest = sha.hexdigest()
-        if self.blob_id and not self.sha256:  # a git blob id needs the size first: hash again
-            blob = hashlib.sha1(f"blob {offset}\0".encode())
+        if h is None:  # a git blob id of a size we learnt only now: hash the file read back
+            h = hashlib.sha1(f"blob {offset}\0".encode())
             with open(self.dest, "rb") as fh:
                 while chunk := fh.read(HASH_CHUNK):
-                    blob.update(chunk)
-            self.digest = blob.hexdigest()
+                    h.update(chunk)
+        self.digest = h.hexdigest()
         self._report(force=True)
+
+    def _stream_hasher(self, size: int | None):
+        """The hash to keep while streaming: sha256, or a git blob id, whose header holds the
+        size (None when the size is not known yet)."""
+        if self.sha256 or not self.blob_id:
+            return hashlib.sha256()
+        return hashlib.sha1(f"blob {size}\0".encode()) if size is not None else None
 
     def _write(self, data: memoryview, offset: int) -> int:
         total = 0

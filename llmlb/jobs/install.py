@@ -39,7 +39,7 @@ def install(engine: Engine, home: Path, plan: Plan, state: dict) -> None:
                 os.replace(source, dest)
                 placed.append(dest)
             shutil.rmtree(staging, ignore_errors=True)
-        prune(staging.parent, home / "partial")
+        catalog.prune_empty_parents(staging.parent, home / "partial")
         path = target if plan.format == "Safetensors" else target / main.path
         catalog.register_model(
             engine,
@@ -59,18 +59,6 @@ def install(engine: Engine, home: Path, plan: Plan, state: dict) -> None:
         raise
 
 
-def prune(directory: Path, root: Path) -> None:
-    """Remove `directory` and its parents while they are empty, up to (never) `root`."""
-    root = root.resolve()
-    while root in directory.resolve().parents:
-        if directory.exists():
-            try:
-                directory.rmdir()
-            except OSError:  # not empty: it holds something else
-                return
-        directory = directory.parent
-
-
 def prune_empty(directory: Path, root: Path) -> None:
     """Remove empty directories inside `directory` (bottom-up), then `directory` and its empty
     parents up to `root`: a failed or cancelled pull leaves no empty folder behind."""
@@ -78,4 +66,4 @@ def prune_empty(directory: Path, root: Path) -> None:
         for sub in sorted((p for p in directory.rglob("*") if p.is_dir()), reverse=True):
             with contextlib.suppress(OSError):
                 sub.rmdir()
-    prune(directory, root)
+    catalog.prune_empty_parents(directory, root)

@@ -33,10 +33,12 @@ from llmlb.jobs.downloader import (
     FileDownload,
     Stopped,
     disk_full,
+    free_bytes,
 )
-from llmlb.jobs.install import install, prune, prune_empty
+from llmlb.jobs.install import install, prune_empty
 from llmlb.sources import huggingface as hf
 from llmlb.store import db
+from llmlb.store.catalog import prune_empty_parents
 from llmlb.store.models import DownloadProgress, DownloadStatus, utcnow
 from llmlb.units import size
 
@@ -56,14 +58,6 @@ class Running:
     finished: threading.Event = field(default_factory=threading.Event)
     download: FileDownload | None = None
     cancelled: bool = False
-
-
-def free_bytes(path: Path) -> int:
-    """Free space on the file system that holds `path` (or its nearest existing parent)."""
-    path = Path(path)
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -98,9 +92,6 @@ class Pulls:
 
     def staging(self, name: str) -> Path:
         return self.home / "partial" / name
-
-    def target(self, name: str) -> Path:
-        return self.home / "models" / name
 
     # --- rows --------------------------------------------------------------------------------
     def row(self, name: str) -> DownloadProgress | None:
@@ -356,7 +347,7 @@ class Pulls:
                 log.exception("could not record the failure of the pull of %s", name)
                 return
         shutil.rmtree(self.staging(name), ignore_errors=True)
-        prune(self.staging(name).parent, self.home / "partial")
+        prune_empty_parents(self.staging(name).parent, self.home / "partial")
         fresh = ps.fresh_state(hf.Plan.from_json(state["plan"]))
         try:
             self._update(download_id, **values, plan=fresh, downloaded_bytes=0, eta_secs=None)
@@ -422,7 +413,7 @@ class Pulls:
                 trash = self.home / "partial" / f".trash-{uuid.uuid4().hex}"
                 staging.rename(trash)
                 shutil.rmtree(trash, ignore_errors=True)
-                prune(staging.parent, self.home / "partial")
+                prune_empty_parents(staging.parent, self.home / "partial")
             with self.lock:
                 self.tokens.pop(name, None)
                 self.failures.pop(name, None)

@@ -118,15 +118,6 @@ class Plan:
     endpoint: str | None = None  # a mirror the client named for this pull; None: the server's
 
     @property
-    def total(self) -> int:
-        """Bytes to download, as far as they are known (see `sizes_known`)."""
-        return sum(f.size or 0 for f in self.files)
-
-    @property
-    def sizes_known(self) -> bool:
-        return all(f.size is not None for f in self.files)
-
-    @property
     def main(self) -> PlanFile | None:
         return next((f for f in self.files if f.role == "model"), None)
 

@@ -105,8 +105,9 @@ def hub_for(token: str | None = None, endpoint: str | None = None) -> Hub:
     A client-named endpoint gets only the token that came with the same request: the
     server's own HF_TOKEN or stored login never goes to a URL someone else chose.
     """
-    if endpoint and check_endpoint(endpoint) != settings.hf_endpoint():
-        return Hub(check_endpoint(endpoint), token or None, client_named=True)
+    named = check_endpoint(endpoint) if endpoint else None
+    if named and named != settings.hf_endpoint():
+        return Hub(named, token or None, client_named=True)
     return Hub(settings.hf_endpoint(), resolve_token(token))
 
 
@@ -147,6 +148,10 @@ def _hub_error(exc: Exception, ref: HfRef, hub: Hub) -> LlmlbError:
         return Unauthorized(f"{hub.endpoint} refused access to {ref.repo} ({status})")
     if status == 404:
         return NotFound(f"model '{ref.repo}' not found {hub.where}")
+    return _unreachable(hub, exc)
+
+
+def _unreachable(hub: Hub, exc: BaseException) -> HubError:
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return HubError(f"could not reach Hugging Face at {hub.endpoint}: {detail}")
 
@@ -199,9 +204,8 @@ def plan_pull(ref: HfRef, token: str | None = None, endpoint: str | None = None)
         endpoint=hub.endpoint if hub.client_named else None,
     )
     _fill_from_tree(api, hub, plan)
-    for f in plan.files:
-        if f.size is None or not f.digest:
-            _fill_from_head(hub, plan, f)
+    for f in _missing(plan):
+        _fill_from_head(hub, plan, f)
     return plan
 
 
@@ -255,8 +259,7 @@ def _fill_from_head(hub: Hub, plan: Plan, f: PlanFile) -> None:
             raise NotFound(f"file '{f.path}' not found in {plan.repo} {hub.where}") from exc
         if status in (401, 403):
             raise unauthorized(hub.token) from exc
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise HubError(f"could not reach Hugging Face at {hub.endpoint}: {detail}") from exc
+        raise _unreachable(hub, exc) from exc
     if f.size is None and meta.size is not None:
         f.size = int(meta.size)
     etag = (meta.etag or "").strip().lower()

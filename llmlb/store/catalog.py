@@ -277,17 +277,19 @@ def delete_model(engine: Engine, name: str, models_root: Path) -> Model:
             trash = models_root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
             directory.rename(trash)  # atomic: the name is free at once, even before the bytes go
             shutil.rmtree(trash, ignore_errors=True)
-            _prune_empty_parents(directory.parent, models_root)
+            prune_empty_parents(directory.parent, models_root)
     return row
 
 
-def _prune_empty_parents(directory: Path, models_root: Path) -> None:
-    root = models_root.resolve()
-    while directory.resolve() != root and root in directory.resolve().parents:
-        try:
-            directory.rmdir()
-        except OSError:
-            return
+def prune_empty_parents(directory: Path, root: Path) -> None:
+    """Remove `directory` and its parents while they are empty, up to (never) `root`."""
+    root = root.resolve()
+    while root in directory.resolve().parents:
+        if directory.exists():
+            try:
+                directory.rmdir()
+            except OSError:  # not empty: it holds something else
+                return
         directory = directory.parent
 
 

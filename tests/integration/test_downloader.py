@@ -108,6 +108,17 @@ def test_server_ignoring_range_restarts_the_file_cleanly(hub, tmp_path, data):
     assert dl.parts == [[0, SIZE, SIZE]]
 
 
+def test_a_git_blob_id_is_hashed_as_the_whole_file_streams(hub, tmp_path, data):
+    """A server ignoring Range sends the whole file with its length: the blob id's header is
+    known up front, so the stream is hashed as it arrives."""
+    hub.fault("m.gguf", ignore_range=True)
+    blob_id = hashlib.sha1(f"blob {SIZE}\0".encode() + data).hexdigest()
+    dl = _dl(hub, tmp_path, sha256=None, blob_id=blob_id)
+    assert dl.run() == blob_id
+    assert dl.parts == [[0, SIZE, SIZE]]
+    assert (tmp_path / "out" / "m.gguf").read_bytes() == data
+
+
 def test_resume_against_a_server_that_ignores_range_starts_over(hub, tmp_path, data):
     stop = threading.Event()
     hub.fault("m.gguf", rate=4 << 20)

@@ -25,14 +25,11 @@ def show_nodes() -> None:
 
 def show_models() -> None:
     models = _get("/admin/cluster/models")["models"]
-    rows = [[m["model"], str(len(m["nodes"])), m["status"], _alias(m)] for m in models]
+    rows = [
+        [m["model"], str(len(m["nodes"])), m["status"], render.alias(m.get("alias"), m["model"])]
+        for m in models
+    ]
     click.echo(render.table(["MODEL", "NODES", "STATUS", "ALIAS"], rows))
-
-
-def _alias(m: dict) -> str:
-    """The alias nodes report for the model (a field older routers do not send)."""
-    alias = m.get("alias")
-    return alias if isinstance(alias, str) and alias != m["model"] else ""
 
 
 def show_status() -> None:

@@ -36,13 +36,16 @@ def list_models() -> None:
     """The contract's NAME SIZE MODIFIED, then ALIAS: the short name people type (shown when
     it differs from the name). A trailing column keeps the contract's columns where they were."""
     models = Client.node().get("/api/tags")["models"]
-    rows = [[_name(m), render.size(m.get("size")), _modified(m), _alias(m)] for m in models]
+    rows = [
+        [
+            _name(m),
+            render.size(m.get("size")),
+            _modified(m),
+            render.alias(m.get("alias"), m.get("name")),
+        ]
+        for m in models
+    ]
     click.echo(render.table(["NAME", "SIZE", "MODIFIED", "ALIAS"], rows))
-
-
-def _alias(m: dict) -> str:
-    alias = m.get("alias")
-    return alias if alias and alias != m.get("name") else ""
 
 
 def model_block(info: dict) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import click
 
@@ -37,16 +37,16 @@ class _File:
     total: int = 0
     done: int = 0
     speed: float = 0.0
-    samples: list[tuple[float, int]] = field(default_factory=list)
+    last: tuple[float, int] | None = None  # (time, bytes) the speed was last measured from
 
     def update(self, done: int, total: int, now: float) -> None:
-        if self.samples and now - self.samples[-1][0] >= RATE_WINDOW:
-            t0, d0 = self.samples[-1]
+        if self.last is None:
+            self.last = (now, done)
+        elif now - self.last[0] >= RATE_WINDOW:
+            t0, d0 = self.last
             current = max(0, done - d0) / (now - t0)
             self.speed = current if self.speed == 0 else 0.6 * self.speed + 0.4 * current
-            self.samples.append((now, done))
-        elif not self.samples:
-            self.samples.append((now, done))
+            self.last = (now, done)
         self.done, self.total = done, total
 
     def line(self, frame: str = "") -> str:
@@ -124,23 +124,24 @@ class Display:
         self._draw(force=True)
 
     def finish(self) -> None:
-        self.stopped.set()
-        if self.ticker is not None:
-            self.ticker.join()
+        self._stop_ticker()
         with self.lock:
             self._close_status()
             self._draw(force=True)
 
     def abandon(self) -> None:
         """An error: stop spinning and leave the open step without a check mark."""
-        self.stopped.set()
-        if self.ticker is not None:
-            self.ticker.join()
+        self._stop_ticker()
         with self.lock:
             if self.open_status is not None:
                 self.lines[self.open_status] = self.open_status
                 self.open_status = None
             self._draw(force=True)
+
+    def _stop_ticker(self) -> None:
+        self.stopped.set()
+        if self.ticker is not None:
+            self.ticker.join()
 
     # --- lines -----------------------------------------------------------------------------
     def _open(self, status: str) -> None:

@@ -52,6 +52,12 @@ def duration(secs: float | None) -> str:
     return _plural(secs // 86400, "day")
 
 
+def alias(value: object, name: str | None) -> str:
+    """An ALIAS cell: the alias when there is one that differs from the name, else blank
+    (older servers send none)."""
+    return value if isinstance(value, str) and value and value != name else ""
+
+
 def table(headers: list[str], rows: list[list[str]], gap: int = 3) -> str:
     """Left-aligned columns; each column as wide as its widest cell plus a gap."""
     widths = [len(h) for h in headers]

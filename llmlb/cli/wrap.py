@@ -57,12 +57,13 @@ class WordWrap:
         return self._emit()
 
     def _emit(self) -> str:
-        word, self.word, self.word_width = self.word, "", 0
+        word, width = self.word, self.word_width
+        self.word, self.word_width = "", 0
         broken, self.broken = self.broken, False
         if not word:
             return ""
         out: list[str] = []
-        if not broken and self.col > 0 and self.col + sum(map(_width, word)) > self.width:
+        if not broken and self.col > 0 and self.col + width > self.width:
             out.append("\n")
             self.col = 0
         for ch in word:

@@ -67,6 +67,7 @@ class ApiKeys:
     def __init__(self, keys: list[str], secret: bytes):
         self._keys = [k.encode() for k in keys]
         self._secret = secret
+        self._ids = {key: self.key_id(key) for key in self._keys}
 
     @property
     def required(self) -> bool:
@@ -93,7 +94,7 @@ class ApiKeys:
             raise Unauthorized(
                 "a valid API key is required (Authorization: Bearer <key> or X-API-Key)"
             )
-        return self.key_id(found)
+        return self._ids[found]
 
 
 def is_loopback(address: str | None) -> bool:

@@ -99,18 +99,22 @@ class Cluster:
         one that answers stays online."""
         while True:
             await asyncio.sleep(self.probe_every)
+            answered: dict[str, bool] = {}  # node id -> this tick's probe (one per node)
             if self.database.shared and not self.database.up:
                 quiet = self.registry.quiet(2 * self.probe_every)
-                for node, ok in zip(quiet, await self._probe_all(quiet), strict=True):
-                    if ok:
+                answered = await self._probe_all(quiet)
+                for node in quiet:
+                    if answered[node.id]:
                         self.registry.alive(node)
             stale = self.registry.stale()
-            for node, ok in zip(stale, await self._probe_all(stale), strict=True):
-                if not ok:
+            answered |= await self._probe_all([n for n in stale if n.id not in answered])
+            for node in stale:
+                if not answered[node.id]:
                     self.registry.probe_failed(node)
 
-    async def _probe_all(self, nodes: list[NodeEntry]) -> list[bool]:
-        return list(await asyncio.gather(*(self.probe(n) for n in nodes)))
+    async def _probe_all(self, nodes: list[NodeEntry]) -> dict[str, bool]:
+        results = await asyncio.gather(*(self.probe(n) for n in nodes))
+        return {n.id: ok for n, ok in zip(nodes, results, strict=True)}
 
     # -- fan-out reads --------------------------------------------------------------------------
     async def gather(self, path: str, key: str) -> list[tuple[NodeEntry, list[dict[str, Any]]]]:

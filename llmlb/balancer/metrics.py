@@ -111,9 +111,9 @@ class RouterMetrics:
     def __init__(
         self,
         registry: Registry,
-        database: Database | None = None,
-        history: History | None = None,
-        claims: SharedClaims | None = None,
+        database: Database,
+        history: History,
+        claims: SharedClaims | None,
     ):
         self.prom = CollectorRegistry()
         self.requests = Counter(
@@ -130,8 +130,7 @@ class RouterMetrics:
             registry=self.prom,
         )
         self.prom.register(_RegistryGauges(registry))
-        if database is not None and history is not None:
-            self.prom.register(_SharedStateGauges(database, history, claims))
+        self.prom.register(_SharedStateGauges(database, history, claims))
 
     def observe(self, node_id: str | None, status: int, seconds: float | None) -> None:
         label = node_id[:8] if node_id else NO_NODE

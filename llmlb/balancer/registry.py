@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy.engine import Engine
 
 from llmlb.balancer.claims import ClaimsDown, SharedClaims
 from llmlb.balancer.nodes import Held, NodeEntry, heartbeat_of, now_utc
@@ -42,14 +41,12 @@ COOL_FIRST, COOL_MAX = 1.0, 30.0
 class Registry:
     def __init__(
         self,
-        engine: Engine,
         capacity: int,
         timeout: float,
         max_queue: int,
         queue_timeout: float,
         claims: SharedClaims | None = None,
     ):
-        self.engine = engine
         self.capacity = capacity
         self.timeout = timeout
         self.max_queue = max_queue

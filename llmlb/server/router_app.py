@@ -77,7 +77,7 @@ def require_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
             connection.headers, connection.client.host if connection.client else None
         )
         return
-    connection.scope.setdefault("state", {})["key_id"] = cluster.keys.identify(connection.headers)
+    cluster.keys.identify(connection.headers)
 
 
 @get("/", media_type=MediaType.TEXT, include_in_schema=False, opt=access("public"))
@@ -193,7 +193,6 @@ def build_cluster(config: RouterConfig) -> Cluster:
         else None
     )
     registry = Registry(
-        engine,
         capacity,
         settings.heartbeat_timeout_secs(),
         settings.router_queue(),
@@ -257,7 +256,7 @@ def create_router_app(config: RouterConfig, cluster: Cluster | None = None) -> B
             yield
         finally:
             await services.stop()
-            services.registry.engine.dispose()
+            services.database.engine.dispose()
 
     app = Litestar(
         route_handlers=ROUTES,

@@ -186,10 +186,9 @@ def missing(engine: Engine, typed: str, wanted: list[str] | None = None) -> Llml
 def lookup(engine: Engine, typed: str) -> tuple[str, Model | None]:
     """(the catalog name `typed` means, its model or None): for `rm` of a model or a download."""
     wanted = candidates(engine, typed)
-    for name in wanted:
-        m = find(engine, name)
-        if m is not None:
-            return m.name, m
+    m = _first(engine, wanted)
+    if m is not None:
+        return m.name, m
     row = downloading(engine, [typed, *wanted])
     return (row.model_name if row is not None else wanted[0]), None
 
@@ -205,11 +204,15 @@ def resolve(engine: Engine, name: str) -> Model:
             raise missing(engine, name)
         return _from_ollama(entry)
     wanted = candidates(engine, name)
-    for candidate in wanted:
-        m = find(engine, candidate)
-        if m is not None:
-            return m
+    m = _first(engine, wanted)
+    if m is not None:
+        return m
     raise missing(engine, name, wanted)
+
+
+def _first(engine: Engine, wanted: list[str]) -> Model | None:
+    """The first of the candidate names that is in the catalog."""
+    return next((m for n in wanted if (m := find(engine, n)) is not None), None)
 
 
 def all_models(engine: Engine) -> list[Model]:
@@ -253,12 +256,12 @@ def delete_model(engine: Engine, name: str, models_root: Path) -> Model:
         if ollama.find(settings.ollama_models_dir(), name) is None:
             raise missing(engine, name)
         raise ValidationError(f"'{name}' is read-only (owned by ollama)")
-    canonical, found = lookup(engine, name)
+    _, found = lookup(engine, name)
     if found is None:
         raise missing(engine, name)
     with db.session(engine) as s:
-        row = s.exec(select(Model).where(Model.name == canonical)).first()
-        if row is None:
+        row = s.get(Model, found.id)
+        if row is None:  # deleted meanwhile
             raise missing(engine, name)
         directory = model_dir(models_root, row.name)
         if directory is not None:

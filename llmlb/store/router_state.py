@@ -21,19 +21,6 @@ from sqlmodel import select as orm_select
 
 from llmlb.store.router_models import RequestLog, RouterNode, RouterSetting
 
-NODE_FIELDS = (
-    "host",
-    "port",
-    "status",
-    "gpu_name",
-    "vram_total_bytes",
-    "vram_used_bytes",
-    "gpu_temperature",
-    "uptime_secs",
-    "models",
-    "loaded_models",
-)
-
 
 def _now(conn: Connection) -> Any:
     """The clock routers share: PostgreSQL's now(); a SQLite file has one router."""

@@ -13,7 +13,6 @@ from llmlb.balancer.claims import SharedClaims, node_key
 from llmlb.balancer.registry import Registry
 from llmlb.balancer.wire import Heartbeat
 from llmlb.errors import Unavailable
-from llmlb.store import db
 from tests.support.procs import free_port
 from tests.support.services import new_redis
 
@@ -27,14 +26,13 @@ def beat(registry: Registry, node_id: str) -> None:
     )
 
 
-def router(tmp_path, name: str, url: str, lease: float = 30, timeout: float = 5) -> Registry:
+def router(url: str, lease: float = 30, timeout: float = 5) -> Registry:
     """A registry with shared claims, as one router builds it (capacity 1 per node)."""
-    engine = db.open_router_catalog(tmp_path / f"{name}.db")
-    return Registry(engine, 1, 30.0, 10, timeout, SharedClaims(url, 1, lease))
+    return Registry(1, 30.0, 10, timeout, SharedClaims(url, 1, lease))
 
 
-def test_the_limit_holds_across_two_routers_and_a_release_wakes_the_other(tmp_path, redis_url):
-    a, b = router(tmp_path, "a", redis_url), router(tmp_path, "b", redis_url)
+def test_the_limit_holds_across_two_routers_and_a_release_wakes_the_other(redis_url):
+    a, b = router(redis_url), router(redis_url)
     for r in (a, b):
         beat(r, "n1")
         beat(r, "n2")
@@ -67,10 +65,10 @@ def test_the_limit_holds_across_two_routers_and_a_release_wakes_the_other(tmp_pa
     asyncio.run(scenario())
 
 
-def test_a_claim_that_is_not_renewed_ends_with_its_lease(tmp_path, redis_url):
+def test_a_claim_that_is_not_renewed_ends_with_its_lease(redis_url):
     """A router that dies stops renewing: its claims end after the lease, and the node takes
     requests again."""
-    dead, alive = router(tmp_path, "dead", redis_url, lease=1), router(tmp_path, "alive", redis_url)
+    dead, alive = router(redis_url, lease=1), router(redis_url)
     for r in (dead, alive):
         beat(r, "n1")
 
@@ -93,10 +91,10 @@ def test_keys_live_in_one_hash_slot():
     assert node_key("a").startswith("llmlb:{claims}:") and node_key("b") != node_key("a")
 
 
-def test_redis_down_falls_back_to_local_counters_and_comes_back(tmp_path, caplog):
+def test_redis_down_falls_back_to_local_counters_and_comes_back(caplog):
     server = new_redis()
     server.start()
-    r = router(tmp_path, "r", server.url, timeout=0.3)
+    r = router(server.url, timeout=0.3)
     beat(r, "n1")
 
     async def scenario() -> None:
@@ -132,9 +130,9 @@ def test_redis_down_falls_back_to_local_counters_and_comes_back(tmp_path, caplog
     assert "own counters" in caplog.text and "answers again" in caplog.text
 
 
-def test_an_unreachable_redis_at_start_is_a_warning_not_a_failure(tmp_path, caplog):
+def test_an_unreachable_redis_at_start_is_a_warning_not_a_failure(caplog):
     pytest.importorskip("redis")  # the cluster extra; without it LLMLB_REDIS_URL is refused
-    r = router(tmp_path, "r", f"redis://127.0.0.1:{free_port()}/0")
+    r = router(f"redis://127.0.0.1:{free_port()}/0")
     beat(r, "n1")
 
     async def scenario() -> None:

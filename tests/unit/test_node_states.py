@@ -15,9 +15,13 @@ from llmlb.store.router_models import RouterNode
 
 
 @pytest.fixture
-def registry(tmp_path, monkeypatch):
+def engine(tmp_path):
+    return db.open_router_catalog(tmp_path / "router.db")
+
+
+@pytest.fixture
+def registry(engine):
     r = reg.Registry(
-        db.open_router_catalog(tmp_path / "router.db"),
         capacity=2,
         timeout=5.0,
         max_queue=1,
@@ -26,19 +30,19 @@ def registry(tmp_path, monkeypatch):
     return r
 
 
-def write(r) -> None:
+def write(r, engine) -> None:
     """What the router's node-rows loop does (balancer/database.py), here in one call."""
     rows, errors, taken = r.take_writes()
-    router_state.save_nodes(r.engine, rows)
+    router_state.save_nodes(engine, rows)
     for node_id in errors:
-        router_state.mark_error(r.engine, node_id, r.timeout)
+        router_state.mark_error(engine, node_id, r.timeout)
     r.written(taken)
 
 
-def reload(r) -> reg.Registry:
+def reload(engine) -> reg.Registry:
     """A router started again on the same database."""
-    again = reg.Registry(r.engine, 2, 5.0, 1, 0.3)
-    again.load(router_state.load_nodes(r.engine)[0])
+    again = reg.Registry(2, 5.0, 1, 0.3)
+    again.load(router_state.load_nodes(engine)[0])
     return again
 
 
@@ -73,12 +77,12 @@ def test_missed_heartbeats_then_failed_probes_is_error_then_restart(registry, mo
     assert node.status == "Running" and registry.label(node) == "online" and node.failed_probes == 0
 
 
-def test_persisted_and_reloaded_as_offline(registry, tmp_path):
+def test_persisted_and_reloaded_as_offline(registry, engine):
     beat(
         registry, gpu_name="RTX4090", vram_total_bytes=100, vram_used_bytes=40, gpu_temperature=61.5
     )
-    write(registry)
-    again = reload(registry)
+    write(registry, engine)
+    again = reload(engine)
     copy = again.nodes["n1"]
     assert (copy.gpu_name, copy.vram_used_bytes, copy.gpu_temperature) == ("RTX4090", 40, 61.5)
     assert again.label(copy) == "offline"  # until it sends a heartbeat to this router
@@ -107,13 +111,13 @@ def test_bad_heartbeats_are_refused_at_the_door(registry, body):
     assert registry.nodes == {}
 
 
-def test_a_bad_row_in_router_db_is_skipped_at_load(registry, caplog):
+def test_a_bad_row_in_router_db_is_skipped_at_load(registry, engine, caplog):
     beat(registry)
-    write(registry)
-    with db.session(registry.engine) as s:  # as an older version could have stored it
+    write(registry, engine)
+    with db.session(engine) as s:  # as an older version could have stored it
         s.add(RouterNode(id="bad", host="127.0.0.1", port=1, models=[{"name": "m", "alias": [1]}]))
         s.commit()
-    again = reload(registry)
+    again = reload(engine)
     assert list(again.nodes) == ["n1"]
     assert "skipping node 'bad'" in caplog.text
     assert again.canonical("m") == "org/m"  # the registry works: no unhashable alias inside

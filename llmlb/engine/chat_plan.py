@@ -221,10 +221,7 @@ def plan(
     use_tools = bool(tools) and choice != "none"
     out = ChatPlan(history)
     if not use_tools:
-        if schema is not None:
-            out.grammar = llama_json.to_gbnf(schema)
-        elif json_mode:
-            out.grammar = llama_json.JSON_OBJECT
+        out.grammar = format_grammar(schema, json_mode)
     else:
         required = choice == "required"
         fmt = tool_format(source or "")
@@ -256,6 +253,15 @@ def plan(
         elif think is not None:
             out.variables["enable_thinking"] = think
     return out
+
+
+def format_grammar(
+    schema: dict[str, Any] | None, json_mode: bool, where: str = "the JSON schema"
+) -> str | None:
+    """The grammar a reply format asks for: a JSON schema's, any JSON object, or none."""
+    if schema is not None:
+        return llama_json.to_gbnf(schema, where)
+    return llama_json.JSON_OBJECT if json_mode else None
 
 
 def check_tools(tools: list[Tool]) -> None:

@@ -11,14 +11,14 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from anyio import to_thread
 from litestar import Request
 from sqlalchemy.engine import Engine
 
 from llmlb import settings
-from llmlb.engine import chat_plan, llama_json
+from llmlb.engine import chat_plan
 from llmlb.engine.base import GenOptions, GenStats, TokenLogprob
 from llmlb.engine.llama_template import caps_of
 from llmlb.engine.scheduler import Lease, Scheduler
@@ -186,10 +186,7 @@ def check_think(model: Model, think: bool | None, typed: str | None = None) -> N
 
 def plan_raw(opts: GenOptions, schema: dict | None, json_mode: bool) -> None:
     """A raw prompt's output format: the grammar alone."""
-    if schema is not None:
-        opts.grammar = llama_json.to_gbnf(schema, "the JSON schema in 'format'")
-    elif json_mode:
-        opts.grammar = llama_json.JSON_OBJECT
+    opts.grammar = chat_plan.format_grammar(schema, json_mode, "the JSON schema in 'format'")
 
 
 def plan_chat(
@@ -365,3 +362,19 @@ async def collect(pieces: AsyncIterator[Event], request: Request | None = None) 
             pass
 
     await _watched(run(), request)
+
+
+def _token_logprob(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+
+def token_logprobs(lps: list[TokenLogprob]) -> list[dict[str, Any]]:
+    """Each token with its bytes and its top alternatives: the shape ollama and OpenAI chat
+    share."""
+    return [
+        {
+            **_token_logprob(lp.token, lp.logprob),
+            "top_logprobs": [_token_logprob(t, v) for t, v in lp.top],
+        }
+        for lp in lps
+    ]

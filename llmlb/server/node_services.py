@@ -14,7 +14,6 @@ from llmlb import settings
 from llmlb.balancer.router_link import RouterLink
 from llmlb.engine.scheduler import Scheduler, default_scheduler
 from llmlb.jobs.lifecycle import Downloads
-from llmlb.jobs.pull import Pulls
 from llmlb.server.metrics_api import NodeMetrics
 from llmlb.store import db
 from llmlb.store.catalog import sweep_trash
@@ -45,10 +44,6 @@ class NodeServices:
     started_at: float = field(default_factory=time.time)
     node_id: str = ""
     link: RouterLink | None = None
-
-    @property
-    def pulls(self) -> Pulls:
-        return self.downloads.pulls
 
     @property
     def models_dir(self) -> Path:

@@ -15,7 +15,6 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 from sqlalchemy.engine import Engine
 
-from llmlb.engine.base import TokenLogprob
 from llmlb.engine.scheduler import Scheduler
 from llmlb.engine.tool_calls import CallDelta, Parser, ToolCall
 from llmlb.errors import BadRequest, NotFound
@@ -93,7 +92,7 @@ async def _respond(
     """Stream NDJSON (default) or answer one object; `shape(kind, text)` builds a chunk."""
     think = _thinks(body.think)
     model_name = body.target
-    want_logprobs = body.logprobs or body.top_logprobs > 0
+    want_logprobs = body.logprobs  # top_logprobs without logprobs is refused at decoding
     pieces = await inf.primed(inf.generate(lease, produce, turn, think, parser), request)
     if body.stream:
 
@@ -116,7 +115,7 @@ async def _respond(
                         "done": False,
                     }
                     if want_logprobs:
-                        chunk["logprobs"] = _logprobs(turn.take_logprobs())
+                        chunk["logprobs"] = inf.token_logprobs(turn.take_logprobs())
                     yield (json.dumps(chunk) + "\n").encode()
             except (
                 Exception
@@ -127,7 +126,7 @@ async def _respond(
             inf.record(metrics, turn)
             final = _final(turn, model_name)
             if want_logprobs:
-                final["logprobs"] = _logprobs(turn.take_logprobs())
+                final["logprobs"] = inf.token_logprobs(turn.take_logprobs())
             yield (json.dumps({**final, **shape("content", "")}) + "\n").encode()
 
         return Stream(lines(), media_type=NDJSON)
@@ -140,20 +139,8 @@ async def _respond(
     if turn.thinking and think is not False:
         full = _merge_thinking(full, turn.thinking)
     if want_logprobs:
-        full["logprobs"] = _logprobs(turn.logprobs)
+        full["logprobs"] = inf.token_logprobs(turn.logprobs)
     return Response({**_final(turn, model_name), **full})
-
-
-def _logprob(token: str, logprob: float) -> dict[str, Any]:
-    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
-
-
-def _logprobs(lps: list[TokenLogprob]) -> list[dict[str, Any]]:
-    """ollama's shape: each token with its bytes and its top alternatives."""
-    return [
-        {**_logprob(lp.token, lp.logprob), "top_logprobs": [_logprob(t, v) for t, v in lp.top]}
-        for lp in lps
-    ]
 
 
 def _merge_thinking(full: dict, thinking: str) -> dict:

@@ -39,17 +39,9 @@ def _usage(turn: inf.Turn) -> dict[str, Any]:
     }
 
 
-def _token(lp: TokenLogprob) -> dict[str, Any]:
-    return {"token": lp.token, "logprob": lp.logprob, "bytes": list(lp.token.encode())}
-
-
 def _chat_logprobs(lps: list[TokenLogprob]) -> dict[str, Any]:
     """OpenAI chat's shape: every token with its bytes and its top alternatives."""
-    content = [
-        {**_token(lp), "top_logprobs": [_token(TokenLogprob(t, v)) for t, v in lp.top]}
-        for lp in lps
-    ]
-    return {"content": content, "refusal": None}
+    return {"content": inf.token_logprobs(lps), "refusal": None}
 
 
 def _completion_logprobs(lps: list[TokenLogprob], offset: int = 0) -> dict[str, Any]:

@@ -190,11 +190,16 @@ Tools = Annotated[list[ToolDef], Meta(max_length=MAX_TOOLS)]
 
 
 def tool_specs(tools: list[ToolDef] | None) -> list[chat_plan.Tool]:
-    """The tools, their parameters checked: each a schema llama.cpp's converter honours."""
-    specs = [
+    """The tools as the engine takes them (checked once, when the body is decoded)."""
+    return [
         chat_plan.Tool(t.function.name, t.function.description, t.function.parameters or {})
         for t in tools or []
     ]
+
+
+def checked_tool_specs(tools: list[ToolDef] | None) -> list[chat_plan.Tool]:
+    """The tools, their parameters checked: each a schema llama.cpp's converter honours."""
+    specs = tool_specs(tools)
     chat_plan.check_tools(specs)
     return specs
 
@@ -243,7 +248,7 @@ class OllamaChat(_OllamaGeneration, kw_only=True):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        tool_specs(self.tools)
+        checked_tool_specs(self.tools)
 
     @property
     def tool_list(self) -> list[chat_plan.Tool]:
@@ -356,7 +361,7 @@ class OpenAIChat(_OpenAIGeneration, kw_only=True):
         fmt = self.response_format
         if isinstance(fmt, JsonSchemaFormat) and fmt.json_schema.schema is not None:
             llama_json.check(fmt.json_schema.schema, "the JSON schema in 'response_format'")
-        tools = tool_specs(self.tools)
+        tools = checked_tool_specs(self.tools)
         choice = self.tool_choice
         if choice is not None and choice != "none" and not tools:
             raise ValueError("tool_choice is only allowed when tools are given")

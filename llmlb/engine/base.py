@@ -8,6 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
+def text_of(content: Any) -> str:
+    """A message's text: a string, or the text parts of a list of parts (images dropped)."""
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
 @dataclass
 class GenOptions:
     """One generation's sampling and limits, already validated by the API layer.

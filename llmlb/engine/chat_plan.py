@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmlb.engine import llama_json
+from llmlb.engine.base import text_of
 from llmlb.engine.llama_template import TemplateCaps, caps_of
 from llmlb.engine.tool_calls import CLOSE, OPEN, PARSERS, Parser
 from llmlb.errors import BadRequest
@@ -177,9 +178,7 @@ def _render_history(messages: list[dict[str, Any]], caps: TemplateCaps) -> list[
             if caps.tool_responses:
                 m = {**m, "name": name} if name else dict(m)
             else:  # plain words: small models take them better than JSON
-                content = m.get("content") or ""
-                if isinstance(content, list):
-                    content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+                content = text_of(m.get("content"))
                 m = {"role": "user", "content": f"Result of {name or 'the tool'}: {content}"}
         out.append(m)
     return out

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Executor
 
 from llmlb.engine.base import Piece
 from llmlb.errors import LlmlbError
@@ -120,7 +119,6 @@ def _deliver(batch: list[tuple[Stream, object]]) -> None:
 def run_in_thread(
     stream: Stream,
     produce: Callable[[threading.Event], Iterator[Piece]],
-    executor: Executor | None = None,
 ) -> Stream:
     """Feed `stream` from a blocking iterator run in a worker thread (the vision path)."""
 
@@ -136,5 +134,5 @@ def run_in_thread(
         except Exception as exc:  # surfaces in the reader
             stream.finish(LlmlbError(f"generation failed: {exc}"))
 
-    stream.loop.run_in_executor(executor, work)
+    stream.loop.run_in_executor(None, work)
     return stream

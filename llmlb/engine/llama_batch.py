@@ -98,7 +98,3 @@ class AbortFlag:
 
     def clear(self) -> None:
         self._buf[0] = b"\x00"
-
-    @property
-    def is_set(self) -> bool:
-        return self._buf[0] != b"\x00"

@@ -21,7 +21,7 @@ import llama_cpp as lc
 
 from llmlb import settings
 from llmlb.engine import llama_log, llama_sampling
-from llmlb.engine.base import GenOptions, GenStats
+from llmlb.engine.base import GenOptions, GenStats, text_of
 from llmlb.engine.generation import Stream
 from llmlb.engine.llama_loop import DecodeLoop, Job, token_bytes
 from llmlb.engine.llama_template import ChatTemplate, NoChatTemplate
@@ -244,11 +244,10 @@ class LlamaBackend:
             add_bos = self.weights.add_bos and not (bos and text.startswith(bos))
             droppable = [i for i, m in enumerate(kept[:-1]) if m["role"] != "system"]
             raw = self._encode(text)
-            if not droppable or (
-                len(raw) <= self.max_prompt_bytes
-                and len(self.weights.tokenize(raw, add_bos)) <= room
-            ):
-                return self._prompt_tokens(text, add_bos)
+            fits = len(raw) <= self.max_prompt_bytes
+            tokens = self.weights.tokenize(raw, add_bos) if fits else None
+            if not droppable or (tokens is not None and len(tokens) <= room):
+                return self._checked(raw, add_bos, tokens)
             del kept[droppable[0]]
 
     @staticmethod
@@ -277,13 +276,18 @@ class LlamaBackend:
             raise BadRequest("the prompt is not valid text (it holds a lone surrogate)") from exc
 
     def _prompt_tokens(self, text: str, add_bos: bool) -> list[int]:
-        raw = self._encode(text)
+        return self._checked(self._encode(text), add_bos)
+
+    def _checked(self, raw: bytes, add_bos: bool, tokens: list[int] | None = None) -> list[int]:
+        """The prompt's tokens (`tokens`, when already counted), or a 400 saying why it cannot
+        be run: too long in bytes (checked before tokenizing), empty, or too long in tokens."""
         if len(raw) > self.max_prompt_bytes:
             raise BadRequest(
                 f"the prompt is {len(raw)} bytes, more than {self.n_ctx} tokens; the context "
                 f"window of '{self.name}' is {self.n_ctx} tokens (LLMLB_CONTEXT_LENGTH)"
             )
-        tokens = self.weights.tokenize(raw, add_bos)
+        if tokens is None:
+            tokens = self.weights.tokenize(raw, add_bos)
         if not tokens:
             raise BadRequest("the prompt is empty")
         if len(tokens) >= self.n_ctx:
@@ -294,10 +298,7 @@ class LlamaBackend:
         return tokens
 
     def _count(self, message: dict[str, Any]) -> int:
-        content = message.get("content") or ""
-        if isinstance(content, list):
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        raw = self._encode(content)
+        raw = self._encode(text_of(message.get("content")))
         if len(raw) > self.max_prompt_bytes:
             return self.n_ctx + 1  # too long to count, and too long to keep
         return len(self.weights.tokenize(raw, False)) + 8  # + the template's markers
@@ -343,9 +344,6 @@ class LlamaBackend:
             return vision.chat(self.fit(messages, opts), opts, cancel, stats)
 
         return run_in_thread(stream, produce)
-
-    def tokenize_count(self, text: str) -> int:
-        return len(self.weights.tokenize(self._encode(text), False))
 
     def close(self) -> None:
         loop = getattr(self, "loop", None)

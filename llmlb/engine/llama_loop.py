@@ -84,7 +84,6 @@ class DecodeLoop:
         self.n_ctx_seq, self.n_batch, self.n_ubatch = n_ctx_seq, n_batch, n_ubatch
         self.seqs = [Seq(i) for i in range(n_seq)]
         self.batch = Batch(n_batch)
-        self.aborts = 0  # decodes stopped half-way because every request in them was cancelled
         self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._waiting: deque[Job] = deque()
         self._lock = threading.Lock()  # the jobs in the running decode, and the abort flag
@@ -155,28 +154,32 @@ class DecodeLoop:
                 job.stats.finish_reason = "cancelled"
                 self._end(job)
                 continue
-            seq = self._free_seq(job.tokens)
-            if seq is None:
+            found = self._free_seq(job.tokens)
+            if found is None:
                 break
             self._waiting.popleft()
-            self._start(seq, job)
+            self._start(*found, job)
         return True
 
-    def _free_seq(self, tokens: list[int]) -> Seq | None:
+    def _free_seq(self, tokens: list[int]) -> tuple[Seq, int] | None:
+        """A free sequence for `tokens`, and how many of them it holds already: the one whose
+        cache shares the most of them (past REUSE_SIMILARITY), else the least recently used."""
         free = [s for s in self.seqs if s.job is None]
         if not free:
             return None
+        shared = {s.id: common_prefix(s.cached, tokens) for s in free}
         best, best_sim = None, REUSE_SIMILARITY
         for s in free:
-            sim = common_prefix(s.cached, tokens) / len(tokens)
+            sim = shared[s.id] / len(tokens)
             if sim > best_sim:
                 best, best_sim = s, sim
-        return best or min(free, key=lambda s: s.last_used)
+        seq = best or min(free, key=lambda s: s.last_used)
+        return seq, shared[seq.id]
 
-    def _start(self, seq: Seq, job: Job) -> None:
+    def _start(self, seq: Seq, prefix: int, job: Job) -> None:
         # (sliding-window layers keep the whole context: swa_full, llama.cpp's default, so
         # any cached prefix is still complete)
-        keep = min(common_prefix(seq.cached, job.tokens), len(job.tokens) - 1)
+        keep = min(prefix, len(job.tokens) - 1)
         if keep < len(seq.cached):
             if not lc.llama_memory_seq_rm(self.mem, seq.id, keep, -1):
                 lc.llama_memory_seq_rm(self.mem, seq.id, -1, -1)  # cannot cut: start over
@@ -252,7 +255,6 @@ class DecodeLoop:
     def _undo(self, before: dict[int, int], rc: int) -> None:
         """A decode that was aborted (rc 2) or failed: forget what it added, end its requests."""
         if rc == 2:
-            self.aborts += 1
             log.info("%s: stopped a decode whose clients all went away", self.name)
         else:
             log.error("%s: llama_decode failed with code %d", self.name, rc)

@@ -40,7 +40,6 @@ class Sampler:
     grammar: ctypes.c_void_p | None = None
     n_vocab: int = 0
     eos: int = -1  # what ends the output should a grammar allow no token at all
-    resampled: int = 0  # tokens the grammar rejected after the chain drew them
     _cands: np.ndarray | None = field(default=None, repr=False)
     _ids: np.ndarray | None = field(default=None, repr=False)
 
@@ -51,7 +50,6 @@ class Sampler:
         logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
         token = self._draw(logits, with_grammar=False)
         if not self._allowed(token):
-            self.resampled += 1
             token = self._draw(logits, with_grammar=True)
         lc.llama_sampler_accept(self.grammar, token)
         lc.llama_sampler_accept(self.chain, token)

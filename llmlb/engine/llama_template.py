@@ -50,10 +50,6 @@ class ChatTemplate:
         except (jinja2.TemplateError, TypeError) as exc:  # TypeError: e.g. None + str
             raise BadRequest(f"the chat template of '{self.name}' failed: {exc}") from exc
 
-    @property
-    def caps(self) -> TemplateCaps:
-        return caps_of(self.source)
-
 
 @dataclass(frozen=True)
 class TemplateCaps:

@@ -403,10 +403,5 @@ def default_scheduler(catalog_engine: Engine) -> Scheduler:
         catalog_engine,
         loader,
         gpus=gpus,
-        max_loaded=settings.max_loaded_models(),
-        max_queue=settings.max_queue(),
-        keep_alive=settings.keep_alive(),
-        n_ctx=settings.context_length(),
-        num_parallel=settings.num_parallel(),
         gpu_offload=gpu_offload_supported() and gpus.read().available,
     )

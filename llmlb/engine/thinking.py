@@ -5,6 +5,15 @@ from __future__ import annotations
 OPEN, CLOSE = "<think>", "</think>"
 
 
+def held(text: str, tag: str) -> int:
+    """How many trailing characters of `text` could be the start of `tag` (to hold back until
+    the next piece says whether the tag follows)."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-n:]):
+            return n
+    return 0
+
+
 class ThinkingSplitter:
     """Feed text pieces; get back (thinking, content) deltas."""
 
@@ -12,13 +21,6 @@ class ThinkingSplitter:
         self.inside = starts_thinking
         self.buffer = ""
         self.seen_content = False
-
-    def _held(self, text: str, tag: str) -> int:
-        """How many trailing characters could be the start of `tag`."""
-        for n in range(min(len(tag) - 1, len(text)), 0, -1):
-            if tag.startswith(text[-n:]):
-                return n
-        return 0
 
     def feed(self, piece: str) -> tuple[str, str]:
         text = self.buffer + piece
@@ -37,7 +39,7 @@ class ThinkingSplitter:
                 if not self.inside:
                     text = text.lstrip("\n") if text.strip() else text
                 continue
-            hold = self._held(text, tag)
+            hold = held(text, tag)
             keep, self.buffer = (text[:-hold], text[-hold:]) if hold else (text, "")
             (thinking if self.inside else content).append(keep)
             break

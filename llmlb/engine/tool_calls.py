@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 
 from llmlb.engine.json_stream import CallObject, Invalid, StringReader, ValueEnd, skip_ws
+from llmlb.engine.thinking import held
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
@@ -47,14 +48,6 @@ class CallDelta:
 
 
 Event = str | CallDelta
-
-
-def _held(text: str, tag: str) -> int:
-    """How many trailing characters of `text` could be the start of `tag`."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if tag.startswith(text[-n:]):
-            return n
-    return 0
 
 
 class Parser:
@@ -268,7 +261,7 @@ class HermesParser(Parser):
                     self.after_call = False
                 at = text.find(OPEN, self.pos)
                 if at < 0:
-                    end = len(text) - _held(text[self.pos :], OPEN)
+                    end = len(text) - held(text[self.pos :], OPEN)
                     self._content(end, out)
                     self.pos = end
                     return

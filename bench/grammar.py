@@ -50,8 +50,8 @@ PEOPLE = ["a sailor", "a baker", "a pilot", "a painter"]
 FREE = ["Write a story about a lighthouse.", "Write a story about a glacier."]
 PATCH = '''
 import os
+import llama_cpp as lc  # before numpy: see llmlb/server/node_app.py
 import numpy as np
-import llama_cpp as lc
 from llmlb.engine import llama_sampling
 
 def sample(self, ctx, index):

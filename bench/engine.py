@@ -4,16 +4,20 @@ Both serve SmolLM2-135M-Instruct (tests/support/real_models.py) with the same th
 same context per sequence and 8 parallel sequences (LLMLB_NUM_PARALLEL=8, llama-server
 -np 8), built from the same llama.cpp (../shared/tools/llama-server.sh builds the server
 from the sources of the installed llama-cpp-python). Requests go to /v1/chat/completions,
-streamed, with the same sampling fields; every request has a prompt of its own (no shared
-cache beyond the template's system prompt). The two servers take turns, level by level.
+streamed, with the same sampling fields. The two servers take turns, level by level.
+
+Two workloads:
+- distinct: every request has a prompt of its own (salted): a first token costs a prefill;
+- shared: every request is the same short instruction with its own ending (`... about a
+  lighthouse keeper and a storm. (#17)`), so both servers reuse the cached prefix and a first
+  token costs a few new tokens: what a server spends per request of its own shows here.
 
 Measured: aggregate tokens/s, per-stream tokens/s and time to first token at 1, 4, 8 and 16
-concurrent streams; a cold 1,200-token prompt's time to first token; and the second turn of
-a 1,500-token conversation against the same prompt cold.
-Targets: 1 stream >= 0.95x llama-server tokens/s, cold prompt TTFT <= 1.05x; 8 streams
-aggregate >= 0.95x, median TTFT <= 1.5x; second turn TTFT <= 0.2x cold. Every figure is
-measured --rounds times, alternating the servers; the table shows the best round of each
-(on a shared machine other work only slows a run down) and the ratio of the medians.
+concurrent streams, for each workload; a cold 1,200-token prompt's time to first token; the
+second turn of a 1,500-token conversation against the same prompt cold; and the resident
+memory of each server (llmlb: the node and its runner processes) after the run.
+Every figure is measured --rounds times, alternating the servers; the table shows the median
+of the rounds and the ratio of the medians (the best round flatters a noisy machine).
 
 Run: .venv/bin/python bench/engine.py [--threads 2] [--tokens 128] [--rounds 3]
      [--llama-server PATH]   (default: the cached build, made if missing)
@@ -154,11 +158,25 @@ def story(i: int, salt: str) -> list[dict]:
     ]
 
 
-def level(url: str, model: str, n: int, tokens: int, salt: str) -> list[Result]:
+def shared(i: int, salt: str) -> list[dict]:
+    """The same instruction, a distinct ending: the cached prefix serves every request."""
+    ending = f"({salt}#{i})"
+    return [
+        {
+            "role": "user",
+            "content": "Write a short story about a lighthouse keeper and a storm. " + ending,
+        }
+    ]
+
+
+WORKLOADS = {"distinct": story, "shared": shared}
+
+
+def level(url: str, model: str, n: int, tokens: int, salt: str, prompt=story) -> list[Result]:
     out: list[Result | None] = [None] * n
 
     def one(i: int) -> None:
-        out[i] = chat(url, model, story(i, salt), tokens)[0]
+        out[i] = chat(url, model, prompt(i, salt), tokens)[0]
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
@@ -192,6 +210,24 @@ def summary(results: list[Result]) -> dict[str, float]:
     }
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of `pid` and its children (a node's runners), in MB."""
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pids += [int(c) for c in children]
+        except (OSError, ValueError):
+            continue
+    return total / 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -200,13 +236,17 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--levels", default="1,4,8,16")
+    ap.add_argument("--workloads", default="shared,distinct")
+    ap.add_argument("--no-chats", action="store_true", help="skip the long-prompt figures")
     ap.add_argument("--llama-server")
     opts = ap.parse_args()
     levels = [int(x) for x in opts.levels.split(",")]
+    workloads = opts.workloads.split(",")
     model = smollm2()
     binary = llama_server_binary(opts.llama_server)
     print(f"model {model.name}; threads {opts.threads}; context {opts.ctx} per sequence; "
           f"{opts.parallel} parallel; {opts.tokens} tokens per request; load {os.getloadavg()}")  # fmt: skip
+    rss: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         register_file(home, "bench/smollm2", model)
@@ -223,18 +263,20 @@ def main() -> None:
         try:
             for url, name in sides.values():  # load and warm up
                 chat(url, name, story(0, "warm"), 8)
-            table: dict[int, dict[str, list[dict[str, float]]]] = {
-                n: {s: [] for s in sides} for n in levels
+            table: dict[tuple[str, int], dict[str, list[dict[str, float]]]] = {
+                (w, n): {s: [] for s in sides} for w in workloads for n in levels
             }
             for rnd in range(opts.rounds):
-                for n in levels:
-                    for side, (url, name) in sides.items():
-                        salt = f"r{rnd}n{n}{side}"
-                        table[n][side].append(summary(level(url, name, n, opts.tokens, salt)))
+                for w in workloads:
+                    for n in levels:
+                        for side, (url, name) in sides.items():
+                            salt = f"r{rnd}n{n}{side}"
+                            results = level(url, name, n, opts.tokens, salt, WORKLOADS[w])
+                            table[w, n][side].append(summary(results))
             cold: dict[str, list[float]] = {s: [] for s in sides}
             second: dict[str, list[float]] = {s: [] for s in sides}
             second_cold: dict[str, list[float]] = {s: [] for s in sides}
-            for rnd in range(opts.rounds):
+            for rnd in range(0 if opts.no_chats else opts.rounds):
                 for side, (url, name) in sides.items():
                     r, _ = chat(url, name, conversation(f"cold{rnd}{side}", 1200), 8)
                     cold[side].append(r.ttft)
@@ -248,42 +290,47 @@ def main() -> None:
                         *turn2[1:],
                     ]
                     second_cold[side].append(chat(url, name, fresh, 8)[0].ttft)
+            assert node.proc is not None
+            rss = {"llmlb": rss_mb(node.proc.pid), "llama-server": rss_mb(peer.proc.pid)}
         finally:
             node.stop()
             peer.stop()
     print(f"load after: {os.getloadavg()}")
-    # The machine may be shared: other work only ever slows a run down, so the best of the
-    # rounds is the figure (faster tokens/s, shorter time); the ratio of medians beside it.
-    print(f"\n{opts.rounds} rounds; values: best round; last column: ratio of the medians")
-    print(
-        f"\n| streams | metric | llmlb | llama-server -np {opts.parallel} | ratio | median ratio |"
-    )
+    print(f"\n{opts.rounds} rounds, alternating; values: the median round")
+    print(f"\n| workload | streams | metric | llmlb | llama-server -np {opts.parallel} | ratio |")
     print("|---|---|---|---|---|---|")
 
-    def row(n: int | str, label: str, a: list[float], b: list[float], higher: bool, ms: bool):
-        best = max if higher else min
+    def row(w: str, n: int | str, label: str, a: list[float], b: list[float], ms: bool):
         scale, fmt = (1000, "{:.0f}") if ms else (1, "{:.1f}")
-        x, y = best(a), best(b)
-        m = statistics.median(a) / statistics.median(b)
-        print(f"| {n} | {label} | {fmt.format(x * scale)} | {fmt.format(y * scale)} | "
-              f"{x / y:.2f}x | {m:.2f}x |")  # fmt: skip
+        x, y = statistics.median(a), statistics.median(b)
+        print(f"| {w} | {n} | {label} | {fmt.format(x * scale)} | {fmt.format(y * scale)} | "
+              f"{x / y:.2f}x |")  # fmt: skip
 
-    for n in levels:
-        for key, label, higher in (
-            ("agg", "aggregate tokens/s", True),
-            ("per", "per-stream tokens/s (median stream)", True),
-            ("ttft", "time to first token, median stream (ms)", False),
-        ):
-            a = [x[key] for x in table[n]["llmlb"]]
-            b = [x[key] for x in table[n]["llama-server"]]
-            row(n, label, a, b, higher, key == "ttft")
-    row(1, "cold 1,200-token prompt: TTFT (ms)", cold["llmlb"], cold["llama-server"], False, True)
-    row(1, "2nd turn of a 1,500-token chat: TTFT (ms)", second["llmlb"], second["llama-server"],
-        False, True)  # fmt: skip
-    row(1, "the same prompt cold: TTFT (ms)", second_cold["llmlb"], second_cold["llama-server"],
-        False, True)  # fmt: skip
-    ratios = {side: min(second[side]) / min(second_cold[side]) for side in sides}
-    print(f"| 1 | 2nd turn / cold | {ratios['llmlb']:.2f}x | {ratios['llama-server']:.2f}x | | |")
+    for w in workloads:
+        for n in levels:
+            for key, label in (
+                ("agg", "aggregate tokens/s"),
+                ("per", "per-stream tokens/s (median stream)"),
+                ("ttft", "time to first token, median stream (ms)"),
+            ):
+                a = [x[key] for x in table[w, n]["llmlb"]]
+                b = [x[key] for x in table[w, n]["llama-server"]]
+                row(w, n, label, a, b, key == "ttft")
+    if not opts.no_chats:
+        row("chat", 1, "cold 1,200-token prompt: TTFT (ms)", cold["llmlb"],
+            cold["llama-server"], True)  # fmt: skip
+        row("chat", 1, "2nd turn of a 1,500-token chat: TTFT (ms)", second["llmlb"],
+            second["llama-server"], True)  # fmt: skip
+        row("chat", 1, "the same prompt cold: TTFT (ms)", second_cold["llmlb"],
+            second_cold["llama-server"], True)  # fmt: skip
+        ratios = {
+            side: statistics.median(second[side]) / statistics.median(second_cold[side])
+            for side in sides
+        }
+        print(f"| chat | 1 | 2nd turn / cold | {ratios['llmlb']:.2f}x | "
+              f"{ratios['llama-server']:.2f}x | |")  # fmt: skip
+    print(f"\nresident memory after the run: llmlb (node and runners) {rss['llmlb']:.0f} MB, "
+          f"llama-server {rss['llama-server']:.0f} MB")  # fmt: skip
 
 
 if __name__ == "__main__":

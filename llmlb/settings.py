@@ -247,6 +247,13 @@ def threads() -> int:
     return _int_env("LLMLB_THREADS", os.cpu_count() or 1)
 
 
+def stall_secs() -> int:
+    """A runner with work in hand that says nothing this long is stuck: its requests fail and
+    it is ended. It speaks after every compute graph (512 prompt tokens or one token of every
+    running request) and while a model loads, so only a model that slow per graph needs more."""
+    return _int_env("LLMLB_STALL_SECS", 60)
+
+
 def origins() -> list[str]:
     """Extra browser origins the servers accept (LLMLB_ORIGINS, comma-separated; `*` patterns)."""
     return [o.strip() for o in (_env("LLMLB_ORIGINS") or "").split(",") if o.strip()]

@@ -69,6 +69,8 @@ def model_block(info: dict) -> str:
     if (details.get("format") or "").lower() == "gguf" and not (info.get("template") or "").strip():
         # llama.cpp would fall back to a generic template the model was never trained on
         lines.append(f"  Note: {NO_TEMPLATE}")
+    if info.get("held_back"):
+        lines.append(f"  Held Back: {info['held_back']}")
     return "\n".join(lines)
 
 

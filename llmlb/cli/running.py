@@ -44,9 +44,16 @@ def list_running() -> None:
                 temp,
             ]
         )
+    held = data.get("held_back") or []
+    for h in held:
+        when = datetime.fromisoformat(h["until"].replace("Z", "+00:00"))
+        left = max(0.0, (when - datetime.now(UTC)).total_seconds())
+        rows.append([h["name"], "-", "-", "-", f"Held back ({render.duration(left)})", vram, temp])
     click.echo(
         render.table(["NAME", "ID", "SIZE", "PROCESSOR", "UNTIL", "VRAM", "TEMP"], rows, gap=2)
     )
+    for h in held:  # why, where a person reads it (the table stays one row per model)
+        click.echo(h["reason"], err=True)
 
 
 def stop_model(model: str) -> None:

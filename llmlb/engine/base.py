@@ -7,6 +7,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from llmlb.errors import LlmlbError
+
+
+class Crashed(LlmlbError):
+    """A backend's process ended (or was ended) while it had work: its words say how. The
+    scheduler counts these; the router never sends such a request to another node."""
+
 
 def text_of(content: Any) -> str:
     """A message's text: a string, or the text parts of a list of parts (images dropped)."""
@@ -81,6 +88,24 @@ class GenStats:
         return self.prompt_tokens - self.cached_tokens
 
 
+@dataclass(frozen=True)
+class TemplateCaps:
+    """What a chat template renders, found by rendering it with made-up messages
+    (llama_template.caps_of, run in a runner process)."""
+
+    system: bool = False  # a system message
+    tools: bool = False  # the `tools` variable
+    tool_calls: bool = False  # an assistant message's tool_calls
+    object_arguments: bool = False  # ... only when their arguments are an object, not JSON text
+    tool_responses: bool = False  # `tool` messages
+    thinking_toggle: bool = False  # enable_thinking changes the prompt
+    thinks: bool = False  # the model writes <think>...</think>
+
+    @property
+    def thinking(self) -> bool:
+        return self.thinks or self.thinking_toggle
+
+
 class Generation(Protocol):
     """One request's stream of pieces, produced on another thread and read on the event loop."""
 
@@ -97,12 +122,13 @@ class Generation(Protocol):
 
 class Backend(Protocol):
     """A loaded chat model. chat() and complete() are called on the event loop and return at
-    once; the work (templating, tokenizing, decoding) happens elsewhere."""
+    once; the work (templating, tokenizing, decoding) happens elsewhere (a runner process)."""
 
     name: str
     size_bytes: int
     processor: str
     supports_images: bool
+    has_chat_template: bool
     parallel: int  # requests it decodes at once
     n_ctx: int  # context window of one request
 
@@ -116,11 +142,11 @@ class Backend(Protocol):
 
     def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Generation: ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 class Embedder(Protocol):
-    """A model loaded for embeddings; embed() blocks (run it in a worker thread)."""
+    """A model loaded for embeddings."""
 
     name: str
     size_bytes: int
@@ -128,6 +154,8 @@ class Embedder(Protocol):
     parallel: int
     n_ctx: int
 
-    def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]: ...
+    async def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
+        """(unit vectors, tokens); cancelling the call stops the work."""
+        ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmlb.engine import llama_json
-from llmlb.engine.base import text_of
-from llmlb.engine.llama_template import TemplateCaps, caps_of
+from llmlb.engine.base import TemplateCaps, text_of
 from llmlb.engine.tool_calls import CLOSE, OPEN, PARSERS, Parser
 from llmlb.errors import BadRequest
 
@@ -202,6 +201,7 @@ def _with_system(messages: list[dict[str, Any]], text: str, caps: TemplateCaps) 
 
 def plan(
     source: str | None,
+    caps: TemplateCaps,
     messages: list[dict[str, Any]],
     *,
     tools: list[Tool] | None = None,
@@ -212,9 +212,9 @@ def plan(
     json_mode: bool = False,
     think: bool | None = None,
 ) -> ChatPlan:
-    """The plan for a chat with template `source`. `choice`: auto, none or required (a named
-    function is "required" with `forced` set); `schema` / `json_mode`: the reply's format."""
-    caps = caps_of(source) if source else TemplateCaps()
+    """The plan for a chat with template `source`, which renders `caps` (found in a runner:
+    engine/templates.py). `choice`: auto, none or required (a named function is "required"
+    with `forced` set); `schema` / `json_mode`: the reply's format."""
     tools = [t for t in tools or [] if forced is None or t.name == forced]
     history = _render_history(messages, caps)
     use_tools = bool(tools) and choice != "none"

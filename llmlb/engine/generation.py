@@ -1,8 +1,9 @@
 """The meeting point of a request and the engine: a queue of pieces and a cancel flag.
 
-The engine (a decode loop thread, or a worker thread for the vision path) puts pieces and
-finally one end mark; the request reads them on the event loop. Neither side ever touches
-the other's state: the engine never sees the HTTP request, the handler never sees llama.cpp.
+The engine side (a runner's reader on the event loop: push/end; or any thread: put/finish)
+puts pieces and finally one end mark; the request reads them on the event loop. Neither side
+ever touches the other's state: the engine never sees the HTTP request, the handler never
+sees llama.cpp.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ class Stream:
         self._lock = threading.Lock()
         self.cancelled = threading.Event()
         self.on_cancel: Callable[[], None] | None = None  # the engine's hook: stop work in flight
+
+    # -- the engine's side, on the event loop -----------------------------------
+    def push(self, piece: Piece) -> None:
+        self._queue.put_nowait(piece)
+
+    def end(self, error: BaseException | None = None) -> None:
+        """The last call: the engine has let go of the request. Later calls are ignored."""
+        if self._claim_end():
+            self._end(error)
 
     # -- the engine's side (any thread) ----------------------------------------
     def put(self, piece: Piece) -> None:
@@ -80,40 +90,6 @@ class Stream:
             if isinstance(item, BaseException):
                 raise item
             yield item
-
-
-class Outbox:
-    """What one decode step produced for all its requests, handed to the event loop in one
-    call (one wake-up per step, not one per request and token). Used by one thread."""
-
-    def __init__(self) -> None:
-        self._items: list[tuple[Stream, object]] = []
-
-    def put(self, stream: Stream, piece: Piece) -> None:
-        self._items.append((stream, piece))
-
-    def finish(self, stream: Stream, error: BaseException | None = None) -> None:
-        if stream._claim_end():
-            self._items.append((stream, error if error is not None else _END))
-
-    def flush(self) -> None:
-        if not self._items:
-            return
-        items, self._items = self._items, []
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Stream, object]]] = {}
-        for stream, item in items:
-            by_loop.setdefault(stream.loop, []).append((stream, item))
-        for loop, batch in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed event loop: nobody listens
-                loop.call_soon_threadsafe(_deliver, batch)
-
-
-def _deliver(batch: list[tuple[Stream, object]]) -> None:
-    for stream, item in batch:
-        if isinstance(item, Piece):
-            stream._queue.put_nowait(item)
-        else:
-            stream._end(None if item is _END else item)  # type: ignore[arg-type]
 
 
 def run_in_thread(

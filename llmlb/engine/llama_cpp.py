@@ -1,19 +1,20 @@
 """A loaded chat model on llama.cpp: one context with LLMLB_NUM_PARALLEL sequences and its
 decode loop, the model's chat template, and the prompt checks that run before any decoding.
 
-Only the engine's llama_* modules import llama_cpp. A request's prompt is rendered and
-tokenized on a worker thread (never on the event loop, never in the decode loop), after a
-size check that needs no tokenizing: a prompt longer than the context times the longest
-token piece cannot fit, whatever it holds. Requests with images take their own path through
-llama-cpp-python's LLaVA handler on a second, single-sequence instance (llama_vision.py).
+Only the engine's llama_* modules import llama_cpp, and only a runner process loads a model
+(engine/runner_main.py). A request's prompt is rendered and tokenized on the runner's prepare
+thread (never in the decode loop), after a size check that needs no tokenizing: a prompt
+longer than the context times the longest token piece cannot fit, whatever it holds.
+Requests with images take their own path through llama-cpp-python's LLaVA handler on a
+second, single-sequence instance (llama_vision.py).
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +22,19 @@ import llama_cpp as lc
 
 from llmlb import settings
 from llmlb.engine import llama_log, llama_sampling
-from llmlb.engine.base import GenOptions, GenStats, text_of
-from llmlb.engine.generation import Stream
+from llmlb.engine.base import GenOptions, GenStats, Piece, text_of
 from llmlb.engine.llama_loop import DecodeLoop, Job, token_bytes
-from llmlb.engine.llama_template import ChatTemplate, NoChatTemplate
+from llmlb.engine.llama_template import ChatTemplate, NoChatTemplate, PromptTooLong
 from llmlb.engine.memory import context_for, shape_of
+from llmlb.engine.sink import Outbox
 from llmlb.engine.thinking import CLOSE as THINK_CLOSE
 from llmlb.engine.thinking import OPEN as THINK_OPEN
 from llmlb.errors import BadRequest, LlmlbError
 from llmlb.store.models import Model
 
 log = logging.getLogger("llmlb.engine")
-N_BATCH = 2048  # tokens per decode call, as llama-server
+N_BATCH = 2048  # tokens a context takes per decode call, as llama-server
 N_UBATCH = 512  # tokens per compute graph, as llama-server
-INLINE_PROMPT_CHARS = 16 * 1024  # shorter prompts are templated and tokenized on the event loop
 
 
 def gpu_offload_supported() -> bool:
@@ -44,19 +44,29 @@ def gpu_offload_supported() -> bool:
 class LoadedModel:
     """Weights and vocabulary of a GGUF, loaded once (llama_model_load_from_file)."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, progress: Callable[[float], None] | None = None):
+        """`progress(fraction)` is called while the weights load."""
         llama_log.install()
         if model.format != "GGUF":
             raise BadRequest(f"model '{model.name}' is {model.format}; only GGUF models can be run")
         if not Path(model.path).exists():
-            raise LlmlbError(f"model file for '{model.name}' is missing: {model.path}")
+            raise LlmlbError(f"its file is missing: {model.path}")
         lc.llama_backend_init()
         self.gpu = gpu_offload_supported()
         params = lc.llama_model_default_params()
         params.n_gpu_layers = -1 if self.gpu else 0
+        if progress is not None:
+
+            def report(fraction: float, _user: ctypes.c_void_p) -> bool:
+                progress(fraction)
+                return True
+
+            callback = lc.llama_progress_callback(report)
+            params.progress_callback = callback  # (kept referenced until the load returns)
         self.ptr = lc.llama_model_load_from_file(str(model.path).encode(), params)
         if not self.ptr:
-            raise LlmlbError(f"failed to load model '{model.name}' (llama.cpp could not read it)")
+            said = llama_log.last_error()
+            raise LlmlbError("llama.cpp could not read the file" + (f": {said}" if said else ""))
         self.vocab = lc.llama_model_get_vocab(self.ptr)
         self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
         self.add_bos = bool(lc.llama_vocab_get_add_bos(self.vocab))
@@ -126,14 +136,22 @@ def new_context(
 
 
 class LlamaBackend:
-    """A chat model: `parallel` requests decode at once, each with `n_ctx` tokens of context."""
+    """A chat model: `parallel` requests decode at once, each with `n_ctx` tokens of context.
+    Lives in a runner process: its decode loop sends every step's output through `outbox`."""
 
-    def __init__(self, model: Model, n_ctx: int, parallel: int):
+    def __init__(
+        self,
+        model: Model,
+        n_ctx: int,
+        parallel: int,
+        outbox: Outbox,
+        progress: Callable[[float], None] | None = None,
+    ):
         self.name = model.name
         self.model = model
         self.n_ctx = context_for(model, n_ctx)
         self.parallel = parallel
-        self.weights = LoadedModel(model)
+        self.weights = LoadedModel(model, progress)
         self.gpu = self.weights.gpu
         self.ctx = new_context(
             self.weights, self.n_ctx * parallel, parallel, N_BATCH, N_UBATCH, embeddings=False
@@ -141,12 +159,12 @@ class LlamaBackend:
         if not self.ctx:
             self.weights.close()
             raise LlmlbError(
-                f"failed to load model '{model.name}': no memory for {parallel} x {self.n_ctx} "
-                "tokens of context (lower LLMLB_NUM_PARALLEL or LLMLB_CONTEXT_LENGTH)"
+                f"no memory for {parallel} x {self.n_ctx} tokens of context "
+                "(lower LLMLB_NUM_PARALLEL or LLMLB_CONTEXT_LENGTH)"
             )
         self.template = self._template()
-        self.loop = DecodeLoop(
-            self.ctx, self.weights.vocab, self.name, parallel, self.n_ctx, N_BATCH, N_UBATCH
+        self.loop: DecodeLoop | None = DecodeLoop(
+            self.ctx, self.weights.vocab, self.name, parallel, self.n_ctx, N_UBATCH, outbox
         )
         self.supports_images = bool(model.projector_path)
         self._vision: Any = None  # llama_vision.Vision, made on the first image
@@ -172,74 +190,28 @@ class LlamaBackend:
     def has_chat_template(self) -> bool:
         return self.template is not None
 
-    # -- requests (called on the event loop; the work runs elsewhere) ------------
-    def chat(
+    # -- a request, on the runner's prepare thread ------------------------------------------
+    def chat_tokens(
         self,
         messages: list[dict[str, Any]],
         opts: GenOptions,
-        stats: GenStats,
-        variables: dict[str, Any] | None = None,
-    ) -> Stream:
-        """`variables`: what the template gets beside the messages (tools, enable_thinking)."""
-        stream = Stream()
-        if any(isinstance(m.get("content"), list) for m in messages):  # images: LLaVA path
-            return self._vision_chat(stream, messages, opts, stats)
-        size = sum(len(m.get("content") or "") for m in messages)
-        size += len(json.dumps(variables)) if variables else 0
-        tokens_of = lambda: self._chat_tokens(messages, opts, stats, variables or {})  # noqa: E731
-        self._prepare(stream, opts, stats, tokens_of, size)
-        return stream
-
-    def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Stream:
-        stream = Stream()
-        tokens_of = lambda: self._prompt_tokens(prompt, self.weights.add_bos)  # noqa: E731
-        self._prepare(stream, opts, stats, tokens_of, len(prompt))
-        return stream
-
-    def _prepare(
-        self, stream: Stream, opts: GenOptions, stats: GenStats, tokens_of, size: int
-    ) -> None:
-        """Template, tokenize and check, then hand over to the loop: right here for a short
-        prompt (a millisecond), on a worker thread for a long one (never blocking the event
-        loop for long)."""
-
-        def work() -> None:
-            try:
-                tokens = tokens_of()
-                sampler = llama_sampling.build(self.weights.vocab, self.n_ctx, opts)
-            except LlmlbError as exc:
-                stream.finish(exc)
-                return
-            except Exception as exc:
-                log.exception("%s: preparing a prompt failed", self.name)
-                stream.finish(LlmlbError(f"preparing the prompt failed: {exc}"))
-                return
-            if stream.cancelled.is_set():
-                sampler.close()
-                stats.finish_reason = "cancelled"
-                stream.finish()
-                return
-            loop.submit(Job(tokens, opts, stats, stream, sampler))
-
-        loop = self.loop
-        if size <= INLINE_PROMPT_CHARS:
-            work()
-        else:
-            stream.loop.run_in_executor(None, work)
-
-    def _chat_tokens(
-        self,
-        messages: list[dict[str, Any]],
-        opts: GenOptions,
-        stats: GenStats,
         variables: dict[str, Any],
-    ) -> list[int]:
+    ) -> tuple[list[int], bool]:
+        """The chat's prompt tokens, and whether the prompt opens the model's thinking."""
         if self.template is None:
             raise NoChatTemplate(self.name)
         kept = self.fit(messages, opts)
         room = self._room(opts)
         while True:  # the estimate was rough: measure the rendered prompt, drop more if needed
-            text = self._thinking(self.template.render(kept, **variables), opts, stats)
+            try:
+                rendered = self.template.render(kept, self.max_prompt_bytes, **variables)
+            except PromptTooLong:
+                raise BadRequest(
+                    f"the prompt is more than {self.max_prompt_bytes} bytes, more than "
+                    f"{self.n_ctx} tokens; the context window of '{self.name}' is "
+                    f"{self.n_ctx} tokens (LLMLB_CONTEXT_LENGTH)"
+                ) from None
+            text, opens = self._thinking(rendered, opts)
             bos = self.template.bos
             add_bos = self.weights.add_bos and not (bos and text.startswith(bos))
             droppable = [i for i, m in enumerate(kept[:-1]) if m["role"] != "system"]
@@ -247,22 +219,31 @@ class LlamaBackend:
             fits = len(raw) <= self.max_prompt_bytes
             tokens = self.weights.tokenize(raw, add_bos) if fits else None
             if not droppable or (tokens is not None and len(tokens) <= room):
-                return self._checked(raw, add_bos, tokens)
+                return self._checked(raw, add_bos, tokens), opens
             del kept[droppable[0]]
 
+    def prompt_tokens(self, text: str) -> list[int]:
+        """A raw prompt's tokens."""
+        return self._checked(self._encode(text), self.weights.add_bos)
+
+    def sampler(self, opts: GenOptions) -> llama_sampling.Sampler:
+        return llama_sampling.build(self.weights.vocab, self.n_ctx, opts)
+
+    def submit(self, job: Job) -> None:
+        if self.loop is None:
+            raise LlmlbError(f"model '{self.name}' was unloaded")
+        self.loop.submit(job)
+
     @staticmethod
-    def _thinking(text: str, opts: GenOptions, stats: GenStats) -> str:
+    def _thinking(text: str, opts: GenOptions) -> tuple[str, bool]:
         """A prompt that opens the model's thinking (`<think>` at its end): the reply starts
         inside it; unless a grammar holds the reply from its first token, which leaves no
         room for thinking, so the thinking is closed at once."""
         if not text.rstrip().endswith(THINK_OPEN):
-            stats.opens_thinking = False
-            return text
+            return text, False
         if opts.grammar and not opts.grammar_trigger:
-            stats.opens_thinking = False
-            return text.rstrip() + "\n\n" + THINK_CLOSE + "\n\n"
-        stats.opens_thinking = True
-        return text
+            return text.rstrip() + "\n\n" + THINK_CLOSE + "\n\n", False
+        return text, True
 
     @property
     def max_prompt_bytes(self) -> int:
@@ -274,9 +255,6 @@ class LlamaBackend:
             return text.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise BadRequest("the prompt is not valid text (it holds a lone surrogate)") from exc
-
-    def _prompt_tokens(self, text: str, add_bos: bool) -> list[int]:
-        return self._checked(self._encode(text), add_bos)
 
     def _checked(self, raw: bytes, add_bos: bool, tokens: list[int] | None = None) -> list[int]:
         """The prompt's tokens (`tokens`, when already counted), or a 400 saying why it cannot
@@ -327,29 +305,28 @@ class LlamaBackend:
             )
         return [messages[i] for i in keep]
 
-    def _vision_chat(
-        self, stream: Stream, messages: list[dict[str, Any]], opts: GenOptions, stats: GenStats
-    ) -> Stream:
-        from llmlb.engine.generation import run_in_thread
+    def vision_chat(
+        self,
+        messages: list[dict[str, Any]],
+        opts: GenOptions,
+        cancel: threading.Event,
+        stats: GenStats,
+    ) -> Iterator[Piece]:
+        """A chat with images (blocking: run it on a thread of its own)."""
         from llmlb.engine.llama_vision import Vision
 
         if not self.supports_images:
             raise BadRequest(f"model '{self.name}' does not support images")
-
-        def produce(cancel):
-            with self._vision_lock:  # loaded on the first image, off the event loop
-                if self._vision is None:
-                    self._vision = Vision(self.model, self.n_ctx, self.gpu)
-                vision = self._vision
-            return vision.chat(self.fit(messages, opts), opts, cancel, stats)
-
-        return run_in_thread(stream, produce)
+        with self._vision_lock:  # loaded on the first image
+            if self._vision is None:
+                self._vision = Vision(self.model, self.n_ctx, self.gpu)
+            vision = self._vision
+        return vision.chat(self.fit(messages, opts), opts, cancel, stats)
 
     def close(self) -> None:
-        loop = getattr(self, "loop", None)
+        loop, self.loop = self.loop, None
         if loop is not None:
             loop.close()
-            self.loop = None  # type: ignore[assignment]
         if self._vision is not None:
             self._vision.close()
             self._vision = None

@@ -4,13 +4,14 @@ A context of its own (embeddings on, one shared KV pool of LLMLB_CONTEXT_LENGTH 
 Inputs are packed into as few decodes as the pool allows (at most EMBED_SEQS per decode); a
 whole input always lies in one compute graph, which encoder models (BERT) need. A model that
 declares no pooling of its own is mean-pooled over its tokens; every vector comes back with
-unit length, as ollama returns them.
+unit length, as ollama returns them. A request whose client left stops between two decodes.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import llama_cpp as lc
 import numpy as np
@@ -25,13 +26,17 @@ log = logging.getLogger("llmlb.engine")
 EMBED_SEQS = 16
 
 
+class Cancelled(LlmlbError):
+    """The request was cancelled between two decodes."""
+
+
 class LlamaEmbedder:
     parallel = 1  # one request at a time; its inputs are batched
 
-    def __init__(self, model: Model, n_ctx: int):
+    def __init__(self, model: Model, n_ctx: int, progress: Callable[[float], None] | None = None):
         self.name = model.name
         self.n_ctx = context_for(model, n_ctx)
-        self.weights = LoadedModel(model)
+        self.weights = LoadedModel(model, progress)
         self.gpu = self.weights.gpu
         arch = self.weights.meta("general.architecture") or ""
         declared = self.weights.meta(f"{arch}.pooling_type")
@@ -45,7 +50,7 @@ class LlamaEmbedder:
         )
         if not self.ctx:
             self.weights.close()
-            raise LlmlbError(f"failed to load model '{model.name}' for embeddings")
+            raise LlmlbError(f"no memory for an embedding context of {self.n_ctx} tokens")
         self.n_embd = lc.llama_model_n_embd(self.weights.ptr)
         self.mem = lc.llama_get_memory(self.ctx)
         self.batch = Batch(self.n_ctx)
@@ -74,21 +79,31 @@ class LlamaEmbedder:
             raise BadRequest(f"input {index} is empty")
         return tokens
 
-    def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
-        """Unit vectors for `inputs`, and how many tokens they had (blocking)."""
+    def embed(
+        self,
+        inputs: list[str],
+        cancelled: threading.Event | None = None,
+        alive: Callable[[], None] | None = None,
+    ) -> tuple[list[list[float]], int]:
+        """Unit vectors for `inputs`, and how many tokens they had (blocking). Stops with
+        Cancelled when `cancelled` is set; calls `alive()` after each decode."""
         tokenized = [self._tokens(text, i) for i, text in enumerate(inputs)]
+        groups: list[list[list[int]]] = [[]]
+        for tokens in tokenized:
+            group = groups[-1]
+            if group and (
+                len(group) == EMBED_SEQS or sum(map(len, group)) + len(tokens) > self.n_ctx
+            ):
+                groups.append([])
+            groups[-1].append(tokens)
         vectors: list[list[float]] = []
         with self.lock:
-            group: list[list[int]] = []
-            for tokens in tokenized:
-                if group and (
-                    len(group) == EMBED_SEQS or sum(map(len, group)) + len(tokens) > self.n_ctx
-                ):
-                    vectors += self._decode(group)
-                    group = []
-                group.append(tokens)
-            if group:
+            for group in groups:
+                if cancelled is not None and cancelled.is_set():
+                    raise Cancelled("the embedding request was cancelled")
                 vectors += self._decode(group)
+                if alive is not None:
+                    alive()
         return vectors, sum(map(len, tokenized))
 
     def _decode(self, group: list[list[int]]) -> list[list[float]]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from llama_cpp import llama_grammar
 
+from llmlb.engine import pattern_cost
 from llmlb.errors import BadRequest
 
 MAX_SCHEMA_BYTES = 256 * 1024
@@ -188,6 +189,13 @@ class _Checker:
         elif "enum" in s:
             if not isinstance(s["enum"], list) or not s["enum"]:
                 self.fail(path, "'enum' must be a non-empty list")
+            elif len(s["enum"]) > pattern_cost.MAX_STACKS:
+                # every value is a way to continue: each token would cost the square
+                self.fail(
+                    path,
+                    f"an 'enum' of {len(s['enum'])} values "
+                    f"(at most {pattern_cost.MAX_STACKS} are supported)",
+                )
             used = {"enum", "type", *DEFINITIONS}
         elif kind in (None, "object") and (
             "properties" in s
@@ -213,6 +221,10 @@ class _Checker:
                 pattern.startswith("^") and pattern.endswith("$")
             ):
                 self.fail(path, "a 'pattern' must start with '^' and end with '$'")
+            else:
+                costly = pattern_cost.problem(pattern)
+                if costly:
+                    self.fail(path, costly)
             used.add("pattern")
         elif kind in (None, "string") and s.get("format") in FORMATS:
             used.add("format")

@@ -17,10 +17,14 @@ log = logging.getLogger("llmlb.llama_cpp")
 _lock = threading.Lock()
 _partial: list[str] = []
 _callback = None  # kept referenced: llama.cpp calls it for the life of the process
+ERROR, CONTINUE = 4, 5  # ggml_log_level
+_last_error = ""
+_in_error = False
 
 
 def _forward(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
     # llama.cpp sends a line in pieces (level 5 = continue the previous one)
+    _note(level, text)
     with _lock:
         _partial.append(text.decode("utf-8", "replace"))
         if not _partial[-1].endswith("\n"):
@@ -32,7 +36,22 @@ def _forward(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
 
 
 def _drop(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-    return None
+    _note(level, text)
+
+
+def _note(level: int, text: bytes) -> None:
+    """Keep the last error line: the reason a load failed, in llama.cpp's words."""
+    global _last_error, _in_error
+    if level != CONTINUE:
+        _in_error = level == ERROR
+        if _in_error:
+            _last_error = ""
+    if _in_error:
+        _last_error = (_last_error + text.decode("utf-8", "replace")).strip()[-500:]
+
+
+def last_error() -> str:
+    return _last_error
 
 
 def install() -> None:

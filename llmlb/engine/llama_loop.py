@@ -1,13 +1,15 @@
 """One decode loop per loaded chat model: continuous batching on llama.cpp's batch API.
 
-The loop's thread owns the llama.cpp context; requests reach it only through its inbox, and
-their output leaves through each request's Stream. A request takes a free sequence: the one
+The loop's thread owns the llama.cpp context (in a runner process: engine/runner_main.py);
+requests reach it only through its inbox, and their output leaves through the Outbox, one
+frame per step. A request takes a free sequence: the one
 whose cached tokens share the longest prefix with its prompt (llama-server's rule: more
 than 10% of the prompt), else the least recently used, and keeps that prefix. Every step
 decodes one batch: the next token of every generating sequence, then prompt chunks of
-newcomers (at most n_ubatch tokens while others generate, so a long prompt never stalls
-them for long). A finished, stopped or cancelled request frees its sequence at once; its
-cells keep their tokens for the next request that starts the same way.
+newcomers (at most n_ubatch tokens, so a long prompt never stalls the others for long, and
+the node hears from the runner after every compute graph). A finished, stopped or cancelled
+request frees its sequence at once; its cells keep their tokens for the next request that
+starts the same way.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from dataclasses import dataclass, field
 import llama_cpp as lc
 
 from llmlb.engine.base import GenOptions, GenStats, Piece, TokenLogprob
-from llmlb.engine.generation import Outbox, Stream
 from llmlb.engine.llama_batch import AbortFlag, Batch
-from llmlb.engine.llama_sampling import Sampler, logprobs
+from llmlb.engine.llama_sampling import NO_TOKEN, Sampler, logprobs
+from llmlb.engine.sink import Outbox, Sink
 from llmlb.engine.text_out import TextOut
 from llmlb.errors import LlmlbError, Unavailable
 
@@ -53,7 +55,7 @@ class Job:
     tokens: list[int]
     opts: GenOptions
     stats: GenStats
-    stream: Stream
+    sink: Sink
     sampler: Sampler
 
 
@@ -76,14 +78,21 @@ class Seq:
 
 class DecodeLoop:
     def __init__(
-        self, ctx, vocab, name: str, n_seq: int, n_ctx_seq: int, n_batch: int, n_ubatch: int
+        self,
+        ctx,
+        vocab,
+        name: str,
+        n_seq: int,
+        n_ctx_seq: int,
+        n_ubatch: int,
+        outbox: Outbox,
     ):
         self.ctx, self.vocab, self.name = ctx, vocab, name
         self.n_vocab = lc.llama_vocab_n_tokens(vocab)
         self.mem = lc.llama_get_memory(ctx)
-        self.n_ctx_seq, self.n_batch, self.n_ubatch = n_ctx_seq, n_batch, n_ubatch
+        self.n_ctx_seq, self.n_ubatch = n_ctx_seq, n_ubatch
         self.seqs = [Seq(i) for i in range(n_seq)]
-        self.batch = Batch(n_batch)
+        self.batch = Batch(n_ubatch)
         self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._waiting: deque[Job] = deque()
         self._lock = threading.Lock()  # the jobs in the running decode, and the abort flag
@@ -92,19 +101,19 @@ class DecodeLoop:
         self._abort = AbortFlag()
         self._abort.attach(ctx)
         self._pieces: dict[int, bytes] = {}
-        self._out = Outbox()  # filled by the loop thread only, flushed after every step
+        self._out = outbox  # filled by the loop thread only, flushed after every step
         self._thread = threading.Thread(target=self._run, name=f"decode {name}", daemon=True)
         self._thread.start()
 
     # -- the outside's side ------------------------------------------------------
     def submit(self, job: Job) -> None:
-        job.stream.on_cancel = self._on_cancel
+        job.sink.on_cancel = self._on_cancel
         with self._lock:
             if not self._closed:
                 self._inbox.put(job)
                 return
         job.sampler.close()
-        job.stream.finish(Unavailable(f"model '{self.name}' was unloaded"))
+        job.sink.done(job.stats, Unavailable(f"model '{self.name}' was unloaded"))
 
     def close(self) -> None:
         """Stop the loop (running requests end with an error) and wait for it."""
@@ -118,15 +127,15 @@ class DecodeLoop:
     def _on_cancel(self) -> None:
         # a client left: if the decode in flight serves only cancelled requests, stop it now
         with self._lock:
-            if self._in_decode and all(j.stream.cancelled.is_set() for j in self._in_decode):
+            if self._in_decode and all(j.sink.cancelled.is_set() for j in self._in_decode):
                 self._abort.set()
 
     # -- the loop ------------------------------------------------------------------
     def _run(self) -> None:
         try:
             while self._take_new():
-                self._step()
-                self._out.flush()
+                decoded = self._step()
+                self._out.flush(alive=decoded)
         except Exception as exc:  # a bug or a llama.cpp failure: fail loudly, not silently
             log.exception("decode loop of %s failed", self.name)
             self._fail_all(LlmlbError(f"the engine failed: {exc}"))
@@ -145,11 +154,11 @@ class DecodeLoop:
             self._waiting.append(job)
             idle = False
         for s in self.seqs:  # a client that left frees its sequence now, for whoever waits
-            if s.job is not None and s.job.stream.cancelled.is_set():
+            if s.job is not None and s.job.sink.cancelled.is_set():
                 self._finish(s, "cancelled")
         while self._waiting:
             job = self._waiting[0]
-            if job.stream.cancelled.is_set():
+            if job.sink.cancelled.is_set():
                 self._waiting.popleft()
                 job.stats.finish_reason = "cancelled"
                 self._end(job)
@@ -187,7 +196,7 @@ class DecodeLoop:
             del seq.cached[keep:]
         job.stats.prompt_tokens = len(job.tokens)
         job.stats.cached_tokens = keep
-        if len(job.tokens) - keep >= self.n_batch:
+        if len(job.tokens) - keep >= 4 * self.n_ubatch:
             log.info("%s: evaluating a long prompt: %d tokens, %d of them cached",
                      self.name, len(job.tokens), keep)  # fmt: skip
         seq.job, seq.next_token, seq.row, seq.n_gen = job, None, -1, 0
@@ -195,7 +204,8 @@ class DecodeLoop:
         seq.unsent = []
         seq.started_ns, seq.first_ns = time.perf_counter_ns(), 0
 
-    def _step(self) -> None:
+    def _step(self) -> bool:
+        """One decode; False when there was nothing to decode."""
         batch = self.batch
         batch.clear()
         before: dict[int, int] = {}  # seq id -> cached tokens before this step
@@ -206,8 +216,8 @@ class DecodeLoop:
                 s.cached.append(s.next_token)
                 s.next_token = None
         generating = len(before)
-        # a long prompt joins running streams in slices, so that they keep flowing
-        limit = self.n_ubatch if generating else self.n_batch
+        # a long prompt goes in slices of one compute graph: running streams keep flowing
+        limit = self.n_ubatch
         prefilling = [
             s for s in self.seqs if s.job is not None and len(s.cached) < len(s.job.tokens)
         ]
@@ -225,7 +235,7 @@ class DecodeLoop:
             if last:
                 s.row = row
         if batch.n == 0:
-            return
+            return False
         if batch.n > generating and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s: decoding %d prompt tokens, %d generating",
@@ -236,7 +246,7 @@ class DecodeLoop:
         jobs = [self.seqs[i].job for i in before]
         with self._lock:
             self._in_decode = [j for j in jobs if j is not None]
-            if all(j.stream.cancelled.is_set() for j in self._in_decode):
+            if all(j.sink.cancelled.is_set() for j in self._in_decode):
                 self._abort.set()  # they all left meanwhile: do not even start
             else:
                 self._abort.clear()
@@ -246,11 +256,12 @@ class DecodeLoop:
             self._abort.clear()
         if rc != 0:
             self._undo(before, rc)
-            return
+            return True
         for s in self.seqs:
             if s.job is not None and s.row >= 0:
                 row, s.row = s.row, -1
                 self._sample(s, row)
+        return True
 
     def _undo(self, before: dict[int, int], rc: int) -> None:
         """A decode that was aborted (rc 2) or failed: forget what it added, end its requests."""
@@ -265,7 +276,7 @@ class DecodeLoop:
             s.row = -1
             if s.job is None:
                 continue
-            if rc == 2 or s.job.stream.cancelled.is_set():
+            if rc == 2 or s.job.sink.cancelled.is_set():
                 self._finish(s, "cancelled")
             else:
                 self._finish(s, "error", LlmlbError(f"llama.cpp could not decode (code {rc})"))
@@ -273,10 +284,14 @@ class DecodeLoop:
     def _sample(self, s: Seq, row: int) -> None:
         job = s.job
         assert job is not None
-        if job.stream.cancelled.is_set():
+        if job.sink.cancelled.is_set():
             self._finish(s, "cancelled")
             return
         token = job.sampler.sample(self.ctx, row)
+        if token == NO_TOKEN:  # the grammar admits no token here: the reply ends, cleanly
+            log.info("%s: the reply's grammar admits no further token; ending it", self.name)
+            self._finish(s, "stop")
+            return
         now = time.perf_counter_ns()
         if s.n_gen == 0:
             s.first_ns = now
@@ -308,7 +323,7 @@ class DecodeLoop:
         lps = [lp for _, lp in s.unsent[:n]]
         del s.unsent[:n]
         if text or lps:
-            self._out.put(s.job.stream, Piece(text, lps))
+            self._out.put(s.job.sink, Piece(text, lps))
 
     def _finish(self, s: Seq, reason: str, error: BaseException | None = None) -> None:
         job = s.job
@@ -322,7 +337,7 @@ class DecodeLoop:
 
     def _end(self, job: Job, error: BaseException | None = None) -> None:
         job.sampler.close()
-        self._out.finish(job.stream, error)
+        self._out.finish(job.sink, job.stats, error)
 
     def _fail_all(self, error: BaseException) -> None:
         for s in self.seqs:

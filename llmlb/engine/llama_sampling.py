@@ -27,6 +27,7 @@ from llmlb.engine.base import GenOptions, TokenLogprob
 from llmlb.errors import BadRequest
 
 RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks one
+NO_TOKEN = -1  # what sample() returns when the grammar admits no token at all
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 assert TOKEN_DATA.itemsize == ctypes.sizeof(lc.llama_token_data)
 
@@ -39,18 +40,22 @@ class Sampler:
     chain: ctypes.c_void_p
     grammar: ctypes.c_void_p | None = None
     n_vocab: int = 0
-    eos: int = -1  # what ends the output should a grammar allow no token at all
     _cands: np.ndarray | None = field(default=None, repr=False)
     _ids: np.ndarray | None = field(default=None, repr=False)
 
     def sample(self, ctx, index: int) -> int:
-        """Sample from the logits of batch row `index`; the chain (and grammar) accept it."""
+        """Sample from the logits of batch row `index`; the chain (and grammar) accept it.
+        NO_TOKEN when the grammar rules out every token (an end of text included): llama.cpp
+        aborts the process if told to accept a token its grammar refuses, so nothing is."""
         if not self.grammar:
             return int(lc.llama_sampler_sample(self.chain, ctx, index))
         logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
         token = self._draw(logits, with_grammar=False)
         if not self._allowed(token):
             token = self._draw(logits, with_grammar=True)
+            # every candidate ruled out: the draw still picks one, with -inf odds
+            if token == NO_TOKEN or not self._allowed(token):
+                return NO_TOKEN
         lc.llama_sampler_accept(self.grammar, token)
         lc.llama_sampler_accept(self.chain, token)
         return token
@@ -73,7 +78,7 @@ class Sampler:
             lc.llama_sampler_apply(self.grammar, ctypes.byref(arr))
         lc.llama_sampler_apply(self.chain, ctypes.byref(arr))
         if not 0 <= arr.selected < arr.size:
-            return self.eos  # every token was ruled out: end this output, nothing else
+            return NO_TOKEN
         return int(cands["id"][arr.selected])
 
     def _allowed(self, token: int) -> bool:
@@ -141,7 +146,7 @@ def build(vocab, n_ctx: int, opts: GenOptions) -> Sampler:
     if seed == RANDOM_SEED and opts.seed is not None:
         seed = 0xFFFFFFFE  # a given seed never means "random"
     add(lc.llama_sampler_init_dist(seed))
-    return Sampler(chain, grammar, lc.llama_vocab_n_tokens(vocab), lc.llama_vocab_eos(vocab))
+    return Sampler(chain, grammar, lc.llama_vocab_n_tokens(vocab))
 
 
 def logprobs(ctx, index: int, n_vocab: int, token: int, top: int, piece) -> TokenLogprob:

@@ -1,8 +1,10 @@
 """A chat rendered with the model's own Jinja template, the one its GGUF ships.
 
-llama-cpp-python's Jinja2ChatFormatter renders it with the sandbox and extensions Hugging
-Face's transformers use; we give it the model's bos/eos token texts, and the variables a
-request adds (`tools`, `enable_thinking`). A GGUF without a template gets no silent stand-in
+Rendered as llama-cpp-python's Jinja2ChatFormatter renders it, with the sandbox and extensions
+Hugging Face's transformers use; we give it the model's bos/eos token texts, and the variables
+a request adds (`tools`, `enable_thinking`). A template is a program: rendering is streamed and
+stops past a size limit, and runs only in a runner process, where a deadline interrupts it
+(engine/runner_main.py). A GGUF without a template gets no silent stand-in
 (llama-cpp-python falls back to llama-2's, which base models answer with nothing): chat
 requests to it are refused with a clear 400.
 
@@ -15,13 +17,22 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import jinja2
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from llmlb.engine.base import TemplateCaps
 from llmlb.errors import BadRequest
+
+PROBE_CHARS = 1024 * 1024  # a probe's prompt is a few hundred characters; more is a runaway
+
+
+class PromptTooLong(BadRequest):
+    """The rendered prompt passed its limit (the chat's runner words it)."""
 
 
 class NoChatTemplate(BadRequest):
@@ -29,43 +40,74 @@ class NoChatTemplate(BadRequest):
         super().__init__(f"model '{name}' has no chat template; use /api/generate (raw completion)")
 
 
+def _environment() -> ImmutableSandboxedEnvironment:
+    """The environment llama-cpp-python's Jinja2ChatFormatter renders with (Hugging Face's:
+    the sandbox, trimmed blocks, loop controls, their `tojson`)."""
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.BaseLoader(),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[Jinja2ChatFormatter.IgnoreGenerationTags, jinja2.ext.loopcontrols],
+    )
+    env.filters["tojson"] = Jinja2ChatFormatter.tojson
+    return env
+
+
+def _raise(message: str) -> None:
+    raise ValueError(message)
+
+
+def _strftime_now(f: str) -> str:
+    return datetime.now().strftime(f)
+
+
 class ChatTemplate:
     def __init__(self, name: str, source: str, bos: str, eos: str):
         self.name = name
         self.source = source
-        self.bos = bos
+        self.bos, self.eos = bos, eos
         try:
-            self._formatter = Jinja2ChatFormatter(template=source, eos_token=eos, bos_token=bos)
+            self._template = _environment().from_string(source)
         except jinja2.TemplateError as exc:
             raise BadRequest(f"the chat template of '{name}' does not parse: {exc}") from exc
 
-    def render(self, messages: list[dict[str, Any]], **extra: Any) -> str:
-        """The prompt text, ending with the assistant's turn opened."""
+    def render(self, messages: list[dict[str, Any]], limit: int, **extra: Any) -> str:
+        """The prompt text, ending with the assistant's turn opened. Rendering stops as soon
+        as the text passes `limit` characters (a template is a program: it may loop)."""
+        parts: list[str] = []
+        size = 0
         try:
-            return self._formatter(messages=messages, **extra).prompt  # type: ignore[arg-type]
+            variables = {
+                "functions": None,
+                "function_call": None,
+                "tools": None,
+                "tool_choice": None,
+                **extra,
+            }
+            for part in self._template.generate(
+                messages=messages,
+                eos_token=self.eos,
+                bos_token=self.bos,
+                raise_exception=_raise,
+                add_generation_prompt=True,
+                strftime_now=_strftime_now,
+                **variables,
+            ):
+                size += len(part)
+                if size > limit:
+                    raise PromptTooLong(f"the prompt is more than {limit} characters")
+                parts.append(part)
         except ValueError as exc:  # the template's raise_exception(): e.g. roles must alternate
             raise BadRequest(
                 f"the chat template of '{self.name}' refused the messages: {exc}"
             ) from exc
         except (jinja2.TemplateError, TypeError) as exc:  # TypeError: e.g. None + str
             raise BadRequest(f"the chat template of '{self.name}' failed: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class TemplateCaps:
-    """What a chat template renders, found by rendering it with made-up messages."""
-
-    system: bool = False  # a system message
-    tools: bool = False  # the `tools` variable
-    tool_calls: bool = False  # an assistant message's tool_calls
-    object_arguments: bool = False  # ... only when their arguments are an object, not JSON text
-    tool_responses: bool = False  # `tool` messages
-    thinking_toggle: bool = False  # enable_thinking changes the prompt
-    thinks: bool = False  # the model writes <think>...</think>
-
-    @property
-    def thinking(self) -> bool:
-        return self.thinks or self.thinking_toggle
+        except (MemoryError, RecursionError) as exc:
+            raise BadRequest(
+                f"the chat template of '{self.name}' ran out of room: {exc!r}"
+            ) from exc
+        return "".join(parts)
 
 
 _USER = {"role": "user", "content": "<User Needle>"}
@@ -94,14 +136,15 @@ def _call_message(arguments: Any, name: str = "tool_needle") -> dict[str, Any]:
 
 def _try(template: ChatTemplate, messages: list[dict[str, Any]], **extra: Any) -> str:
     try:
-        return template.render(messages, **extra)
+        return template.render(messages, PROBE_CHARS, **extra)
     except Exception:  # a probe: whatever breaks the template means "not this"
         return ""
 
 
 @functools.lru_cache(maxsize=64)
 def caps_of(source: str) -> TemplateCaps:
-    """Render the template a few times and see what shows (minja's probes, in short)."""
+    """Render the template a few times and see what shows (minja's probes, in short). Only
+    in a runner process: a template may run for ever (the runner's deadline stops it)."""
     try:
         t = ChatTemplate("probe", source, bos="", eos="")
     except Exception:

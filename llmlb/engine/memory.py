@@ -9,10 +9,12 @@ fit is refused with a clear message instead of failing deep inside llama.cpp.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmlb.engine.gpu import GpuInfo
+from llmlb.sources.gguf_header import HeaderError, read_header
 from llmlb.store.models import Model
 
 log = logging.getLogger("llmlb.engine")
@@ -35,38 +37,40 @@ class Shape:
 
 def shape_of(path: str | Path) -> Shape | None:
     """Read the shape from a GGUF header (no tensor data); None when it does not say."""
-    import gguf
-
     try:
-        reader = gguf.GGUFReader(str(path), "r")
-    except Exception as exc:  # not ours to judge here: loading reports a bad file
+        with open(path, "rb") as fh:
+            values = read_header(fh, os.fstat(fh.fileno()).st_size).values
+    except (OSError, HeaderError) as exc:  # not ours to judge here: loading reports a bad file
         log.debug("cannot read %s: %s", path, exc)
         return None
 
-    def get(key: str):
-        f = reader.fields.get(key)
-        if f is None:
-            return None
-        try:
-            return f.contents()
-        except Exception:
-            return None
+    def number(key: str) -> int | list[int] | None:
+        v = values.get(key)
+        if isinstance(v, list) and v and all(isinstance(x, int) for x in v):
+            return v
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
 
-    arch = get("general.architecture") or ""
-    layers = int(get(f"{arch}.block_count") or 0)
-    embd = int(get(f"{arch}.embedding_length") or 0)
-    heads = get(f"{arch}.attention.head_count") or 0
-    kv = get(f"{arch}.attention.head_count_kv")
-    if not layers or not embd or not heads:
+    arch = values.get("general.architecture")
+    if not isinstance(arch, str):
         return None
-    heads_n = max(heads) if isinstance(heads, list) else int(heads)
+    layers, embd = number(f"{arch}.block_count"), number(f"{arch}.embedding_length")
+    heads = number(f"{arch}.attention.head_count")
+    kv = number(f"{arch}.attention.head_count_kv")
+    if not isinstance(layers, int) or not isinstance(embd, int) or not layers or not heads:
+        return None
+    heads_n = max(heads) if isinstance(heads, list) else heads
     if kv is None:
         kv = heads
-    kv_heads = [int(h) for h in kv] if isinstance(kv, list) else [int(kv)] * layers
+    kv_heads = list(kv) if isinstance(kv, list) else [kv] * layers
     head_dim = embd // heads_n if heads_n else 0
-    key_dim = int(get(f"{arch}.attention.key_length") or head_dim)
-    value_dim = int(get(f"{arch}.attention.value_length") or head_dim)
-    return Shape(layers, kv_heads, key_dim, value_dim)
+    key_dim = number(f"{arch}.attention.key_length")
+    value_dim = number(f"{arch}.attention.value_length")
+    return Shape(
+        layers,
+        kv_heads,
+        key_dim if isinstance(key_dim, int) and key_dim else head_dim,
+        value_dim if isinstance(value_dim, int) and value_dim else head_dim,
+    )
 
 
 def context_for(model: Model, n_ctx: int) -> int:

@@ -1,12 +1,14 @@
 """Which models are loaded, who may use them, and when they go.
 
-A loaded chat model decodes up to LLMLB_NUM_PARALLEL requests at once (batched in its decode
-loop); more wait in a bounded queue (LLMLB_MAX_QUEUE, then 503). An embedding context takes
-one request at a time (its inputs are batched). Concurrent requests for a cold model share
-one load. Before a load, the model's memory (weights and KV cache for every parallel
-sequence) is compared with what is free; idle models make room, least recently used first,
-also when LLMLB_MAX_LOADED_MODELS would be exceeded. Idle models unload when their
-keep-alive runs out.
+Each loaded model lives in a runner process (engine/runner.py). A runner that dies or stalls
+fails only its own requests; the next request loads the model afresh, unless its runners died
+too often (engine/crashes.py). A loaded chat model decodes up to LLMLB_NUM_PARALLEL requests
+at once (batched in its decode loop); more wait in a bounded queue (LLMLB_MAX_QUEUE, then
+503). An embedding context takes one request at a time (its inputs are batched). Concurrent
+requests for a cold model share one load. Before a load, the model's memory (weights, KV cache
+for every parallel sequence, and the runner process) is compared with what is free; idle
+models make room, least recently used first, also when LLMLB_MAX_LOADED_MODELS would be
+exceeded. Idle models unload when their keep-alive runs out.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,15 +26,18 @@ from sqlalchemy.engine import Engine
 
 from llmlb import settings, tasks
 from llmlb.engine import memory
-from llmlb.engine.base import Generation, Piece
+from llmlb.engine.base import Crashed, Generation, Piece
+from llmlb.engine.crashes import Crashes, HeldBack, fingerprint
 from llmlb.engine.gpu import Gpus
-from llmlb.errors import LlmlbError, Unavailable
+from llmlb.errors import BadRequest, LlmlbError, Unavailable
 from llmlb.store import catalog
-from llmlb.store.models import Model
+from llmlb.store.models import Format, Model
 
 log = logging.getLogger("llmlb.scheduler")
 REAP_EVERY = 0.25
 TOUCH_EVERY = 5.0  # seconds between two writes of a model's last use: not one per request
+STOP_GRACE = 3.0  # `stop` lets running requests finish this long, then ends them
+RUNNER_BASE = 100 * 1000 * 1000  # a runner's own memory, until one has said what it takes
 
 
 @dataclass
@@ -52,6 +57,7 @@ class Resident:
     last_used: float = field(default_factory=time.monotonic)
     backend: Any = None
     loading: asyncio.Task | None = None  # held so the load task is not garbage-collected
+    generations: set[Generation] = field(default_factory=set)
 
     @property
     def loaded(self) -> bool:
@@ -93,7 +99,7 @@ class Scheduler:
     def __init__(
         self,
         engine,
-        loader: Callable[..., Any],
+        loader: Callable[..., Awaitable[Any]],
         gpus: Gpus | None = None,
         max_loaded: int | None = None,
         max_queue: int | None = None,
@@ -102,7 +108,7 @@ class Scheduler:
         num_parallel: int | None = None,
         gpu_offload: bool = False,
     ):
-        """`loader(model, n_ctx, embedding, parallel)` loads a model (blocking); the
+        """`await loader(model, n_ctx, embedding, parallel)` loads a model (in a runner); the
         settings values come as arguments (None: read the environment)."""
         self.engine = engine
         self.loader = loader
@@ -119,6 +125,8 @@ class Scheduler:
         self._guard = asyncio.Lock()
         self._running: set[Generation] = set()
         self._touched: dict[str, float] = {}
+        self.crashes = Crashes()
+        self.runner_base = RUNNER_BASE
 
     # -- life -------------------------------------------------------------
     async def start(self) -> None:
@@ -152,7 +160,14 @@ class Scheduler:
         key = (model.name, kind)
         need = None
         if key not in self.slots:
-            need = await to_thread.run_sync(
+            if model.format != Format.GGUF:
+                raise BadRequest(
+                    f"model '{model.name}' is {model.format}; only GGUF models can be run"
+                )
+            hold = self.crashes.held(model.name, fingerprint(model))
+            if hold is not None:
+                raise Unavailable(hold.reason)
+            need = self.runner_base + await to_thread.run_sync(
                 memory.estimate, model, self.n_ctx, self._capacity(kind)
             )
         async with self._guard:
@@ -233,15 +248,21 @@ class Scheduler:
     async def _load(self, slot: Resident) -> None:
         try:
             started = time.perf_counter()
-            backend = await to_thread.run_sync(
-                self.loader, slot.model, self.n_ctx, slot.kind == "embed", slot.capacity
-            )
+            backend = await self.loader(slot.model, self.n_ctx, slot.kind == "embed", slot.capacity)
             slot.backend = backend
             slot.keep_alive = self.default_keep_alive
+            base = getattr(backend, "base_rss", 0)
+            if base:
+                self.runner_base = base
+            exited = getattr(backend, "exited", None)
+            if exited is not None:
+                exited.add_done_callback(lambda f: self._runner_ended(slot, backend, f))
             log.info("loaded %s (%s) in %.2fs", slot.name, slot.kind, time.perf_counter() - started)
             slot.ready.set_result(True)
         except BaseException as exc:
             self.slots.pop((slot.name, slot.kind), None)
+            if isinstance(exc, Crashed):
+                self._crashed(slot.model, exc.message)
             if not slot.ready.done():
                 slot.ready.set_exception(
                     exc if isinstance(exc, Exception) else LlmlbError("load cancelled")
@@ -263,7 +284,7 @@ class Scheduler:
             reclaimable = sum(s.backend.size_bytes for s in idle if s.backend is not None)
             if short and free is not None and need > free + reclaimable:
                 ctx = memory.context_for(model, self.n_ctx)
-                per = f"{self._capacity(kind)} x {ctx} tokens of context"
+                per = f"{self._capacity(kind)} x {ctx} tokens of context and its runner"
                 raise Unavailable(
                     f"not enough memory to load '{model.name}': it needs "
                     f"{memory.human(need)} (weights and {per}), {memory.human(free)} is free"
@@ -278,24 +299,48 @@ class Scheduler:
             log.info("evicting %s to make room", victim.name)
             await self._unload(victim)
 
+    def _runner_ended(self, slot: Resident, backend: Any, exited: asyncio.Future) -> None:
+        """A runner process ended: by our hand (nothing to do), or on its own (a crash)."""
+        if exited.cancelled() or exited.result() is None:
+            return
+        if self.slots.get((slot.name, slot.kind)) is slot and slot.backend is backend:
+            del self.slots[(slot.name, slot.kind)]
+            slot.backend = None
+        self._crashed(slot.model, exited.result())
+
+    def _crashed(self, model: Model, words: str) -> None:
+        hold = self.crashes.record(model.name, fingerprint(model), words)
+        if hold is not None:
+            log.error("%s", hold.reason)
+
+    def held_back(self) -> list[HeldBack]:
+        return self.crashes.all_held()
+
     async def _unload(self, slot: Resident) -> None:
         if self.slots.get((slot.name, slot.kind)) is slot:
             del self.slots[(slot.name, slot.kind)]
         backend, slot.backend = slot.backend, None
         if backend is not None:
-            await to_thread.run_sync(backend.close)
+            await backend.close()
             log.info("unloaded %s (%s)", slot.name, slot.kind)
 
     async def unload(self, name: str) -> bool:
-        """Unload every context of `name` now, or right after its running requests."""
-        found = False
-        for slot in [s for s in self.slots.values() if s.name == name or s.model.alias == name]:
+        """Unload every context of `name`: its running requests get STOP_GRACE seconds to
+        finish, then are ended, and its runner with them. Returns once it is gone. A model
+        held back for its crashes is let go too."""
+        found = self.crashes.forget(name)
+        slots = [s for s in self.slots.values() if s.name == name or s.model.alias == name]
+        for slot in slots:
             found = True
-            if slot.busy or slot.waiting:
-                slot.keep_alive = 0
-                slot.expires_at = time.time()
-            else:
-                await self._unload(slot)
+            slot.keep_alive = 0
+            slot.expires_at = time.time()
+        running = [g.done for s in slots for g in s.generations if not g.done.done()]
+        if running:
+            await asyncio.wait(running, timeout=STOP_GRACE)
+        for slot in slots:
+            for generation in list(slot.generations):
+                generation.cancel()
+            await self._unload(slot)
         return found
 
     async def _reap_forever(self) -> None:
@@ -311,8 +356,15 @@ class Scheduler:
         """Start a generation and pass its pieces on; cancel it when the consumer goes away."""
         generation = produce()
         lease.generation = generation
+        slot = lease.slot
         self._running.add(generation)
-        generation.done.add_done_callback(lambda _: self._running.discard(generation))
+        slot.generations.add(generation)
+
+        def forget(_: asyncio.Future) -> None:
+            self._running.discard(generation)
+            slot.generations.discard(generation)
+
+        generation.done.add_done_callback(forget)
         try:
             async for piece in generation:
                 yield piece
@@ -348,6 +400,8 @@ class Scheduler:
                     "context_length": getattr(slot.backend, "n_ctx", None),
                     "parallel": slot.capacity if slot.kind == "chat" else None,
                     "stopping": slot.keep_alive == 0 and slot.busy,
+                    "pids": [p for p in [getattr(slot.backend, "pid", None)] if p],
+                    "runner_bytes": getattr(slot.backend, "base_rss", 0),
                 }
                 continue
             row["kind"] = "chat+embed"
@@ -355,6 +409,10 @@ class Scheduler:
             row["busy"] = row["busy"] or slot.busy
             row["waiting"] += slot.waiting
             row["stopping"] = row["stopping"] or (slot.keep_alive == 0 and slot.busy)
+            pid = getattr(slot.backend, "pid", None)
+            if pid:
+                row["pids"].append(pid)
+            row["runner_bytes"] += getattr(slot.backend, "base_rss", 0)
             row["forever"] = row["forever"] or forever
             if slot.kind == "chat":
                 row["context_length"] = getattr(slot.backend, "n_ctx", None)
@@ -389,19 +447,14 @@ class Scheduler:
 
 
 def default_scheduler(catalog_engine: Engine) -> Scheduler:
-    """The node's scheduler on llama.cpp, configured from the environment."""
-    from llmlb.engine.llama_cpp import LlamaBackend, gpu_offload_supported
-    from llmlb.engine.llama_embed import LlamaEmbedder
-
-    def loader(model, n_ctx, embedding, parallel):
-        if embedding:
-            return LlamaEmbedder(model, n_ctx)
-        return LlamaBackend(model, n_ctx, parallel)
+    """The node's scheduler: models load in runner processes, configured from the environment."""
+    from llmlb.engine import runner
+    from llmlb.engine.llama_cpp import gpu_offload_supported
 
     gpus = Gpus()
     return Scheduler(
         catalog_engine,
-        loader,
+        runner.load,
         gpus=gpus,
         gpu_offload=gpu_offload_supported() and gpus.read().available,
     )

@@ -19,9 +19,9 @@ from sqlalchemy.engine import Engine
 
 from llmlb import settings
 from llmlb.engine import chat_plan
-from llmlb.engine.base import GenOptions, GenStats, TokenLogprob
-from llmlb.engine.llama_template import caps_of
+from llmlb.engine.base import GenOptions, GenStats, TemplateCaps, TokenLogprob
 from llmlb.engine.scheduler import Lease, Scheduler
+from llmlb.engine.templates import Templates
 from llmlb.engine.thinking import ThinkingSplitter
 from llmlb.engine.tool_calls import CallDelta, Parser, ToolCall
 from llmlb.errors import BadRequest, LlmlbError
@@ -104,10 +104,11 @@ async def embed(
     inputs: list[str],
     keep_alive: KeepAlive | None,
 ) -> tuple[list[list[float]], int, int]:
-    """(vectors, prompt tokens, load ns) for several inputs."""
+    """(vectors, prompt tokens, load ns) for several inputs. A client that hangs up stops
+    the work (the runner stops between two decodes)."""
     lease, load_ns = await claim(request, scheduler, model, "embed", keep_alive)
     try:
-        vectors, tokens = await to_thread.run_sync(lease.backend.embed, inputs)
+        vectors, tokens = await _watched(lease.backend.embed(inputs), request)
     finally:
         await lease.release()
     return vectors, tokens, load_ns
@@ -177,10 +178,17 @@ def chat_messages(messages: list[ChatMessage], model: Model) -> list[dict]:
     return out
 
 
-def check_think(model: Model, think: bool | None, typed: str | None = None) -> None:
-    """`think` on a model that cannot think is refused, as ollama does."""
+async def template_caps(templates: Templates, model: Model) -> TemplateCaps:
+    """What the model's chat template renders (none: nothing)."""
     source = model.chat_template
-    if think and not (source and caps_of(source).thinking):
+    return await templates.caps(source, model.name) if source else TemplateCaps()
+
+
+async def check_think(
+    templates: Templates, model: Model, think: bool | None, typed: str | None = None
+) -> None:
+    """`think` on a model that cannot think is refused, as ollama does."""
+    if think and not (await template_caps(templates, model)).thinking:
         raise BadRequest(f"model '{typed or model.name}' does not support thinking")
 
 
@@ -189,7 +197,8 @@ def plan_raw(opts: GenOptions, schema: dict | None, json_mode: bool) -> None:
     opts.grammar = chat_plan.format_grammar(schema, json_mode, "the JSON schema in 'format'")
 
 
-def plan_chat(
+async def plan_chat(
+    templates: Templates,
     model: Model,
     messages: list[dict],
     opts: GenOptions,
@@ -207,7 +216,9 @@ def plan_chat(
     the checks that need the model: before it is claimed, so a refusal costs nothing.
     `typed`: the model's name as the request gave it, for messages."""
     source = model.chat_template
-    check_think(model, think, typed)
+    caps = await template_caps(templates, model)
+    if think and not caps.thinking:
+        raise BadRequest(f"model '{typed or model.name}' does not support thinking")
     uses_tools = bool(tools) and choice != "none"
     if uses_tools and not source:
         name = typed or model.name
@@ -216,6 +227,7 @@ def plan_chat(
         raise BadRequest("tools cannot be used together with images")
     plan = chat_plan.plan(
         source,
+        caps,
         messages,
         tools=tools,
         choice=choice,

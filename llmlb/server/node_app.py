@@ -79,6 +79,7 @@ def create_node_app(config: NodeConfig, services: NodeServices | None = None) ->
             "scheduler": provide(node.scheduler),
             "downloads": provide(node.downloads),
             "metrics": provide(node.metrics),
+            "templates": provide(node.templates),
         },
         lifespan=[lifespan],
         exception_handlers=exception_handlers,

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from llmlb import settings
 from llmlb.balancer.router_link import RouterLink
 from llmlb.engine.scheduler import Scheduler, default_scheduler
+from llmlb.engine.templates import Templates
 from llmlb.jobs.lifecycle import Downloads
 from llmlb.server.metrics_api import NodeMetrics
 from llmlb.store import db
@@ -41,6 +42,7 @@ class NodeServices:
     scheduler: Scheduler
     downloads: Downloads
     metrics: NodeMetrics
+    templates: Templates = field(default_factory=Templates)
     started_at: float = field(default_factory=time.time)
     node_id: str = ""
     link: RouterLink | None = None
@@ -77,6 +79,7 @@ class NodeServices:
         steps = [
             ("router link", self.link.stop() if self.link else None),
             ("engine", self.scheduler.close()),
+            ("template renderer", self.templates.close()),
             ("downloads", self.downloads.stop()),
         ]
         for what, step in steps:

@@ -16,6 +16,7 @@ from litestar.response import Stream
 from sqlalchemy.engine import Engine
 
 from llmlb.engine.scheduler import Scheduler
+from llmlb.engine.templates import Templates
 from llmlb.engine.tool_calls import CallDelta, Parser, ToolCall
 from llmlb.errors import BadRequest, NotFound
 from llmlb.server import inference as inf
@@ -197,13 +198,15 @@ async def chat(
     scheduler: NamedDependency[Scheduler],
     catalog: NamedDependency[Engine],
     metrics: NamedDependency[NodeMetrics],
+    templates: NamedDependency[Templates],
 ) -> Response:
     opts = data.gen_options()
     if not data.messages:
         return await _load_only(request, scheduler, catalog, data, _chat_shape)
     turn = inf.Turn()
     model = await inf.resolve(catalog, data.target)
-    plan = inf.plan_chat(
+    plan = await inf.plan_chat(
+        templates,
         model,
         inf.chat_messages(data.messages, model),
         opts,
@@ -231,6 +234,7 @@ async def generate(
     scheduler: NamedDependency[Scheduler],
     catalog: NamedDependency[Engine],
     metrics: NamedDependency[NodeMetrics],
+    templates: NamedDependency[Templates],
 ) -> Response:
     opts = data.gen_options()
     if not data.prompt and not data.images:
@@ -242,13 +246,14 @@ async def generate(
     if data.raw:
         if data.images:
             raise BadRequest("images cannot be sent with raw prompts")
-        inf.check_think(model, _thinks(data.think), data.target)
+        await inf.check_think(templates, model, _thinks(data.think), data.target)
         inf.plan_raw(opts, data.schema, data.json_mode)
     else:
         wanted = [ChatMessage(role="user", content=data.prompt, images=data.images)]
         if data.system:
             wanted.insert(0, ChatMessage(role="system", content=data.system))
-        plan = inf.plan_chat(
+        plan = await inf.plan_chat(
+            templates,
             model,
             inf.chat_messages(wanted, model),
             opts,
@@ -329,9 +334,19 @@ async def ps(scheduler: NamedDependency[Scheduler]) -> dict:
                 "processor": r["processor"],
                 "stopping": r["stopping"],
                 "busy": r["busy"],
+                "pids": r["pids"],
+                "runner_bytes": r["runner_bytes"],  # of size: the runner processes themselves
             }
         )
-    return {"models": models, "gpu": gpu.as_dict()}
+    held = [
+        {
+            "name": h.name,
+            "reason": h.reason,
+            "until": datetime.fromtimestamp(h.until, UTC).isoformat(),
+        }
+        for h in scheduler.held_back()
+    ]
+    return {"models": models, "gpu": gpu.as_dict(), "held_back": held}
 
 
 @post("/api/stop", status_code=200)

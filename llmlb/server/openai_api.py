@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from llmlb.engine.base import TokenLogprob
 from llmlb.engine.scheduler import Scheduler
+from llmlb.engine.templates import Templates
 from llmlb.engine.tool_calls import CallDelta, ToolCall
 from llmlb.server import inference as inf
 from llmlb.server.metrics_api import NodeMetrics
@@ -96,6 +97,7 @@ async def _run(
     scheduler: Scheduler,
     engine: Engine,
     metrics: NodeMetrics,
+    templates: Templates,
 ) -> Response:
     kind = "chat" if isinstance(data, OpenAIChat) else "completion"
     opts = data.gen_options()
@@ -105,7 +107,8 @@ async def _run(
     plan = None
     if isinstance(data, OpenAIChat):
         tool_choice, forced = data.choice
-        plan = inf.plan_chat(
+        plan = await inf.plan_chat(
+            templates,
             model,
             inf.chat_messages(data.messages, model),
             opts,
@@ -266,8 +269,9 @@ async def chat_completions(
     scheduler: NamedDependency[Scheduler],
     catalog: NamedDependency[Engine],
     metrics: NamedDependency[NodeMetrics],
+    templates: NamedDependency[Templates],
 ) -> Response:
-    return await _run(request, data, scheduler, catalog, metrics)
+    return await _run(request, data, scheduler, catalog, metrics, templates)
 
 
 @post("/v1/completions", status_code=200)
@@ -277,8 +281,9 @@ async def completions(
     scheduler: NamedDependency[Scheduler],
     catalog: NamedDependency[Engine],
     metrics: NamedDependency[NodeMetrics],
+    templates: NamedDependency[Templates],
 ) -> Response:
-    return await _run(request, data, scheduler, catalog, metrics)
+    return await _run(request, data, scheduler, catalog, metrics, templates)
 
 
 @post("/v1/embeddings", status_code=200)

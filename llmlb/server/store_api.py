@@ -12,7 +12,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from llmlb.engine import chat_plan
-from llmlb.engine.llama_template import caps_of
+from llmlb.engine.base import TemplateCaps
+from llmlb.engine.crashes import fingerprint
+from llmlb.engine.scheduler import Scheduler
+from llmlb.engine.templates import Templates
 from llmlb.server.node_services import NodeServices
 from llmlb.server.requests import ModelOnly
 from llmlb.sources.metadata import format_params
@@ -129,10 +132,11 @@ ENCODERS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v
             "modern-bert", "neo-bert"}  # fmt: skip
 
 
-def _capabilities(m: Model) -> list[str]:
+def _capabilities(m: Model, template: TemplateCaps | None) -> list[str]:
     """As ollama reports them: what the model's files and template let it do. Any model
     with a chat template takes tools (natively, or in the generic JSON format); it thinks
-    when its template has <think> or an enable_thinking switch."""
+    when its template has <think> or an enable_thinking switch (`template`: what it renders,
+    None when it cannot be rendered)."""
     details = m.details or {}
     if details.get("pooling_type") is not None or m.architecture in ENCODERS:
         return ["embedding"]
@@ -141,7 +145,7 @@ def _capabilities(m: Model) -> list[str]:
         caps.append("vision")
     if m.chat_template:
         caps.append("tools")
-        if caps_of(m.chat_template).thinking:
+        if template is not None and template.thinking:
             caps.append("thinking")
     return caps
 
@@ -151,7 +155,7 @@ def tool_format(m: Model) -> str | None:
     return chat_plan.tool_format(m.chat_template) if m.chat_template else None
 
 
-def show_body(m: Model) -> dict[str, Any]:
+def show_body(m: Model, template_caps: TemplateCaps | None = None) -> dict[str, Any]:
     template = m.chat_template or (m.details or {}).get("ollama_template")
     params = (m.details or {}).get("params") or {}
     info: dict[str, Any] = {
@@ -172,7 +176,7 @@ def show_body(m: Model) -> dict[str, Any]:
         "system": m.system_prompt or "",
         "details": details(m),
         "model_info": info,
-        "capabilities": _capabilities(m),
+        "capabilities": _capabilities(m, template_caps),
         "modified_at": _iso(m.created_at),
         # llmlb additions, used by `llmlb node show`
         "name": m.name,
@@ -188,9 +192,18 @@ def show_body(m: Model) -> dict[str, Any]:
 
 
 @post("/api/show", status_code=200)
-async def show(data: JSONBody[ModelOnly], catalog: NamedDependency[Engine]) -> dict:
+async def show(
+    data: JSONBody[ModelOnly],
+    catalog: NamedDependency[Engine],
+    templates: NamedDependency[Templates],
+    scheduler: NamedDependency[Scheduler],
+) -> dict:
     m = await to_thread.run_sync(resolve_model, catalog, data.target)
-    return show_body(m)
+    caps = await templates.caps_or_none(m.chat_template, m.name) if m.chat_template else None
+    body = show_body(m, caps)
+    hold = scheduler.crashes.held(m.name, fingerprint(m))
+    body["held_back"] = hold.why if hold is not None else None
+    return body
 
 
 @delete("/api/delete", status_code=200)

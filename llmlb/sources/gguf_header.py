@@ -4,7 +4,8 @@
 150k-entry token and merge lists included: about 9 s for a Qwen-sized vocabulary, which a
 pull spent silently at "writing manifest". This reader walks the header sequentially, keeps
 the scalar and string values, skips arrays without building them, and stops where the tensor
-data begins, so its cost does not depend on the vocabulary or on the file's size.
+data begins, so its cost does not depend on the vocabulary or on the file's size. Short numeric
+arrays (per-layer head counts) are kept.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ MAGIC = b"GGUF"
 MAX_STRING = 64 << 20  # a chat template is kilobytes; anything this long is a broken file
 MAX_DIMS = 8
 DEFAULT_ALIGNMENT = 32
+SMALL_ARRAY = 1024  # numeric arrays up to this long are kept (per-layer head counts)
 
 # value type -> struct format of one item (8 = string and 9 = array are handled apart)
 _SCALARS = {
@@ -57,7 +59,7 @@ class TensorInfo:
 @dataclass
 class GGUFHeader:
     version: int
-    values: dict[str, Any] = field(default_factory=dict)  # arrays are left out
+    values: dict[str, Any] = field(default_factory=dict)  # long and string arrays left out
     tensors: list[TensorInfo] = field(default_factory=list)
     data_offset: int = 0  # where the tensor data starts in the file
 
@@ -97,12 +99,23 @@ class _Cursor:
         if kind == _STRING:
             return self.string()
         if kind == _ARRAY:
-            self.skip_array()
-            return None
+            return self.array()
         raise HeaderError(f"unknown value type {kind}")
 
-    def skip_array(self) -> None:
+    def array(self) -> list | None:
+        """A short numeric array as a list; any other array is skipped (None)."""
         kind, count = self.unpack("I"), self.unpack("Q")
+        if kind in _SCALARS and count <= SMALL_ARRAY:
+            fmt = _SCALARS[kind]
+            data = self.take(count * struct.calcsize(fmt))
+            return list(struct.unpack(f"{self.endian}{count}{fmt}", data))
+        self.skip_items(kind, count)
+        return None
+
+    def skip_array(self) -> None:
+        self.skip_items(self.unpack("I"), self.unpack("Q"))
+
+    def skip_items(self, kind: int, count: int) -> None:
         if count > self.size:
             raise HeaderError(f"an array of {count} items in the header")
         if kind in _SCALARS:

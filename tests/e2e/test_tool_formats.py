@@ -111,7 +111,7 @@ def test_history_reaches_a_hermes_template_natively(node, oai):
         ]},
         {"role": "tool", "tool_call_id": "call_1", "content": "-3", "name": "get_weather"},
     ]  # fmt: skip
-    text = ChatTemplate("t", templates.HERMES, "<s>", "</s>").render(native, tools=TOOLS)
+    text = ChatTemplate("t", templates.HERMES, "<s>", "</s>").render(native, 100_000, tools=TOOLS)
     vocab = Llama(str(node.home / "models" / "test/hermes" / "hermes.gguf"), vocab_only=True,
                   verbose=False)  # fmt: skip
     assert r.usage.prompt_tokens == len(vocab.tokenize(text.encode(), add_bos=True, special=True))

@@ -66,12 +66,12 @@ class FakeBackend:
     def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Stream:
         return self._generation(stats)
 
-    def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
+    async def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
         if self.script.fail_at is not None:
             raise Boom("scripted embedding failure")
         return [[1.0, 0.0] for _ in inputs], len(inputs)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.closed = True
 
 
@@ -82,6 +82,8 @@ class FakeLoader:
         self.script = Script()
         self.loads = 0
 
-    def __call__(self, model: Any, n_ctx: int, embedding: bool, parallel: int = 1) -> FakeBackend:
+    async def __call__(
+        self, model: Any, n_ctx: int, embedding: bool, parallel: int = 1
+    ) -> FakeBackend:
         self.loads += 1
         return FakeBackend(model, self.script)

@@ -6,7 +6,7 @@ so any text tokenizes and every generated token decodes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,8 @@ class TinySpec:
     # one more token, a whole word (as Qwen has <tool_call>), that the model always prefers
     # wherever a grammar leaves it the choice
     favourite: str | None = None
+    # more metadata, as it is (a bad value makes a file that llama.cpp aborts on)
+    extra: dict[str, str | int | float] = field(default_factory=dict)
 
 
 def byte_vocab() -> tuple[list[bytes], list[float], list[int]]:
@@ -154,6 +156,13 @@ def make_tiny_gguf(path: Path | str, spec: TinySpec | None = None, **overrides) 
     w.add_add_eos_token(False)
     if spec.chat_template:
         w.add_chat_template(spec.chat_template)
+    for key, value in spec.extra.items():
+        if isinstance(value, str):
+            w.add_string(key, value)
+        elif isinstance(value, int):
+            w.add_uint32(key, value)
+        else:
+            w.add_float32(key, value)
 
     n_vocab, d, ff = len(tokens), spec.n_embd, spec.n_ff
     kv = d // spec.n_head * spec.n_head_kv

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from llmlb.engine import chat_plan
+from llmlb.engine.llama_template import caps_of
 from llmlb.engine.tool_calls import CallDelta, GenericParser, HermesParser, Llama3Parser
 from tests.support import templates
 from tests.support.tiny_model import CHATML
@@ -17,6 +18,11 @@ WEATHER = chat_plan.Tool(
     {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 )
 TIME = chat_plan.Tool("get_time", "", {"type": "object", "properties": {}})
+
+
+def plan_of(source, messages, **kwargs):
+    """chat_plan.plan with what the template renders (a runner finds it; here, in-process)."""
+    return chat_plan.plan(source, caps_of(source), messages, **kwargs)
 
 
 def read(parser_class, text: str, seed: int = 0, parallel: bool = True):
@@ -119,46 +125,46 @@ ASK = [{"role": "user", "content": "Weather in Oslo?"}]
 
 
 def test_a_template_without_tools_gets_the_generic_format_in_its_system_prompt():
-    plan = chat_plan.plan(CHATML, ASK, tools=[WEATHER], choice="auto")
+    plan = plan_of(CHATML, ASK, tools=[WEATHER], choice="auto")
     assert plan.format == "generic" and plan.grammar and plan.trigger is None
     system = plan.messages[0]
     assert system["role"] == "system" and '"get_weather"' in system["content"]
     assert '{"response": "..."}' in system["content"]
     assert "tools" in plan.variables  # harmless: this template does not use it
-    required = chat_plan.plan(CHATML, ASK, tools=[WEATHER], choice="required")
+    required = plan_of(CHATML, ASK, tools=[WEATHER], choice="required")
     assert '"response"' not in required.messages[0]["content"]
     assert "response" not in required.grammar
 
 
 def test_a_hermes_template_gets_the_tools_and_a_grammar_from_its_tag_on():
-    auto = chat_plan.plan(templates.HERMES, ASK, tools=[WEATHER], choice="auto")
+    auto = plan_of(templates.HERMES, ASK, tools=[WEATHER], choice="auto")
     assert auto.format == "hermes" and auto.messages == ASK
     assert auto.variables["tools"][0]["function"]["name"] == "get_weather"
     assert auto.trigger == "<tool_call>" and 'root ::= "<tool_call>"' in auto.grammar
-    required = chat_plan.plan(templates.HERMES, ASK, tools=[WEATHER], choice="required")
+    required = plan_of(templates.HERMES, ASK, tools=[WEATHER], choice="required")
     assert required.trigger is None and required.grammar
 
 
 def test_a_named_function_leaves_only_it_in_the_grammar():
-    plan = chat_plan.plan(CHATML, ASK, tools=[WEATHER, TIME], choice="required", forced="get_time")
+    plan = plan_of(CHATML, ASK, tools=[WEATHER, TIME], choice="required", forced="get_time")
     assert "get_time" in plan.grammar and "get_weather" not in plan.grammar
 
 
 def test_llama3_auto_is_free_and_required_is_held():
-    auto = chat_plan.plan(templates.LLAMA3, ASK, tools=[WEATHER], choice="auto")
+    auto = plan_of(templates.LLAMA3, ASK, tools=[WEATHER], choice="auto")
     assert (auto.format, auto.grammar, auto.parallel) == ("llama3", None, False)
-    required = chat_plan.plan(templates.LLAMA3, ASK, tools=[WEATHER], choice="required")
+    required = plan_of(templates.LLAMA3, ASK, tools=[WEATHER], choice="required")
     assert '"\\"parameters\\""' in required.grammar
 
 
 def test_none_renders_no_tools_and_reads_no_calls():
-    plan = chat_plan.plan(templates.HERMES, ASK, tools=[WEATHER], choice="none")
+    plan = plan_of(templates.HERMES, ASK, tools=[WEATHER], choice="none")
     assert (plan.format, plan.grammar, plan.variables) == (None, None, {})
 
 
 def test_a_format_with_tools_is_the_generic_reply_schema():
     schema = {"type": "object", "properties": {"temp": {"type": "number"}}, "required": ["temp"]}
-    plan = chat_plan.plan(templates.HERMES, ASK, tools=[WEATHER], schema=schema)
+    plan = plan_of(templates.HERMES, ASK, tools=[WEATHER], schema=schema)
     assert plan.format == "generic" and '"\\"temp\\""' in plan.grammar
 
 
@@ -174,14 +180,14 @@ HISTORY = [
 
 
 def test_history_is_native_where_the_template_renders_it():
-    plan = chat_plan.plan(templates.HERMES, HISTORY, tools=[WEATHER])
+    plan = plan_of(templates.HERMES, HISTORY, tools=[WEATHER])
     call = plan.messages[1]["tool_calls"][0]
     assert call["function"] == {"name": "get_weather", "arguments": {"city": "Oslo"}}  # an object
     assert plan.messages[2] == {**HISTORY[2], "name": "get_weather"}  # named from its call
 
 
 def test_history_is_words_where_the_template_cannot_render_it():
-    plan = chat_plan.plan(CHATML, HISTORY, tools=[WEATHER])
+    plan = plan_of(CHATML, HISTORY, tools=[WEATHER])
     # [0] is the system prompt
     assert plan.messages[2] == {
         "role": "assistant",
@@ -191,14 +197,12 @@ def test_history_is_words_where_the_template_cannot_render_it():
 
 
 def test_thinking_is_switched_where_the_template_can():
-    assert chat_plan.plan(templates.THINKER, ASK, think=False).variables == {
-        "enable_thinking": False
-    }
-    assert chat_plan.plan(templates.THINKER, ASK, think=True).variables == {"enable_thinking": True}
+    assert plan_of(templates.THINKER, ASK, think=False).variables == {"enable_thinking": False}
+    assert plan_of(templates.THINKER, ASK, think=True).variables == {"enable_thinking": True}
     # a grammar holds the reply from its first token: no room to think
-    held = chat_plan.plan(templates.THINKER, ASK, think=True, json_mode=True)
+    held = plan_of(templates.THINKER, ASK, think=True, json_mode=True)
     assert held.variables == {"enable_thinking": False}
-    assert chat_plan.plan(CHATML, ASK, think=False).variables == {}
+    assert plan_of(CHATML, ASK, think=False).variables == {}
 
 
 def test_duplicate_tool_names_are_refused():

@@ -289,6 +289,12 @@ class LlamaBackend:
         """Drop the oldest turns (never the system prompt or the last message) until the
         prompt leaves room for the reply, as ollama does with long chats."""
         room = self._room(opts)
+        # a token stands for one byte at least: a chat this short fits without counting
+        if (
+            sum(len(text_of(m.get("content")).encode("utf-8", "replace")) + 8 for m in messages)
+            <= room
+        ):
+            return messages
         counts = [self._count(m) for m in messages]
         keep = list(range(len(messages)))
         while sum(counts[i] for i in keep) > room:

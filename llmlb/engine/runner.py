@@ -110,6 +110,9 @@ class Runner:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
+                # signals to the node's process group (a terminal's Ctrl+C, a service
+                # manager's SIGTERM) are the node's to handle: it stops its runners itself
+                start_new_session=True,
             )
         except BaseException:
             ours.close()
@@ -221,9 +224,8 @@ class Runner:
         self._send(command(id))
         try:
             return await future
-        except asyncio.CancelledError:
-            if not future.done():
-                self._send(wire.Cancel(id))  # the runner stops at its next chance
+        except asyncio.CancelledError:  # (which cancelled the future too)
+            self._send(wire.Cancel(id))  # the runner stops at its next chance
             raise
         finally:
             self._calls.pop(id, None)

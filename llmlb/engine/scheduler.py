@@ -154,9 +154,7 @@ class Scheduler:
     async def acquire(
         self, name: str, kind: str = "chat", keep_alive: float | None = None
     ) -> Lease:
-        model = self._loaded_model(name)
-        if model is None:
-            model = await to_thread.run_sync(catalog.resolve, self.engine, name)
+        model = await self.resolve(name)
         key = (model.name, kind)
         need = None
         if key not in self.slots:
@@ -217,12 +215,19 @@ class Scheduler:
         return Lease(self, slot, keep_alive)
 
     def _loaded_model(self, name: str) -> Model | None:
-        """A loaded model's row, when `name` is its full name: no catalog query per request
-        (the API layer has resolved aliases already)."""
+        """A loaded model's row, when `name` is its full name or its alias: no catalog
+        query per request."""
         for (loaded, _kind), slot in self.slots.items():
-            if loaded == name:
+            if loaded == name or (slot.model.alias and slot.model.alias == name):
                 return slot.model
         return None
+
+    async def resolve(self, name: str) -> Model:
+        """The model `name` means (catalog.resolve), at once when it is loaded."""
+        model = self._loaded_model(name)
+        if model is None:
+            model = await to_thread.run_sync(catalog.resolve, self.engine, name)
+        return model
 
     def _release(self, lease: Lease) -> None:
         slot = lease.slot

@@ -13,9 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from anyio import to_thread
 from litestar import Request
-from sqlalchemy.engine import Engine
 
 from llmlb import settings
 from llmlb.engine import chat_plan
@@ -28,7 +26,6 @@ from llmlb.errors import BadRequest, LlmlbError
 from llmlb.server.claims import hold
 from llmlb.server.metrics_api import NodeMetrics
 from llmlb.server.requests import ChatMessage, ImagePart, ImageURL, KeepAlive
-from llmlb.store import catalog
 from llmlb.store.models import Model
 
 T = TypeVar("T")
@@ -70,8 +67,8 @@ def keep_alive_secs(value: KeepAlive | None) -> float | None:
         raise BadRequest(exc.message) from exc
 
 
-async def resolve(engine: Engine, name: str) -> Model:
-    return await to_thread.run_sync(catalog.resolve, engine, name)
+async def resolve(scheduler: Scheduler, name: str) -> Model:
+    return await scheduler.resolve(name)
 
 
 async def claim(

@@ -13,7 +13,6 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.response import Stream
-from sqlalchemy.engine import Engine
 
 from llmlb.engine.scheduler import Scheduler
 from llmlb.engine.templates import Templates
@@ -153,12 +152,11 @@ def _merge_thinking(full: dict, thinking: str) -> dict:
 async def _load_only(
     request: Request,
     scheduler: Scheduler,
-    catalog: Engine,
     body: OllamaChat | OllamaGenerate,
     shape: Shape,
 ) -> Response:
     """ollama's idiom: an empty prompt loads the model (or, with keep_alive 0, unloads it)."""
-    model = await inf.resolve(catalog, body.target)
+    model = await inf.resolve(scheduler, body.target)
     if inf.keep_alive_secs(body.keep_alive) == 0:
         await scheduler.unload(model.name)
         reason = "unload"
@@ -196,15 +194,14 @@ async def chat(
     request: Request,
     data: JSONBody[OllamaChat],
     scheduler: NamedDependency[Scheduler],
-    catalog: NamedDependency[Engine],
     metrics: NamedDependency[NodeMetrics],
     templates: NamedDependency[Templates],
 ) -> Response:
     opts = data.gen_options()
     if not data.messages:
-        return await _load_only(request, scheduler, catalog, data, _chat_shape)
+        return await _load_only(request, scheduler, data, _chat_shape)
     turn = inf.Turn()
-    model = await inf.resolve(catalog, data.target)
+    model = await inf.resolve(scheduler, data.target)
     plan = await inf.plan_chat(
         templates,
         model,
@@ -232,15 +229,14 @@ async def generate(
     request: Request,
     data: JSONBody[OllamaGenerate],
     scheduler: NamedDependency[Scheduler],
-    catalog: NamedDependency[Engine],
     metrics: NamedDependency[NodeMetrics],
     templates: NamedDependency[Templates],
 ) -> Response:
     opts = data.gen_options()
     if not data.prompt and not data.images:
-        return await _load_only(request, scheduler, catalog, data, _generate_shape)
+        return await _load_only(request, scheduler, data, _generate_shape)
     turn = inf.Turn()
-    model = await inf.resolve(catalog, data.target)
+    model = await inf.resolve(scheduler, data.target)
     messages: list[dict] | None = None
     variables: dict[str, Any] = {}
     if data.raw:
@@ -285,10 +281,9 @@ async def embed(
     request: Request,
     data: JSONBody[OllamaEmbed],
     scheduler: NamedDependency[Scheduler],
-    catalog: NamedDependency[Engine],
 ) -> dict:
     turn = inf.Turn()
-    model = await inf.resolve(catalog, data.target)
+    model = await inf.resolve(scheduler, data.target)
     vectors, tokens, load_ns = await inf.embed(
         request, scheduler, model, data.inputs, data.keep_alive
     )
@@ -307,9 +302,8 @@ async def embeddings_legacy(
     request: Request,
     data: JSONBody[OllamaEmbeddings],
     scheduler: NamedDependency[Scheduler],
-    catalog: NamedDependency[Engine],
 ) -> dict:
-    model = await inf.resolve(catalog, data.target)
+    model = await inf.resolve(scheduler, data.target)
     vectors, _, _ = await inf.embed(request, scheduler, model, [data.prompt], data.keep_alive)
     return {"embedding": vectors[0]}
 
@@ -353,9 +347,8 @@ async def ps(scheduler: NamedDependency[Scheduler]) -> dict:
 async def stop(
     data: JSONBody[ModelOnly],
     scheduler: NamedDependency[Scheduler],
-    catalog: NamedDependency[Engine],
 ) -> dict:
-    model = await inf.resolve(catalog, data.target)
+    model = await inf.resolve(scheduler, data.target)
     if not await scheduler.unload(model.name):
         raise NotFound(f"model '{data.target}' is not loaded")
     return {"status": f"stopped '{data.target}'"}

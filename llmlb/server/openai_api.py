@@ -95,7 +95,6 @@ async def _run(
     request: Request,
     data: OpenAIChat | OpenAICompletion,
     scheduler: Scheduler,
-    engine: Engine,
     metrics: NodeMetrics,
     templates: Templates,
 ) -> Response:
@@ -103,7 +102,7 @@ async def _run(
     opts = data.gen_options()
     name = data.model
     turn = inf.Turn()
-    model = await inf.resolve(engine, name)
+    model = await inf.resolve(scheduler, name)
     plan = None
     if isinstance(data, OpenAIChat):
         tool_choice, forced = data.choice
@@ -267,11 +266,10 @@ async def chat_completions(
     request: Request,
     data: JSONBody[OpenAIChat],
     scheduler: NamedDependency[Scheduler],
-    catalog: NamedDependency[Engine],
     metrics: NamedDependency[NodeMetrics],
     templates: NamedDependency[Templates],
 ) -> Response:
-    return await _run(request, data, scheduler, catalog, metrics, templates)
+    return await _run(request, data, scheduler, metrics, templates)
 
 
 @post("/v1/completions", status_code=200)
@@ -279,11 +277,10 @@ async def completions(
     request: Request,
     data: JSONBody[OpenAICompletion],
     scheduler: NamedDependency[Scheduler],
-    catalog: NamedDependency[Engine],
     metrics: NamedDependency[NodeMetrics],
     templates: NamedDependency[Templates],
 ) -> Response:
-    return await _run(request, data, scheduler, catalog, metrics, templates)
+    return await _run(request, data, scheduler, metrics, templates)
 
 
 @post("/v1/embeddings", status_code=200)
@@ -291,9 +288,8 @@ async def embeddings(
     request: Request,
     data: JSONBody[OpenAIEmbeddings],
     scheduler: NamedDependency[Scheduler],
-    catalog: NamedDependency[Engine],
 ) -> dict:
-    model = await inf.resolve(catalog, data.model)
+    model = await inf.resolve(scheduler, data.model)
     vectors, tokens, _ = await inf.embed(request, scheduler, model, data.inputs, data.keep_alive)
     return {
         "object": "list",

@@ -143,7 +143,8 @@ def test_a_request_without_the_key_is_refused_before_its_body_is_read(tmp_path):
             sock.sendall(
                 b"POST /api/generate HTTP/1.1\r\nhost: 127.0.0.1\r\n"
                 b"content-type: application/json\r\ncontent-length: 60000000\r\n\r\n"
-                + b'{"model": "fake/model", "x": "' + b"a" * 1000
+                + b'{"model": "fake/model", "x": "'
+                + b"a" * 1000
             )
             sock.settimeout(30)
             head = sock.recv(65536)

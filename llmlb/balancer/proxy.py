@@ -310,15 +310,19 @@ async def _read(cluster: Cluster, path: str, model: str, body: bytes, headers, s
             log.warning("node %s failed %s: %s", node.id[:8], path, exc)
             tried.add(node.id)
             continue
+        complete = False
         try:
             if upstream.status in up.REFUSED:
                 tried.add(node.id)
                 continue
             outcome.node = node.id
-            await up.relay(upstream, send, node.id, up.Tally())
+            complete = await up.relay(upstream, send, node.id, up.Tally())
             return
         finally:
-            upstream.close()
+            if complete:
+                upstream.release()  # read to its end: the connection serves again
+            else:
+                upstream.close()
     raise Unavailable(f"every node with '{model}' failed to answer {path}")
 
 

@@ -33,6 +33,11 @@ class Unauthorized(LlmlbError):
     kind = "authentication_error"
 
 
+class Forbidden(LlmlbError):
+    status = 403
+    kind = "permission_error"
+
+
 class NotFound(LlmlbError):
     status = 404
     kind = "not_found_error"
@@ -64,6 +69,18 @@ class Unavailable(LlmlbError):
     kind = "server_error"
 
 
+class BadGateway(LlmlbError):
+    """A server behind this one failed the request (the router's nodes)."""
+
+    status = 502
+    kind = "server_error"
+
+
+class GatewayTimeout(LlmlbError):
+    status = 504
+    kind = "server_error"
+
+
 class CannotConnect(LlmlbError):
     """The client could not reach a server: exit 2, never an HTTP answer."""
 
@@ -78,6 +95,7 @@ class CannotConnect(LlmlbError):
 _BY_STATUS = {
     400: BadRequest,
     401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: TooLarge,

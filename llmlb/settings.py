@@ -178,6 +178,15 @@ def hf_endpoint() -> str:
     return (_env("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
 
 
+def hf_endpoints() -> list[str]:
+    """Hub endpoints a client may name for a pull (X-HF-Endpoint), besides HF_ENDPOINT itself
+    (LLMLB_HF_ENDPOINTS, comma-separated URLs): a node fetches from no other URL a client
+    chooses."""
+    return [
+        e.strip().rstrip("/") for e in (_env("LLMLB_HF_ENDPOINTS") or "").split(",") if e.strip()
+    ]
+
+
 def hf_endpoint_override() -> str | None:
     """HF_ENDPOINT only when it is set: what `llmlb node pull` forwards to the server."""
     return _env("HF_ENDPOINT")
@@ -191,6 +200,23 @@ def pull_connections() -> int:
 def pull_stall_secs() -> int:
     """A download connection that receives no byte for this long is dropped and retried."""
     return _int_env("LLMLB_PULL_STALL_SECS", 30)
+
+
+def read_timeout_secs() -> float:
+    """How long a server waits for a request's headers, and for the next part of its body,
+    before it closes the connection (slow or idle clients hold no connection longer)."""
+    return float(_int_env("LLMLB_READ_TIMEOUT_SECS", 10))
+
+
+def max_connections() -> int:
+    """Open client connections one server keeps; one more is answered 503 and closed."""
+    return _int_env("LLMLB_MAX_CONNECTIONS", 1024)
+
+
+def node_first_byte_secs() -> float:
+    """The router's wait for a node's first byte before it checks that the node is alive: it
+    keeps waiting (a model loading, a long answer) only while the node answers that check."""
+    return float(_int_env("LLMLB_NODE_FIRST_BYTE_SECS", 10))
 
 
 def router_url() -> str | None:

@@ -21,17 +21,12 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from llmlb.errors import LlmlbError, Unauthorized
+from llmlb.errors import Forbidden, LlmlbError, Unauthorized
 from llmlb.store import router_state
 
 log = logging.getLogger("llmlb.router")
 SECRET_FILE = "router.secret"  # where routers before the shared database kept it
 SECRET_SETTING = "key_id_secret"
-
-
-class Forbidden(LlmlbError):
-    status = 403
-    kind = "permission_error"
 
 
 def _file_secret(home: Path) -> bytes | None:

@@ -4,6 +4,10 @@ app builds one and hands it to both its Litestar handlers and the proxy.
 
 All HTTP towards nodes goes through one aiohttp session: its C parser is what keeps the
 proxy's per-chunk cost low, and probes and fan-out reads reuse its connection pools.
+
+A node is a peer, not a trusted part: a fan-out read (/api/tags, /api/ps) takes at most
+FANOUT_BYTES from each node within FANOUT_TIMEOUT, decoded into a type whose depth is
+fixed, so one node's huge, deep or slow answer drops that node from the answer.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from llmlb import tasks
 from llmlb.balancer.auth import ApiKeys, NodeGate
@@ -28,6 +33,35 @@ from llmlb.balancer.registry import Registry
 log = logging.getLogger("llmlb.router")
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=1.0)
 FANOUT_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
+FANOUT_BYTES = 8 * 1024 * 1024  # a node's list of models; thousands of entries fit
+# what a node's list entry may hold: values, lists of values, objects of those (`details`,
+# `downloading`); anything deeper is not an entry a node writes
+Scalar = str | int | float | bool | None
+Leaf = Scalar | list[Scalar]
+Entry = dict[str, Leaf | dict[str, Leaf]]
+
+
+class Listing(msgspec.Struct):
+    models: list[Entry] = []
+
+
+class TooBig(ValueError):
+    """A node's answer is larger than the router takes from it."""
+
+
+async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """A node's whole answer, when it is at most `cap` bytes; TooBig as soon as it is not."""
+    if (response.content_length or 0) > cap:
+        response.close()  # the rest is never read: the connection is not reused
+        raise TooBig(f"answered {response.content_length} bytes (at most {cap} are read)")
+    parts, size = [], 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            response.close()
+            raise TooBig(f"answered more than {cap} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 @dataclass
@@ -41,6 +75,7 @@ class Cluster:
     gate: NodeGate
     probe_every: float
     claims: SharedClaims | None = None
+    first_byte_secs: float = 10.0
     started_at: float = field(default_factory=time.time)
     upstream: aiohttp.ClientSession | None = None
     _watch: asyncio.Task | None = None
@@ -53,8 +88,10 @@ class Cluster:
 
     async def start(self) -> None:
         self.upstream = aiohttp.ClientSession(
+            # idle connections are dropped before a node's own keep-alive (uvicorn's 5 s) ends
+            # them: one closed by the node as a request goes out would look like a drop
             connector=aiohttp.TCPConnector(
-                limit=2000, limit_per_host=0, enable_cleanup_closed=True
+                limit=2000, limit_per_host=0, enable_cleanup_closed=True, keepalive_timeout=3
             ),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=600),
             auto_decompress=False,
@@ -117,9 +154,10 @@ class Cluster:
         return {n.id: ok for n, ok in zip(nodes, results, strict=True)}
 
     # -- fan-out reads --------------------------------------------------------------------------
-    async def gather(self, path: str, key: str) -> list[tuple[NodeEntry, list[dict[str, Any]]]]:
-        """GET `path` on every online node; each node's `key` list. A node that fails is left
-        out, with a log line saying why."""
+    async def gather(self, path: str) -> list[tuple[NodeEntry, list[dict[str, Any]]]]:
+        """GET `path` on every online node; each node's `models` list. A node that fails (an
+        error, no answer in time, too large, not a list of entries) is left out, with a log
+        line saying why."""
         nodes = [n for n in self.registry.nodes.values() if self.registry.online(n)]
 
         async def one(node: NodeEntry) -> tuple[NodeEntry, list[dict[str, Any]]]:
@@ -127,20 +165,24 @@ class Cluster:
                 async with self.http.get(node.url + path, timeout=FANOUT_TIMEOUT) as r:
                     if r.status != 200:
                         raise ValueError(f"HTTP {r.status}")
-                    items = (await r.json(content_type=None)).get(key, [])
-                    if not isinstance(items, list):
-                        raise ValueError(f"'{key}' is not a list")
-                    return node, [i for i in items if isinstance(i, dict)]
-            except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
-                log.warning("node %s left out of %s: %s", node.id[:8], path, exc)
+                    raw = await read_capped(r, FANOUT_BYTES)
+                return node, msgspec.json.decode(raw, type=Listing).models
+            except (
+                aiohttp.ClientError,
+                TimeoutError,
+                ValueError,
+                RecursionError,
+                msgspec.MsgspecError,
+            ) as exc:
+                log.warning("node %s left out of %s: %s", node.id[:8], path, str(exc)[:200])
                 return node, []
 
         return list(await asyncio.gather(*(one(n) for n in nodes)))
 
-    async def union(self, path: str, key: str = "models") -> list[dict[str, Any]]:
-        """The union of every online node's `key` list by name, for /api/tags."""
+    async def union(self, path: str) -> list[dict[str, Any]]:
+        """The union of every online node's list by name, for /api/tags."""
         seen: dict[str, dict[str, Any]] = {}
-        for _, items in await self.gather(path, key):
+        for _, items in await self.gather(path):
             for item in items:
                 name = item.get("name")
                 if isinstance(name, str):

@@ -3,7 +3,11 @@
 This is plain ASGI in front of the Litestar app: the proxied routes are the router's hot path,
 and Litestar's request and streaming-response layers cost about 0.1 ms a chunk, which at 16
 concurrent streams on two cores added several ms to each request. The upstream side uses
-aiohttp for its C HTTP parser (httpx's pure-Python h11 cost about 0.3 ms a chunk).
+aiohttp for its C HTTP parser (httpx's pure-Python h11 cost about 0.3 ms a chunk); what may be
+re-sent to another node, and how an answer passes through, is in balancer/upstream.py.
+
+The API key is checked from the headers before a byte of the body is read, and the body is
+decoded only for its `model` (other fields are skipped, not built).
 """
 
 from __future__ import annotations
@@ -15,15 +19,17 @@ import re
 import time
 from typing import Any
 
-import aiohttp
+import msgspec
 
+from llmlb.balancer import upstream as up
 from llmlb.balancer.cluster import Cluster
 from llmlb.balancer.nodes import Held
 from llmlb.errors import BadRequest, LlmlbError, TooLarge, Unavailable, error_body
-from llmlb.jsonio import decode
+from llmlb.jsonio import InvalidField, decode_as
 
 log = logging.getLogger("llmlb.router")
-MAX_TRIES = 3
+MAX_NODES = 2  # a request goes to two nodes at most, and to the second only if the first
+# never saw it or refused it before any work (see upstream.py)
 MAX_BODY = 64 * 1024 * 1024
 PROXIED = frozenset(
     {
@@ -40,7 +46,6 @@ PROXIED = frozenset(
 # Cheap reads a node answers from its catalog: sent to any node with the model, without a claim,
 # so they never wait behind generations for a free slot.
 READS = frozenset({"/api/show"})
-STREAMING = ("text/event-stream", "application/x-ndjson")
 # Not forwarded: hop-by-hop headers, the client's credentials for this router, and what
 # browsers add (the router applies its own Host/Origin policy; nodes must not see a foreign one).
 DROPPED = {
@@ -55,6 +60,7 @@ DROPPED = {
     "authorization",
     "x-api-key",
     "accept-encoding",
+    "expect",
 }
 _TOKENS_IN = re.compile(rb'"(?:prompt_eval_count|prompt_tokens)":\s*(\d+)')
 _TOKENS_OUT = re.compile(rb'"(?:eval_count|completion_tokens)":\s*(\d+)')
@@ -66,7 +72,7 @@ def _last_int(pattern: re.Pattern, data: bytes) -> int:
     return min(int(found[-1][:20]), MAX_TOKENS) if found else 0
 
 
-class Claim:
+class Claim(up.Tally):
     """One request's hold on a node; released exactly once, whatever happens to the client."""
 
     def __init__(
@@ -78,28 +84,29 @@ class Claim:
         key_id: str | None,
         started: float,
     ):
+        super().__init__()
         self.cluster, self.held, self.path, self.model = cluster, held, path, model
         self.node = held.node
         self.key_id = key_id
         self.started = started
-        self.first_byte: float | None = None
-        self.status, self.tail, self.done = 0, b"", False
+        self.status, self.done = 0, False
 
-    def release(self, ok: bool = True) -> None:
+    def release(self, ok: bool = True, node_fault: bool = True) -> None:
+        """`ok` False: the request failed on this node; `node_fault` says whether the node
+        itself failed (it cools down), or answered an error for this request (it does not)."""
         if self.done:
             return
         self.done = True
-        ok = ok and self.status < 500
         if ok and self.status < 400 and self.model not in self.node.loaded:
             self.node.loaded.append(self.model)  # it loads on first use; a heartbeat confirms
-        self.cluster.registry.release(self.held, ok)
+        self.cluster.registry.release(self.held, ok, node_fault)
         duration = (time.perf_counter() - self.started) * 1000
         ttft = (self.first_byte - self.started) * 1000 if self.first_byte else None
         self.cluster.history.record(
             endpoint=self.path,
             model=self.model,
             node_id=self.node.id,
-            status=self.status if ok else 502,
+            status=self.status or 502,
             duration_ms=round(duration, 2),
             ttft_ms=round(ttft, 2) if ttft is not None else None,
             tokens_in=_last_int(_TOKENS_IN, self.tail),
@@ -110,12 +117,6 @@ class Claim:
 
 class ClientGone(Exception):
     """The client hung up."""
-
-
-def _error_event(ndjson: bool, message: str) -> bytes:
-    if ndjson:
-        return (json.dumps({"error": message}) + "\n").encode()
-    return f"data: {json.dumps({'error': {'message': message, 'type': 'server_error', 'code': 502}})}\n\n".encode()
 
 
 async def _read_body(scope, receive) -> bytes:
@@ -152,10 +153,14 @@ async def _send_json(send, status: int, body: Any, headers: list | None = None) 
     await send({"type": "http.response.body", "body": data})
 
 
-async def send_error(send, path: str, exc: LlmlbError) -> None:
+async def send_error(send, path: str, exc: LlmlbError, unread: bool = False) -> None:
+    """The error in the API's format. `unread`: the body was not read (refused from the
+    headers), so the connection closes rather than read a body nobody wants."""
     if exc.status >= 500:
         log.warning("POST %s: %s", path, exc.message)
     extra = [(b"retry-after", b"1")] if exc.status in (429, 503) else []
+    if unread:
+        extra.append((b"connection", b"close"))
     await _send_json(send, exc.status, error_body(path, exc.status, exc.message, exc.kind), extra)
 
 
@@ -173,6 +178,7 @@ async def handle(cluster: Cluster, scope, receive, send) -> None:
     path = scope["path"]
     outcome = Outcome()
     finished = False
+    body_read = False
 
     async def tracked_send(message) -> None:
         if message["type"] == "http.response.start":
@@ -190,7 +196,10 @@ async def handle(cluster: Cluster, scope, receive, send) -> None:
                 tracked_send, 405, error_body(path, 405, message), [(b"allow", b"POST")]
             )
             return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        key_id = cluster.keys.identify(headers)  # 401 from the headers alone
         body = await _read_body(scope, receive)
+        body_read = True
 
         async def watch() -> None:  # after the body, receive() only ever says "disconnect"
             while (await receive())["type"] != "http.disconnect":
@@ -200,7 +209,7 @@ async def handle(cluster: Cluster, scope, receive, send) -> None:
                 me.cancel()
 
         watcher = asyncio.create_task(watch())
-        await _forward(cluster, scope, body, tracked_send, outcome)
+        await _forward(cluster, path, headers, key_id, body, tracked_send, outcome)
     except ClientGone:
         pass
     except asyncio.CancelledError:
@@ -208,11 +217,11 @@ async def handle(cluster: Cluster, scope, receive, send) -> None:
             raise  # the server is stopping, not the client leaving
     except LlmlbError as exc:
         if not outcome.status:
-            await send_error(tracked_send, path, exc)
+            await send_error(tracked_send, path, exc, unread=not body_read)
     except Exception:
         log.exception("unexpected error on POST %s", path)
         if not outcome.status:
-            await send_error(tracked_send, path, LlmlbError("internal error"))
+            await send_error(tracked_send, path, LlmlbError("internal error"), not body_read)
     finally:
         finished = True  # before the watcher can run again: a hang-up now cancels nothing
         if watcher is not None:
@@ -221,19 +230,32 @@ async def handle(cluster: Cluster, scope, receive, send) -> None:
         cluster.metrics.observe(outcome.node, status, time.perf_counter() - outcome.started)
 
 
-def requested_model(data: Any) -> str:
+class _Target(msgspec.Struct):
+    """The one thing the router reads of a body; every other field is skipped unbuilt."""
+
+    model: str | None = None
+    name: str | None = None  # older ollama clients
+
+
+BAD_MODEL = "field 'model' must be a non-empty string of at most 512 characters"
+
+
+def requested_model(body: bytes) -> str:
     """The model a proxied body names (`model`, or `name` as older ollama clients send)."""
-    model = data.get("model") or data.get("name") if isinstance(data, dict) else None
-    if not isinstance(model, str) or not model or len(model) > 512:
-        raise BadRequest("field 'model' must be a non-empty string of at most 512 characters")
+    try:
+        target = decode_as(body or b"{}", _Target)
+    except InvalidField:
+        raise BadRequest(BAD_MODEL) from None
+    model = target.model or target.name
+    if not model or len(model) > 512:
+        raise BadRequest(BAD_MODEL)
     return model
 
 
-async def _forward(cluster: Cluster, scope, body: bytes, send, outcome: Outcome) -> None:
-    path = scope["path"]
-    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    key_id = cluster.keys.identify(headers)
-    model = cluster.registry.canonical(requested_model(decode(body or b"{}")))
+async def _forward(
+    cluster: Cluster, path: str, headers: dict, key_id: str | None, body: bytes, send, outcome
+) -> None:
+    model = cluster.registry.canonical(requested_model(body))
     forwarded = {k: v for k, v in headers.items() if k not in DROPPED}
     if path in READS:
         await _read(cluster, path, model, body, forwarded, send, outcome)
@@ -241,7 +263,7 @@ async def _forward(cluster: Cluster, scope, body: bytes, send, outcome: Outcome)
     started = time.perf_counter()
     tried: set[str] = set()
     last_error = ""
-    for _ in range(MAX_TRIES):
+    for _ in range(MAX_NODES):
         try:
             held = await cluster.registry.acquire(model, frozenset(tried))
         except Unavailable:
@@ -251,18 +273,22 @@ async def _forward(cluster: Cluster, scope, body: bytes, send, outcome: Outcome)
         node = held.node
         claim = Claim(cluster, held, path, model, key_id, started)
         try:
-            upstream = await cluster.http.post(node.url + path, data=body, headers=forwarded)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            last_error = f"{node.host}:{node.port}: {type(exc).__name__}"
+            upstream = await up.open_answer(cluster, node, path, body, forwarded)
+        except up.Unreachable as exc:  # never sent: another node may have it
+            last_error = str(exc)
             claim.release(ok=False)
             tried.add(node.id)
             continue
+        except LlmlbError as exc:  # sent, then dropped or silent: answered, not re-sent
+            claim.status = exc.status
+            claim.release(ok=False)
+            raise
         except asyncio.CancelledError:
-            claim.status = 499  # the client left while we connected: not the node's fault
+            claim.status = 499  # the client left while we waited: not the node's fault
             claim.release()
             raise
         claim.status = upstream.status
-        if upstream.status >= 500:  # nothing reached the client yet: try another node
+        if upstream.status in up.REFUSED:  # "not now", before any work: another node may
             last_error = f"{node.host}:{node.port}: HTTP {upstream.status}"
             upstream.release()
             claim.release(ok=False)
@@ -274,89 +300,58 @@ async def _forward(cluster: Cluster, scope, body: bytes, send, outcome: Outcome)
     raise Unavailable(f"every node with '{model}' failed: {last_error}")
 
 
-async def _read(
-    cluster: Cluster, path: str, model: str, body: bytes, headers, send, outcome
-) -> None:
+async def _read(cluster: Cluster, path: str, model: str, body: bytes, headers, send, outcome):
     tried: set[str] = set()
-    for _ in range(MAX_TRIES):
+    for _ in range(MAX_NODES):
         node = cluster.registry.any_node(model, frozenset(tried))
         try:
-            async with cluster.http.post(node.url + path, data=body, headers=headers) as upstream:
-                content = await upstream.read()
-                if upstream.status >= 500:
-                    raise aiohttp.ClientResponseError(
-                        upstream.request_info, (), status=upstream.status
-                    )
-                ctype = upstream.headers.get("content-type", "application/json")
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("node %s failed %s: %r", node.id[:8], path, exc)
+            upstream = await up.open_answer(cluster, node, path, body, headers)
+        except up.Unreachable as exc:
+            log.warning("node %s failed %s: %s", node.id[:8], path, exc)
             tried.add(node.id)
             continue
-        outcome.node = node.id
-        await _send_whole(send, upstream.status, ctype, node.id, content)
-        return
+        complete = False
+        try:
+            if upstream.status in up.REFUSED:
+                tried.add(node.id)
+                continue
+            outcome.node = node.id
+            complete = await up.relay(upstream, send, node.id, up.Tally())
+            return
+        finally:
+            if complete:
+                upstream.release()  # read to its end: the connection serves again
+            else:
+                upstream.close()
     raise Unavailable(f"every node with '{model}' failed to answer {path}")
 
 
-def _start(status: int, ctype: str, node_id: str, length: int | None = None) -> dict:
-    headers = [(b"content-type", ctype.encode("latin-1"))]
-    if length is not None:
-        headers.append((b"content-length", str(length).encode()))
-    headers.append((b"x-llmlb-node", node_id[:8].encode()))
-    return {"type": "http.response.start", "status": status, "headers": headers}
-
-
-async def _send_whole(send, status: int, ctype: str, node_id: str, content: bytes) -> None:
-    await send(_start(status, ctype, node_id, len(content)))
-    await send({"type": "http.response.body", "body": content})
-
-
-async def _respond(claim: Claim, upstream: aiohttp.ClientResponse, send) -> None:
-    ctype = upstream.headers.get("content-type", "application/json")
-    ok, finished = True, False
+async def _respond(claim: Claim, upstream, send) -> None:
+    """The node's answer to the client; the claim is released however it ends."""
+    ended = "gone"  # until the answer is through: the client left (or the server stops)
     try:
-        if not (ctype.startswith(STREAMING) and upstream.status < 400):
-            try:
-                content = await upstream.read()
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                ok = False
-                raise Unavailable(
-                    f"node {claim.node.id[:8]} failed during the response: {exc!r}"
-                ) from exc
-            finished = True
-            claim.tail = content[-2048:]  # no time to first token: the answer came whole
-            await _send_whole(send, upstream.status, ctype, claim.node.id, content)
-            return
-        await send(_start(upstream.status, ctype, claim.node.id))
-        try:
-            async for chunk in upstream.content.iter_any():
-                if claim.first_byte is None:
-                    claim.first_byte = time.perf_counter()
-                claim.tail = (claim.tail + chunk)[-2048:]
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            finished = True
-        except (TimeoutError, aiohttp.ClientError) as exc:  # the node went away mid-stream
-            ok = False
-            log.warning("node %s failed mid-stream: %s", claim.node.id[:8], exc)
-            await send(
-                {
-                    "type": "http.response.body",
-                    "more_body": True,
-                    "body": _error_event(
-                        ctype.startswith("application/x-ndjson"),
-                        f"node {claim.node.id[:8]} failed during the response: {exc!r}",
-                    ),
-                }
-            )
-        await send({"type": "http.response.body", "body": b""})
+        ended = "complete" if await up.relay(upstream, send, claim.node.id, claim) else "broken"
+    except LlmlbError:
+        ended = "refused"  # an answer too large to pass on, refused before a byte went out
+        raise
     finally:
-        if finished:
+        if ended == "complete":
             upstream.release()
         else:
             upstream.close()  # the node stops generating for a client that is gone
-            if ok:
-                claim.status = 499  # nginx's "client closed request", for the history
-        claim.release(ok)
+        if ended == "gone":
+            claim.status = 499  # nginx's "client closed request", for the history
+            claim.release()
+        elif ended == "broken":  # the node failed during its answer
+            claim.status = 502
+            claim.release(ok=False)
+        elif ended == "refused":
+            claim.status = 502
+            claim.release(ok=False, node_fault=False)
+        else:
+            # a node that answered an error (a 500 for a request that crashed its model) is
+            # working: the error is the request's, and other requests keep going there
+            claim.release(ok=claim.status < 500, node_fault=False)
 
 
 class ProxyApp:

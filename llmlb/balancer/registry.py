@@ -32,8 +32,8 @@ from llmlb.store.router_state import NodeWrite
 
 log = logging.getLogger("llmlb.router")
 PROBE_FAILURES_FOR_ERROR = 2
-# A node that fails a request (connection error, 5xx) cools down: 1 s, doubling with each
-# further failure in a row, up to 30 s. Without it, a dead node that is still "online" until its
+# A node that fails a request (unreachable, dropped or silent, 503/429) cools down: 1 s, doubling
+# with each further failure in a row, up to 30 s. Without it, a dead node that is still "online" until its
 # heartbeats time out has the fewest requests in flight and would be every request's first try.
 COOL_FIRST, COOL_MAX = 1.0, 30.0
 
@@ -354,8 +354,13 @@ class Registry:
             if queued:
                 self.waiting -= 1
 
-    def release(self, held: Held, ok: bool) -> None:
-        """Synchronous, so that it also runs in the `finally` of a cancelled request."""
+    def release(self, held: Held, ok: bool, node_fault: bool = True) -> None:
+        """Synchronous, so that it also runs in the `finally` of a cancelled request.
+
+        A failed request (`ok` False) counts as the node's error; only a `node_fault` (it
+        could not be reached, dropped the connection, went silent, was too busy) cools it
+        down. A request that failed on a working node (a 500 for a model that crashed on
+        it) is the request's doing: other requests keep going there."""
         if held.released:
             return
         held.released = True
@@ -366,6 +371,8 @@ class Registry:
         node.requests += 1
         if ok:
             node.failures, node.cool_until = 0, 0.0
+        elif not node_fault:
+            node.errors += 1
         else:
             node.errors += 1
             node.failures += 1

@@ -118,7 +118,7 @@ def _start(
 ) -> tuple[str, hf.Plan | None]:
     """(model name, plan) after starting or attaching to its download; plan None when installed."""
     if endpoint:
-        endpoint = hf.check_endpoint(endpoint)
+        endpoint = hf.allowed_endpoint(endpoint)
     ref = hf.parse_ref(text, endpoint)
     running = pulls.under_way(ref.model_name)
     if running is not None:

@@ -137,7 +137,7 @@ async def tags(cluster: NamedDependency[Cluster]) -> dict:
 async def ps(cluster: NamedDependency[Cluster]) -> dict:
     """Loaded models on every online node, each naming its node."""
     out = []
-    for node, running in await cluster.gather("/api/ps", "models"):
+    for node, running in await cluster.gather("/api/ps"):
         out += [
             {**m, "node": node.id[:8], "node_address": f"{node.host}:{node.port}"} for m in running
         ]
@@ -210,6 +210,7 @@ def build_cluster(config: RouterConfig) -> Cluster:
         gate=NodeGate(config.node_token),
         probe_every=settings.heartbeat_secs(),
         claims=claims,
+        first_byte_secs=settings.node_first_byte_secs(),
     )
 
 

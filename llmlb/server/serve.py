@@ -1,11 +1,19 @@
-"""Run a server in the foreground with uvicorn: logs to stdout, graceful on SIGINT/SIGTERM."""
+"""Run a server in the foreground with uvicorn: logs to stdout, graceful on SIGINT/SIGTERM.
+
+A node takes a lock on its LLMLB_HOME first: two nodes on one home would resume the same
+pulls into the same partial files. Connections are bounded by server/guard.py.
+"""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
+import os
 import socket
 import sys
+from pathlib import Path
+from typing import IO
 
 from llmlb import settings
 from llmlb.errors import LlmlbError
@@ -38,8 +46,34 @@ def check_port(host: str, port: int) -> None:
             raise LlmlbError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
+LOCK_FILE = "node.lock"
+
+
+def lock_home(home: Path) -> IO[str]:
+    """Hold $LLMLB_HOME/node.lock for the life of this process (the kernel lets go of it when
+    the process ends, however it ends); an error naming the holder when another node has it."""
+    home.mkdir(parents=True, exist_ok=True)
+    handle = open(home / LOCK_FILE, "a+")  # noqa: SIM115 (held open until the process exits)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.seek(0)
+        holder = handle.read().strip()[:20] or "unknown"
+        handle.close()
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise LlmlbError(f"cannot lock {home / LOCK_FILE}: {exc.strerror}") from exc
+        raise LlmlbError(f"another llmlb node is using {home} (pid {holder})") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def run_uvicorn(app, host: str, port: int, on_drain=None) -> None:
     import uvicorn
+
+    from llmlb.server.guard import guarded
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
@@ -61,6 +95,8 @@ def run_uvicorn(app, host: str, port: int, on_drain=None) -> None:
         timeout_graceful_shutdown=GRACE_SECS,
         lifespan="on",
         ws="none",
+        http=guarded(settings.read_timeout_secs(), settings.max_connections()),
+        timeout_keep_alive=5,  # the router drops its idle connections to nodes after 3 s
     )
     server = Server(config)
     server.run()
@@ -68,8 +104,12 @@ def run_uvicorn(app, host: str, port: int, on_drain=None) -> None:
         raise LlmlbError(f"the server on {host}:{port} failed to start; see the log above")
 
 
+_held: list[IO[str]] = []  # the node's home lock, held until the process exits
+
+
 def serve_node(host: str, port: int, router_url: str | None) -> None:
     setup_logging()
+    _held.append(lock_home(settings.home()))
     check_port(host, port)
     from llmlb.server.node_app import create_node_app
     from llmlb.server.node_services import NodeConfig, build_services

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from llmlb import settings, validation
-from llmlb.errors import LlmlbError, NotFound, Unauthorized, ValidationError
+from llmlb.errors import Forbidden, LlmlbError, NotFound, Unauthorized, ValidationError
+from llmlb.sources import hub_http
 from llmlb.sources.hf_refs import HfRef, Plan, PlanFile, Sibling, choose_files, parse_ref
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "HubError",
     "Plan",
     "PlanFile",
+    "allowed_endpoint",
     "auth_headers",
     "check_endpoint",
     "download_token",
@@ -87,6 +89,26 @@ def check_endpoint(value: str) -> str:
     return text.rstrip("/")
 
 
+def _same(url: str) -> str:
+    """An endpoint as compared: scheme and host in lower case, no trailing slash."""
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def allowed_endpoint(value: str) -> str:
+    """An endpoint a client sent (X-HF-Endpoint), when the server allows it: its own
+    HF_ENDPOINT or one listed in LLMLB_HF_ENDPOINTS. Otherwise a 403 that says how to allow
+    it: a node fetches from no URL a client chooses (it could reach what only the node can)."""
+    endpoint = check_endpoint(value)
+    allowed = {_same(e) for e in [settings.hf_endpoint(), *settings.hf_endpoints()]}
+    if _same(endpoint) not in allowed:
+        raise Forbidden(
+            f"this server does not pull from {endpoint}; to allow it, start the server with "
+            f"LLMLB_HF_ENDPOINTS={endpoint} (comma-separated for several)"
+        )
+    return endpoint
+
+
 def resolve_token(token: str | None = None) -> str | None:
     """The token sent with a pull, else HF_TOKEN, else the one `hf auth login` stored."""
     if token or settings.hf_token():
@@ -105,8 +127,8 @@ def hub_for(token: str | None = None, endpoint: str | None = None) -> Hub:
     A client-named endpoint gets only the token that came with the same request: the
     server's own HF_TOKEN or stored login never goes to a URL someone else chose.
     """
-    named = check_endpoint(endpoint) if endpoint else None
-    if named and named != settings.hf_endpoint():
+    named = allowed_endpoint(endpoint) if endpoint else None
+    if named and _same(named) != _same(settings.hf_endpoint()):
         return Hub(named, token or None, client_named=True)
     return Hub(settings.hf_endpoint(), resolve_token(token))
 
@@ -118,6 +140,7 @@ def _api(hub: Hub):
     # {HF_ENDPOINT}/api/agent-harnesses (a 404 on mirrors, on every pull) unless telemetry
     # is off; it is read at call time, so this turns the lookup off for our requests.
     constants.HF_HUB_DISABLE_TELEMETRY = True
+    hub_http.install()
     return HfApi(endpoint=hub.endpoint, token=hub.token or False, library_name="llmlb")
 
 
@@ -128,6 +151,8 @@ def _status(exc: Exception) -> int | None:
 def _hub_error(exc: Exception, ref: HfRef, hub: Hub) -> LlmlbError:
     from huggingface_hub import errors as hf
 
+    if isinstance(exc, LlmlbError):  # an answer we would not read (hub_http)
+        return exc
     if isinstance(exc, hf.GatedRepoError):
         if hub.token:
             return Unauthorized(
@@ -246,6 +271,7 @@ def _fill_from_head(hub: Hub, plan: Plan, f: PlanFile) -> None:
     """
     from huggingface_hub import get_hf_file_metadata
 
+    hub_http.install()
     try:
         meta = get_hf_file_metadata(
             file_url(plan, f.path),
@@ -254,6 +280,8 @@ def _fill_from_head(hub: Hub, plan: Plan, f: PlanFile) -> None:
             library_name="llmlb",
         )
     except Exception as exc:
+        if isinstance(exc, LlmlbError):
+            raise
         status = _status(exc)
         if status == 404:
             raise NotFound(f"file '{f.path}' not found in {plan.repo} {hub.where}") from exc
@@ -271,8 +299,10 @@ def _fill_from_head(hub: Hub, plan: Plan, f: PlanFile) -> None:
 
 
 def file_url(plan: Plan, path: str) -> str:
-    """The download URL of a file at the plan's commit, on the plan's endpoint."""
-    endpoint = (plan.endpoint or settings.hf_endpoint()).rstrip("/")
+    """The download URL of a file at the plan's commit, on the plan's endpoint (checked
+    again: a download resumed after a restart goes only where the server allows now)."""
+    endpoint = allowed_endpoint(plan.endpoint) if plan.endpoint else settings.hf_endpoint()
+    endpoint = endpoint.rstrip("/")
     return f"{endpoint}/{plan.repo}/resolve/{quote(plan.revision, safe='')}/{quote(path)}"
 
 

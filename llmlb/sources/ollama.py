@@ -1,13 +1,22 @@
-"""Models that ollama downloaded, read in place and never modified (`ollama:<name>`)."""
+"""Models that ollama downloaded, read in place and never modified (`ollama:<name>`).
+
+The store is read defensively: its files are another program's, and one bad one (a manifest
+of `[]`, a layer that is not an object, a size of 1e400, a blob nested 5,000 deep, a file of
+gigabytes) is skipped with one warning line, while lists, heartbeats and lookups go on.
+Manifests and small blobs are decoded into fixed types of bounded size and depth.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
 
 from llmlb.errors import ValidationError
 
@@ -25,6 +34,58 @@ LAYERS = {
     "license": "application/vnd.ollama.image.license",
 }
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+MAX_MANIFEST = 1024 * 1024  # a manifest lists a handful of layers: a few KB
+MAX_TEXT_BLOB = 4 * 1024 * 1024  # template, system prompt, license, params
+Scalar = str | int | float | bool | None
+
+
+class Layer(msgspec.Struct, kw_only=True):
+    media_type: str = msgspec.field(default="", name="mediaType")
+    digest: str = ""
+    size: Annotated[int, Meta(ge=0, le=2**62)] | None = None
+
+
+class Manifest(msgspec.Struct, kw_only=True):
+    layers: Annotated[list[Layer], Meta(max_length=1000)] = []
+
+
+Params = dict[str, Scalar | list[Scalar]]  # ollama's params: values, and lists (`stop`)
+_warned: set[tuple[str, int, int]] = set()  # (file, mtime, size) already reported
+
+
+class BadFile(ValueError):
+    """A file of the store that is not what it should be."""
+
+
+def _warn_once(path: Path, problem: object) -> None:
+    """One warning line per bad file (until it changes), however often the store is read."""
+    try:
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = (str(path), 0, 0)
+    if key not in _warned:
+        if len(_warned) > 10_000:
+            _warned.clear()
+        _warned.add(key)
+        log.warning("skipping %s in the ollama store: %s", path, str(problem)[:200])
+
+
+def _read(path: Path, cap: int) -> bytes:
+    with open(path, "rb") as fh:
+        data = fh.read(cap + 1)
+    if len(data) > cap:
+        raise BadFile(f"larger than {cap} bytes")
+    return data
+
+
+def _decode(path: Path, cap: int, kind: object):
+    try:
+        return msgspec.json.decode(_read(path, cap), type=kind)
+    except RecursionError:
+        raise BadFile("nested too deeply") from None
+    except msgspec.MsgspecError as exc:
+        raise BadFile(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -93,47 +154,66 @@ def _blob(root: Path, digest: object) -> Path:
     return root / "blobs" / digest.replace(":", "-")
 
 
-def _read_text(root: Path, layer: dict | None) -> str | None:
-    if not layer:
+def _text(root: Path, layer: Layer | None) -> str | None:
+    """A text layer; a missing or bad one is left out (the model is still listed). A digest
+    that is not one makes the whole manifest suspect: _load skips it."""
+    if layer is None:
         return None
+    path = _blob(root, layer.digest)
     try:
-        return _blob(root, layer["digest"]).read_text(errors="replace")
+        return _read(path, MAX_TEXT_BLOB).decode("utf-8", errors="replace")
+    except BadFile as exc:
+        _warn_once(path, exc)
     except OSError:
+        pass
+    return None
+
+
+def _params(root: Path, layer: Layer | None) -> dict | None:
+    if layer is None:
         return None
+    path = _blob(root, layer.digest)
+    try:
+        return _decode(path, MAX_TEXT_BLOB, Params)
+    except BadFile as exc:
+        _warn_once(path, exc)
+    except OSError:
+        pass
+    return None
 
 
 def _load(
     root: Path, manifest: Path, host: str, ns: str, model: str, tag: str
 ) -> OllamaEntry | None:
     try:
-        data = json.loads(manifest.read_text())
-        layers = {layer.get("mediaType"): layer for layer in data.get("layers", [])}
+        layers = {
+            layer.media_type: layer for layer in _decode(manifest, MAX_MANIFEST, Manifest).layers
+        }
         main = layers.get(MODEL)
-        if not main:
+        if main is None:
             return None
-        blob = _blob(root, main["digest"])
+        blob = _blob(root, main.digest)
         if not blob.is_file():
             return None
-        params_text = _read_text(root, layers.get(LAYERS["params"]))
         projector = layers.get(LAYERS["projector"])
         return OllamaEntry(
             model=OllamaModel(
                 name=display_name(host, ns, model, tag),
                 manifest_path=str(manifest),
-                blob_digest=main["digest"],
+                blob_digest=main.digest,
                 blob_path=str(blob),
-                size_bytes=int(main.get("size") or blob.stat().st_size),
+                size_bytes=main.size or blob.stat().st_size,
             ),
             display=display_name(host, ns, model, tag),
             modified=datetime.fromtimestamp(manifest.stat().st_mtime, UTC),
-            projector_path=str(_blob(root, projector["digest"])) if projector else None,
-            template=_read_text(root, layers.get(LAYERS["template"])),
-            system=_read_text(root, layers.get(LAYERS["system"])),
-            params=json.loads(params_text) if params_text else None,
-            license=_read_text(root, layers.get(LAYERS["license"])),
+            projector_path=str(_blob(root, projector.digest)) if projector else None,
+            template=_text(root, layers.get(LAYERS["template"])),
+            system=_text(root, layers.get(LAYERS["system"])),
+            params=_params(root, layers.get(LAYERS["params"])),
+            license=_text(root, layers.get(LAYERS["license"])),
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.debug("skipping unreadable ollama manifest %s: %s", manifest, exc)
+    except (OSError, ValueError) as exc:  # BadFile, a digest that is not one, unreadable
+        _warn_once(manifest, exc)
         return None
 
 

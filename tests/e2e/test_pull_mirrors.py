@@ -141,7 +141,11 @@ def test_errors_name_the_endpoint_they_asked(olah, llmlb_env):
 
 def test_hf_endpoint_of_the_pull_command_is_forwarded(olah, llmlb_env):
     dead = f"http://127.0.0.1:{free_port()}"  # the server's own setting points nowhere
-    server_env = {"HF_ENDPOINT": dead, "HF_TOKEN": "hf_server_secret"}
+    server_env = {
+        "HF_ENDPOINT": dead,
+        "HF_TOKEN": "hf_server_secret",
+        "LLMLB_HF_ENDPOINTS": olah.url,  # the mirror a client may name
+    }
     with ServerProcess(llmlb_env, env=server_env) as node:
         r = cli(node, "node", "pull", "org/repo", env={"HF_ENDPOINT": olah.url, "HF_TOKEN": ""})
         assert r.returncode == 0, r.stderr + node.log()
@@ -164,6 +168,41 @@ def test_hf_endpoint_of_the_pull_command_is_forwarded(olah, llmlb_env):
                 node.url + "/api/pull", json={"model": "org/repo"}, headers={"X-HF-Endpoint": bad}
             )
             assert resp.status_code == 400 and "HF_ENDPOINT" in resp.json()["error"], bad
+
+
+def test_a_client_cannot_make_the_node_fetch_from_an_endpoint_it_does_not_allow(olah, llmlb_env):
+    other = HubServer.olah_like(olah.data_dir.parent / "other-hub").start()
+    try:
+        other.add_repo("org/repo", {"README.md": b"# other\n"})
+        with ServerProcess(llmlb_env, env={"HF_ENDPOINT": olah.url}) as node:
+            r = cli(node, "node", "pull", "org/repo", env={"HF_ENDPOINT": other.url})
+            assert r.returncode == 1
+            assert r.stderr.strip() == (
+                f"Error: this server does not pull from {other.url}; to allow it, start the "
+                f"server with LLMLB_HF_ENDPOINTS={other.url} (comma-separated for several)"
+            )
+            resp = httpx.post(
+                node.url + "/api/pull",
+                json={"model": "org/repo"},
+                headers={"X-HF-Endpoint": "http://169.254.169.254"},
+            )
+            assert resp.status_code == 403 and "LLMLB_HF_ENDPOINTS" in resp.json()["error"]
+        assert other.stats.requests == []  # never asked
+    finally:
+        other.stop()
+
+
+def test_a_hub_answer_that_inflates_past_the_cap_fails_the_pull(tmp_path, llmlb_env, gguf):
+    from tests.support.hub_server import Behaviour
+
+    # 256 MiB of blanks inside the repo info, about 250 KB as sent (gzip)
+    with HubServer(tmp_path / "hub", behaviour=Behaviour(info_gzip_padding=256 << 20)) as hub:
+        hub.add_repo("org/repo", {"tiny-Q8_0.gguf": gguf})
+        with ServerProcess(llmlb_env, env={"HF_ENDPOINT": hub.url}) as node:
+            r = cli(node, "node", "pull", "org/repo")
+            assert r.returncode == 1, r.stdout
+            assert f"answered more than {32 << 20} bytes once inflated" in r.stderr
+            assert "org/repo" not in cli(node, "node", "list").stdout
 
 
 def test_no_request_to_hub_paths_that_do_not_exist(tmp_path, llmlb_env, gguf, monkeypatch):

@@ -33,12 +33,11 @@ def gen(server, model, n=2, **extra):
 
 
 @pytest.fixture
-def models(tiny_gguf, endless_gguf, slow_gguf):
+def models(tiny_gguf, slow_gguf):
     return {
         "org/a": tiny_gguf,
         "org/b": tiny_gguf,
         "org/c": tiny_gguf,
-        "org/endless": endless_gguf,
         "org/slow": slow_gguf,
     }
 
@@ -131,19 +130,6 @@ def test_queue_full_is_503_and_disconnect_frees_the_model(node):
     second.__exit__(None, None, None)
     second_client.close()
     assert wait_for(lambda: not loaded(node)["org/slow"]["busy"])
-
-
-def test_concurrent_cold_requests_share_one_load(node):
-    out = []
-    threads = [
-        threading.Thread(target=lambda: out.append(gen(node, "org/endless", n=2))) for _ in range(2)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert [r.status_code for r in out] == [200, 200]
-    assert sum(1 for line in node.log().splitlines() if "loaded org/endless (chat)" in line) == 1
 
 
 def test_rm_of_a_loaded_model_unloads_it_first(node):

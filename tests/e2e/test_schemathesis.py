@@ -7,10 +7,13 @@ Pulls go to an empty local Hub stand-in, so they answer 404 instead of reaching 
 
 from __future__ import annotations
 
-import shutil
+import json
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -107,8 +110,63 @@ def test_no_request_makes_the_router_fail(tmp_path, tiny_gguf):
         assert router.stop() == 0, router.log()
 
 
-def test_schemathesis_is_installed():
-    assert (
-        shutil.which("schemathesis")
-        or subprocess.run([*SCHEMATHESIS, "--version"], capture_output=True).returncode == 0
-    )
+class _Broken(BaseHTTPRequestHandler):
+    """An API whose one operation answers 500: what the fuzzing above must catch."""
+
+    SPEC: ClassVar[dict] = {
+        "openapi": "3.1.0",
+        "info": {"title": "broken", "version": "1"},
+        "paths": {
+            "/boom": {
+                "post": {
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"x": {"type": "integer"}},
+                                    "required": ["x"],
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"200": {"description": "ok"}},
+                }
+            }
+        },
+    }
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path == "/schema/openapi.json":
+            self._answer(200, json.dumps(self.SPEC).encode())
+        else:
+            self._answer(404, b"{}")
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self._answer(500, b'{"error": "internal error"}')
+
+
+def test_the_fuzzing_fails_on_a_server_error(tmp_path):
+    """The run above, with its options, against an API that answers 500: it must fail, or
+    the two tests above could not."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        result = fuzz(url, tmp_path / "broken.xml", "--max-failures", "1", "--no-shrink")
+    finally:
+        server.shutdown()
+    assert result.returncode != 0, result.stdout[-3000:]
+    assert "Server error" in result.stdout, result.stdout[-3000:]

@@ -9,6 +9,9 @@ client reads whole answers.
 
 from __future__ import annotations
 
+import json
+import threading
+
 import pytest
 
 from llmlb.server import inference, ollama_api, openai_api
@@ -71,25 +74,38 @@ def test_engine_failure_before_or_during_generation(node, loader, stream, fail_a
     works_again(client)
 
 
-@pytest.mark.parametrize(
-    ("module", "name"),
-    [
-        (inference, "chat_messages"),  # before the claim
-        (inference, "generate"),  # right after the claim
-        (ollama_api, "_final"),  # building the answer
-    ],
-)
-def test_a_bug_at_any_step_releases_the_claim(node, monkeypatch, module, name):
+# Steps at which a bug leaves a claim behind unless the request's end releases it: each is
+# reached with the model claimed (checked when the bug strikes). How the client hears of it:
+# a 500 before the first byte, an error line in a stream that has begun.
+AFTER_THE_CLAIM = [
+    (ollama_api, "_respond", False, "500"),  # right after the claim, before generating
+    (ollama_api, "_respond", True, "500"),
+    (inference, "primed", False, "500"),  # the generation made, not yet started
+    (inference, "primed", True, "500"),
+    (inference, "generate", False, "500"),  # starting the generation
+    (inference, "generate", True, "500"),
+    (ollama_api, "_now", True, "stream"),  # mid-stream, between two chunks
+]
+
+
+@pytest.mark.parametrize(("module", "name", "stream", "heard"), AFTER_THE_CLAIM)
+def test_a_bug_after_the_claim_releases_it(node, monkeypatch, module, name, stream, heard):
     client, services = node
+    claimed: list[int] = []  # requests holding the model when the bug struck
 
     def broken(*args, **kwargs):
+        claimed.append(services.scheduler.in_flight)
         raise TypeError("injected bug")
 
     monkeypatch.setattr(module, name, broken)
-    for stream in (False, True):
-        r = client.post("/api/chat", json={**CHAT, "stream": stream})
-        assert r.status_code == 500 or "injected bug" in r.text
-        assert_free(services)
+    r = client.post("/api/chat", json={**CHAT, "stream": stream})
+    assert claimed and claimed[0] == 1, claimed  # the bug struck with the model claimed
+    if heard == "500":
+        assert r.status_code == 500 and r.json() == {"error": "internal error: TypeError"}
+    else:
+        last = json.loads(r.text.splitlines()[-1])
+        assert r.status_code == 200 and last == {"error": "generation failed: injected bug"}
+    assert_free(services)
     monkeypatch.undo()
     works_again(client)
 
@@ -113,7 +129,39 @@ def test_embedding_failure_releases_the_claim(node, loader):
 def test_unloading_keep_alive_zero_after_a_failure(node, loader):
     client, services = node
     loader.script.fail_at = 0
-    client.post("/api/chat", json={**CHAT, "stream": False, "keep_alive": 0})
+    r = client.post("/api/chat", json={**CHAT, "stream": False, "keep_alive": 0})
+    assert r.status_code == 500
     assert_free(services)
+    # keep_alive 0 unloads it once the request ends, failed or not: not kept loaded, and not
+    # listed as "stopping" for ever
+    assert wait_for(lambda: client.get("/api/ps").json()["models"] == [], timeout=10)
     r = client.post("/api/stop", json={"model": "org/m"})
-    assert r.status_code in (200, 404)  # unloaded already, or now: never stuck "Stopping..."
+    assert r.status_code == 404 and r.json() == {"error": "model 'org/m' is not loaded"}
+
+
+def test_concurrent_cold_requests_share_one_load(node, loader):
+    """The first request starts the load and holds it (the loader waits on a gate) until the
+    second is known to wait for the same load: the overlap is made, not hoped for."""
+    client, _services = node
+    loader.gate = threading.Event()
+    answers: list[int] = []
+
+    def ask() -> None:
+        answers.append(client.post("/api/chat", json={**CHAT, "stream": False}).status_code)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    threads[0].start()
+    assert loader.loading.wait(30)
+    threads[1].start()
+    assert wait_for(lambda: metric_value(client, "llmlb_queue_depth") == 2, timeout=30)
+    loader.gate.set()
+    for t in threads:
+        t.join(60)
+    assert answers == [200, 200] and loader.loads == 1
+
+
+def metric_value(client, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")

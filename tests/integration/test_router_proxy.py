@@ -11,8 +11,8 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from tests.support.fake_cluster import MODEL, keep_registered, start_backends
-from tests.support.procs import ServerProcess, metric, wait_for
+from tests.support.fake_cluster import MODEL, fake_router, router_nodes
+from tests.support.procs import metric, wait_for
 
 CHAT = "/v1/chat/completions"
 
@@ -20,26 +20,12 @@ CHAT = "/v1/chat/completions"
 @contextmanager
 def fake_cluster(tmp_path, groups: list[tuple[int, tuple[str, ...]]], env: dict | None = None):
     """A router and fake nodes: `groups` is [(count, fake_backend args)]."""
-    ports, procs = [], []
-    for count, args in groups:
-        p, pr = start_backends(count, *args)
-        ports += p
-        procs += pr
-    router = ServerProcess(tmp_path / "router", kind="router", env=env).start()
-    stop = threading.Event()
-    threading.Thread(target=keep_registered, args=(router.url, ports, stop), daemon=True).start()
-    try:
-        assert wait_for(lambda: len(nodes(router)) == len(ports))
+    with fake_router(tmp_path, groups, env) as (router, _ports):
         yield router
-    finally:
-        stop.set()
-        router.stop()
-        for p in procs:
-            p.terminate()
 
 
 def nodes(router) -> list[dict]:
-    return httpx.get(router.url + "/admin/cluster/nodes").json()["nodes"]
+    return router_nodes(router)
 
 
 def queue_depth(router) -> int:
@@ -68,8 +54,8 @@ def test_sixty_concurrent_streams_spread_evenly(tmp_path):
         assert all(n["in_flight"] == 0 for n in nodes(router))  # every claim was released
 
 
-def test_failing_node_is_retried_before_the_first_byte(tmp_path):
-    with fake_cluster(tmp_path, [(1, ("--status", "500")), (1, ())]) as router:
+def test_a_busy_node_is_retried_before_the_first_byte(tmp_path):
+    with fake_cluster(tmp_path, [(1, ("--status", "503")), (1, ())]) as router:
         for stream in (True, False):
             for _ in range(4):
                 r = httpx.post(router.url + CHAT, json=body(stream=stream))
@@ -89,7 +75,7 @@ def test_failing_node_is_retried_before_the_first_byte(tmp_path):
 
 
 def test_every_node_failing_is_503(tmp_path):
-    with fake_cluster(tmp_path, [(2, ("--status", "502"))]) as router:
+    with fake_cluster(tmp_path, [(2, ("--status", "503"))]) as router:
         r = httpx.post(router.url + "/api/chat", json=body())
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert r.json()["error"].startswith(f"every node with '{MODEL}' failed: 127.0.0.1:")

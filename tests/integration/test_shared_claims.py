@@ -26,6 +26,27 @@ def beat(registry: Registry, node_id: str) -> None:
     )
 
 
+async def until(condition, timeout: float = 10.0) -> bool:
+    """Wait for `condition()` to hold (True), or give up after `timeout` seconds (False)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+async def until_async(condition, timeout: float = 10.0) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await condition():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
 def router(url: str, lease: float = 30, timeout: float = 5) -> Registry:
     """A registry with shared claims, as one router builds it (capacity 1 per node)."""
     return Registry(1, 30.0, 10, timeout, SharedClaims(url, 1, lease))
@@ -46,8 +67,10 @@ def test_the_limit_holds_across_two_routers_and_a_release_wakes_the_other(redis_
             assert {first.node.id, second.node.id} == {"n1", "n2"}
             assert b.claims.counts == {"n1": 1, "n2": 1}  # what b's claim found in Redis
             waiter = asyncio.create_task(b.acquire("org/m"))
-            await asyncio.sleep(0.2)
-            assert not waiter.done() and b.waiting == 1  # both nodes full across the routers
+            # it queues, since both nodes are full across the routers (it cannot be done
+            # once it waits: only a release wakes it, and none has come)
+            assert await until(lambda: b.waiting == 1)
+            assert not waiter.done()
             woken = b._generation
             a.release(first, ok=True)  # a's release, published: b's waiter tries at once
             third = await asyncio.wait_for(waiter, 10)
@@ -55,9 +78,12 @@ def test_the_limit_holds_across_two_routers_and_a_release_wakes_the_other(redis_
             assert third.node.id == first.node.id
             b.release(second, ok=True)
             b.release(third, ok=True)
-            await asyncio.sleep(0.1)  # the release scripts run in tasks
-            await a.claims.renew()
-            assert a.claims.counts == {"n1": 0, "n2": 0}
+
+            async def all_released() -> bool:  # the release scripts run in tasks
+                await a.claims.renew()
+                return a.claims.counts == {"n1": 0, "n2": 0}
+
+            assert await until_async(all_released)
         finally:
             await a.claims.stop()
             await b.claims.stop()

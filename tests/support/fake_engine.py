@@ -81,9 +81,14 @@ class FakeLoader:
     def __init__(self) -> None:
         self.script = Script()
         self.loads = 0
+        self.loading = threading.Event()  # set when a load has begun
+        self.gate: threading.Event | None = None  # when set, a load waits for it
 
     async def __call__(
         self, model: Any, n_ctx: int, embedding: bool, parallel: int = 1
     ) -> FakeBackend:
         self.loads += 1
+        self.loading.set()
+        if self.gate is not None and not self.gate.wait(60):
+            raise Boom("the test never let the load finish")
         return FakeBackend(model, self.script)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ import socket
 import tempfile
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -102,6 +104,8 @@ class Behaviour:
     honour_range: bool = True  # False: every Range request gets 200 and the whole file
     content_length: bool = True  # False: file bodies are chunked, with no Content-Length
     quoted_etag: bool = True  # False: ETag: <hex> (olah) instead of ETag: "<hex>"
+    # > 0: repo info gzip-encoded, padded with this many blanks (a gzip bomb: 1 MB per GB)
+    info_gzip_padding: int = 0
 
 
 @dataclass
@@ -395,6 +399,9 @@ class _Handler(BaseHTTPRequestHandler):
             "lastModified": "2025-01-01T00:00:00.000Z",
             "createdAt": "2025-01-01T00:00:00.000Z",
         }
+        if b.info_gzip_padding:
+            packed = _gzip_padded(json.dumps(body).encode(), b.info_gzip_padding)
+            return self._send(200, packed, {"Content-Encoding": "gzip"})
         self._send(200, json.dumps(body).encode())
 
     def _declared(self, name: str, f: HubFile) -> int:
@@ -592,6 +599,19 @@ class _Handler(BaseHTTPRequestHandler):
                     ahead = sent / fault.rate - (time.monotonic() - began)
                     if ahead > 0:
                         time.sleep(ahead)
+
+
+@functools.lru_cache(maxsize=2)
+def _gzip_padded(doc: bytes, padding: int) -> bytes:
+    """`doc` (a JSON object) with `padding` blanks before its closing brace, gzip-compressed
+    piece by piece (the blanks are never held whole); kept, as a repeated answer is the same."""
+    pack = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = [pack.compress(doc[:-1])]
+    blanks = b" " * CHUNK
+    for at in range(0, padding, CHUNK):
+        out.append(pack.compress(blanks[: min(CHUNK, padding - at)]))
+    out.append(pack.compress(doc[-1:]) + pack.flush())
+    return b"".join(out)
 
 
 def _safe_name(name: str) -> bool:

@@ -76,10 +76,26 @@ def test_a_client_named_endpoint_never_gets_the_servers_token(monkeypatch):
 
     monkeypatch.setenv("HF_TOKEN", "server-secret")
     monkeypatch.setenv("HF_ENDPOINT", "https://own.example")
+    monkeypatch.setenv("LLMLB_HF_ENDPOINTS", "http://other:1")
     assert hub_for(None, "http://other:1").token is None
     assert hub_for("client", "http://other:1").token == "client"
     assert hub_for(None, "https://own.example/").token == "server-secret"  # its own endpoint
     assert hub_for(None, None).token == "server-secret"
+
+
+def test_a_client_may_name_only_the_endpoints_the_server_allows(monkeypatch):
+    from llmlb.errors import Forbidden
+    from llmlb.sources.huggingface import allowed_endpoint
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://own.example")
+    monkeypatch.setenv("LLMLB_HF_ENDPOINTS", "http://mirror.local:8090/, https://b.example")
+    assert allowed_endpoint("https://OWN.example/") == "https://OWN.example"
+    assert allowed_endpoint("http://mirror.local:8090") == "http://mirror.local:8090"
+    for other in ("http://169.254.169.254", "http://mirror.local:8091", "https://b.example/x"):
+        with pytest.raises(Forbidden) as refused:
+            allowed_endpoint(other)
+        assert refused.value.status == 403
+        assert f"LLMLB_HF_ENDPOINTS={other}" in refused.value.message
 
 
 def test_plans_read_back_from_a_row_are_checked_again():

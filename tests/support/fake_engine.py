@@ -6,6 +6,7 @@ real: claims, queues, keep-alive, the HTTP handlers. `fail_at` makes it raise at
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -89,6 +90,6 @@ class FakeLoader:
     ) -> FakeBackend:
         self.loads += 1
         self.loading.set()
-        if self.gate is not None and not self.gate.wait(60):
+        if self.gate is not None and not await asyncio.to_thread(self.gate.wait, 60):
             raise Boom("the test never let the load finish")
         return FakeBackend(model, self.script)

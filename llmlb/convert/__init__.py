@@ -17,3 +17,20 @@ from llmlb.errors import BadRequest
 
 class ConvertError(BadRequest):
     """The checkpoint cannot be converted: what is wrong with it, in one line."""
+
+
+def exit_with_parent() -> None:
+    """In a child process of the node: end when the node does (killed -9, it cannot say so),
+    rather than go on writing into a staging directory that the next start removes."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()

@@ -11,7 +11,7 @@ import resource
 import sys
 from pathlib import Path
 
-from llmlb.convert import ConvertError
+from llmlb.convert import ConvertError, exit_with_parent
 from llmlb.convert.writer import convert
 
 
@@ -25,6 +25,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("usage: python -m llmlb.convert DIR OUT [F16|F32|BF16]\n")
         return 2
     outtype = argv[2] if len(argv) == 3 else "F16"
+    exit_with_parent()
     try:
         convert(Path(argv[0]), Path(argv[1]), outtype, lambda i, n: _say({"done": i, "total": n}))
     except ConvertError as exc:

@@ -22,7 +22,11 @@ from llmlb.convert import ConvertError
 
 MAX_HEADER = 100 * 1024 * 1024
 SLICE_BYTES = 4 * 1024 * 1024  # input bytes per slice
-DTYPES = {"F32": (np.dtype("<f4"), 4), "F16": (np.dtype("<f2"), 2), "BF16": (None, 2)}
+DTYPES: dict[str, tuple[np.dtype | None, int]] = {
+    "F32": (np.dtype("<f4"), 4),
+    "F16": (np.dtype("<f2"), 2),
+    "BF16": (None, 2),
+}
 
 
 @dataclass(frozen=True)
@@ -139,9 +143,7 @@ def _decode(raw: bytes, dtype: str) -> np.ndarray:
     if dtype == "BF16":
         bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
         return bits.view(np.float32)
-    np_dtype = DTYPES[dtype][0]
-    assert np_dtype is not None
-    return np.frombuffer(raw, dtype=np_dtype).astype(np.float32)
+    return np.frombuffer(raw, dtype=DTYPES[dtype][0] or np.float32).astype(np.float32)
 
 
 def read_rows(t: Tensor, start: int, stop: int) -> np.ndarray:

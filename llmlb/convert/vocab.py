@@ -62,6 +62,7 @@ def _fields(buf: bytes):
     while pos < len(buf):
         key, pos = _varint(buf, pos)
         num, wire = key >> 3, key & 7
+        value: int | bytes
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 1:
@@ -124,16 +125,16 @@ def _sentencepiece(directory: Path, n_vocab: int) -> Vocab:
     tokens = [f"[PAD{i}]".encode() for i in range(n_vocab)]
     scores = [-10000.0] * n_vocab
     types = [UNUSED] * n_vocab
-    for i, (text, score, kind) in enumerate(pieces[:n_vocab]):
-        tokens[i], scores[i], types[i] = text, score, kind
-    for token_id, text, special in _added(directory):
+    for i, (piece, score, kind) in enumerate(pieces[:n_vocab]):
+        tokens[i], scores[i], types[i] = piece, score, kind
+    for token_id, content, special in _added(directory):
         if token_id < n_vocab:
-            if special or _looks_special(text):
+            if special or _looks_special(content):
                 types[token_id] = CONTROL
             else:
-                text = text.replace("\u2581", " ")
+                content = content.replace("\u2581", " ")
                 types[token_id] = USER_DEFINED
-            tokens[token_id], scores[token_id] = text.encode(), -1000.0
+            tokens[token_id], scores[token_id] = content.encode(), -1000.0
     return Vocab("llama", tokens, types, scores, space_prefix=dummy_prefix)
 
 

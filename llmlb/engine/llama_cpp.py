@@ -20,7 +20,7 @@ from typing import Any
 import llama_cpp as lc
 
 from llmlb import settings
-from llmlb.engine import llama_log, llama_sampling
+from llmlb.engine import llama_log, llama_sampling, model_defaults
 from llmlb.engine.base import GenOptions, GenStats, text_of
 from llmlb.engine.generation import Stream
 from llmlb.engine.llama_loop import DecodeLoop, Job, token_bytes
@@ -125,6 +125,26 @@ def new_context(
     return lc.llama_init_from_model(loaded.ptr, params)
 
 
+def apply_adapters(weights: LoadedModel, ctx, model: Model) -> None:
+    """A created model's LoRA adapters (Modelfile ADAPTER), on this context; llama.cpp frees
+    them with the weights."""
+    adapters = model.adapters or []
+    if not adapters:
+        return
+    loaded = []
+    for a in adapters:
+        ptr = lc.llama_adapter_lora_init(weights.ptr, str(a["path"]).encode())
+        if not ptr:
+            raise LlmlbError(
+                f"the LoRA adapter {Path(a['path']).name} of '{model.name}' could not be loaded"
+            )
+        loaded.append(ptr)
+    ptrs = (lc.llama_adapter_lora_p_ctypes * len(loaded))(*loaded)
+    scales = (ctypes.c_float * len(loaded))(*(float(a.get("scale", 1.0)) for a in adapters))
+    if lc.llama_set_adapters_lora(ctx, ptrs, len(loaded), scales) != 0:
+        raise LlmlbError(f"llama.cpp could not apply the LoRA adapters of '{model.name}'")
+
+
 class LlamaBackend:
     """A chat model: `parallel` requests decode at once, each with `n_ctx` tokens of context."""
 
@@ -144,6 +164,12 @@ class LlamaBackend:
                 f"failed to load model '{model.name}': no memory for {parallel} x {self.n_ctx} "
                 "tokens of context (lower LLMLB_NUM_PARALLEL or LLMLB_CONTEXT_LENGTH)"
             )
+        try:
+            apply_adapters(self.weights, self.ctx, model)
+        except LlmlbError:
+            lc.llama_free(self.ctx)
+            self.weights.close()
+            raise
         self.template = self._template()
         self.loop = DecodeLoop(
             self.ctx, self.weights.vocab, self.name, parallel, self.n_ctx, N_BATCH, N_UBATCH
@@ -157,13 +183,16 @@ class LlamaBackend:
         self.size_bytes = int(model.size_bytes) + kv
 
     def _template(self) -> ChatTemplate | None:
-        source = lc.llama_model_chat_template(self.weights.ptr, None)
+        """The catalog's template (a created model's TEMPLATE), else the GGUF's own."""
+        source = self.model.chat_template or (
+            (lc.llama_model_chat_template(self.weights.ptr, None) or b"").decode("utf-8", "replace")
+        )
         if not source:
             return None
         vocab = self.weights.vocab
         return ChatTemplate(
             self.name,
-            source.decode("utf-8", "replace"),
+            source,
             bos=self.weights.special_text(lc.llama_vocab_bos(vocab)),
             eos=self.weights.special_text(lc.llama_vocab_eos(vocab)),
         )
@@ -182,6 +211,7 @@ class LlamaBackend:
     ) -> Stream:
         """`variables`: what the template gets beside the messages (tools, enable_thinking)."""
         stream = Stream()
+        model_defaults.apply(self.model, opts)
         if any(isinstance(m.get("content"), list) for m in messages):  # images: LLaVA path
             return self._vision_chat(stream, messages, opts, stats)
         size = sum(len(m.get("content") or "") for m in messages)
@@ -192,6 +222,7 @@ class LlamaBackend:
 
     def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Stream:
         stream = Stream()
+        model_defaults.apply(self.model, opts)
         tokens_of = lambda: self._prompt_tokens(prompt, self.weights.add_bos)  # noqa: E731
         self._prepare(stream, opts, stats, tokens_of, len(prompt))
         return stream

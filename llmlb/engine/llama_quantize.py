@@ -15,25 +15,9 @@ from __future__ import annotations
 import ctypes
 import sys
 
-# quantization types llama_model_quantize makes without an importance matrix
-QUANT_TYPES = {
-    "Q4_0": 2,
-    "Q4_1": 3,
-    "Q5_0": 8,
-    "Q5_1": 9,
-    "Q8_0": 7,
-    "Q2_K": 10,
-    "Q3_K_S": 11,
-    "Q3_K_M": 12,
-    "Q3_K_L": 13,
-    "Q4_K_S": 14,
-    "Q4_K_M": 15,
-    "Q5_K_S": 16,
-    "Q5_K_M": 17,
-    "Q6_K": 18,
-    "F16": 1,
-    "BF16": 32,
-}
+from llmlb.convert import exit_with_parent
+from llmlb.convert.quant import QUANT_TYPES
+
 _lines: list[str] = []
 
 
@@ -98,6 +82,7 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in ("quantize", "check"):
         sys.stderr.write(__doc__ or "")
         return 2
+    exit_with_parent()
     _capture()
     try:
         if argv[0] == "quantize":

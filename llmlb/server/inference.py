@@ -18,7 +18,7 @@ from litestar import Request
 from sqlalchemy.engine import Engine
 
 from llmlb import settings
-from llmlb.engine import chat_plan
+from llmlb.engine import chat_plan, model_defaults
 from llmlb.engine.base import GenOptions, GenStats, TokenLogprob
 from llmlb.engine.llama_template import caps_of
 from llmlb.engine.scheduler import Lease, Scheduler
@@ -208,6 +208,7 @@ def plan_chat(
     `typed`: the model's name as the request gave it, for messages."""
     source = model.chat_template
     check_think(model, think, typed)
+    messages = model_defaults.messages(model, messages)  # its Modelfile's SYSTEM and MESSAGEs
     uses_tools = bool(tools) and choice != "none"
     if uses_tools and not source:
         name = typed or model.name

@@ -120,12 +120,11 @@ async def copy(
     return Response(b"", status_code=200)
 
 
-@head("/api/blobs/{digest:str}")
-async def blob_exists(digest: str, node: NamedDependency[NodeServices]) -> Response:
+@head("/api/blobs/{digest:str}", status_code=200)
+async def blob_exists(digest: str, node: NamedDependency[NodeServices]) -> None:
     found = await to_thread.run_sync(node.creations.blobs.find, hex_of(digest))
     if found is None:
         raise NotFound(f"blob {digest} not found")
-    return Response(b"", status_code=200)
 
 
 @post("/api/blobs/{digest:str}", status_code=201, request_max_body_size=None)

@@ -34,8 +34,20 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"could not write the GGUF: {exc.strerror or exc}\n")
         return 1
-    _say({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+    _say({"peak_rss": peak_rss()})
     return 0
+
+
+def peak_rss() -> int:
+    """This process's peak resident size in bytes. /proc's VmHWM is this program's own;
+    getrusage's maxrss also counts what the parent held when it forked us."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 if __name__ == "__main__":

@@ -5,15 +5,17 @@ its URL named is it renamed into place, so a blob that exists is whole and verif
 is also "there" when a model of the catalog already holds a file of that digest: creating a
 model from a file the node has (`show --modelfile` read back) uploads nothing. A model made
 from blobs takes hard links to them, and the blobs are then removed (`rm` of the model frees
-the space at once).
+the space at once). A blob no create used is removed at the first start a day later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from llmlb.units import size
 
 DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
 UPLOAD_PREFIX = ".upload-"
+KEEP_UNUSED_SECS = 24 * 3600  # a blob waits this long for the create that uses it
 FLUSH = 4 << 20  # bytes gathered before a write (and its hashing) goes to a worker thread
 
 
@@ -60,9 +63,14 @@ class Blobs:
         return Path(found) if found and Path(found).is_file() else None
 
     def sweep(self) -> None:
-        """Uploads a crash interrupted."""
+        """At start-up: uploads a crash interrupted, and blobs no create used for a day."""
         for p in self.dir.glob(f"{UPLOAD_PREFIX}*"):
             p.unlink(missing_ok=True)
+        stale = time.time() - KEEP_UNUSED_SECS
+        for p in self.dir.glob("sha256-*"):
+            with contextlib.suppress(OSError):
+                if p.stat().st_mtime < stale:
+                    p.unlink()
 
     def discard(self, hexdigests: list[str]) -> None:
         for h in hexdigests:

@@ -215,13 +215,13 @@ class Planner:
         adapters: list[tuple[Path, str, str | None]] = []
         if req.adapters:
             adapters = [
-                (p, f"adapter-{i}-{Path(p).name}", d)
-                for i, (p, d) in enumerate(self._adapters(req, base_arch, base_header))
+                (p, f"adapter-{i}-{name}", d)
+                for i, (p, name, d) in enumerate(self._adapters(req, base_arch, base_header))
             ]
             fields["adapters"] = None  # replaced by the request's, not added to the base's
         else:
             adapters = [
-                (Path(a["path"]), f"adapter-{i}-{Path(a['path']).name}", a.get("digest"))
+                (Path(a["path"]), f"adapter-{i}-{_bare(Path(a['path']).name)}", a.get("digest"))
                 for i, a in enumerate(fields.get("adapters") or [])
             ]
             for a in adapters:
@@ -303,7 +303,8 @@ class Planner:
 
     def _adapters(
         self, req: CreateRequest, base_arch: str, base_header: Any
-    ) -> list[tuple[Path, str]]:
+    ) -> list[tuple[Path, str, str]]:
+        """(file, name as given, sha256) of each adapter of the request."""
         out = []
         for name, hexdigest in req.adapters.items():
             _plain(name, "adapter")
@@ -313,7 +314,7 @@ class Planner:
                 )
             path = self._blob(name, hexdigest)
             _adapter_fits(path, name, base_arch, base_header)
-            out.append((path, hexdigest))
+            out.append((path, name, hexdigest))
         return out
 
     def _check_space(self, checkpoint: Path | None, gguf, quantize: str | None) -> None:
@@ -379,6 +380,11 @@ class Planner:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+
+def _bare(name: str) -> str:
+    """An adapter's file name without the `adapter-N-` a created model gave it."""
+    return re.sub(r"^adapter-\d+-", "", name)
 
 
 def _inherited(m: Model) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -109,13 +110,14 @@ def request_of(mf: Modelfile, base: Path, client: Client) -> dict:
     body: dict = {"from": source} if source else {"files": files}
     if adapters:
         body["adapters"] = adapters
-    for key, value in (
+    extras: tuple[tuple[str, Any], ...] = (
         ("template", mf.template),
         ("system", mf.system),
         ("parameters", mf.parameters or None),
         ("messages", mf.messages or None),
         ("license", "\n".join(mf.license) if mf.license else None),
-    ):
+    )
+    for key, value in extras:
         if value is not None:
             body[key] = value
     return body

@@ -47,7 +47,12 @@ class LoadedModel:
     def __init__(self, model: Model):
         llama_log.install()
         if model.format != "GGUF":
-            raise BadRequest(f"model '{model.name}' is {model.format}; only GGUF models can be run")
+            why = (model.details or {}).get("convert_error")
+            raise BadRequest(
+                f"model '{model.name}' is {model.format} and could not be converted to GGUF: {why}"
+                if why
+                else f"model '{model.name}' is {model.format}; only GGUF models can be run"
+            )
         if not Path(model.path).exists():
             raise LlmlbError(f"model file for '{model.name}' is missing: {model.path}")
         lc.llama_backend_init()

@@ -16,10 +16,6 @@ import json
 import logging
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -29,18 +25,13 @@ from sqlalchemy.engine import Engine
 
 from llmlb.errors import Conflict, LlmlbError
 from llmlb.jobs.blobs import Blobs
+from llmlb.jobs.child import Cancelled, run_child
 from llmlb.jobs.create_plan import CreateRequest, Plan, Planner
 from llmlb.store import catalog
 from llmlb.store.models import Model, Source
 
 log = logging.getLogger("llmlb.create")
 Say = Callable[[dict[str, Any]], None]
-
-
-class Cancelled(LlmlbError):
-    """The client went away: the work stopped and nothing was kept."""
-
-    status = 499
 
 
 class Creations:
@@ -90,7 +81,7 @@ class Creations:
         details = plan.fields.setdefault("details", {})
         if plan.checkpoint is not None:
             say({"status": "converting model"})
-            converted = _child(
+            converted = run_child(
                 ["llmlb.convert", str(plan.checkpoint), str(plan.model_file), "F16"],
                 cancel,
                 lambda item: (
@@ -112,7 +103,7 @@ class Creations:
         if plan.quantize:
             target = plan.staging / f"model-{plan.quantize}.gguf"
             say({"status": f"quantizing {plan.from_type or 'F16'} model to {plan.quantize}"})
-            _child(
+            run_child(
                 [
                     "llmlb.engine.llama_quantize",
                     "quantize",
@@ -127,7 +118,7 @@ class Creations:
             plan.model_file.unlink()
             plan.model_file, plan.digest = target, None
         say({"status": "verifying model"})
-        _child(
+        run_child(
             [
                 "llmlb.engine.llama_quantize",
                 "check",
@@ -210,67 +201,3 @@ def _sha256(path: Path, cancel: threading.Event) -> str:
                 raise Cancelled("the client disconnected; nothing was created")
             h.update(chunk)
     return h.hexdigest()
-
-
-def _child(args: list[str], cancel: threading.Event, on_item, what: str) -> dict[str, Any]:
-    """Run `python -m ARGS`: its JSON lines go to `on_item`; the last one is returned. A
-    failure raises its one-line reason; `cancel` kills it."""
-    last: dict[str, Any] = {}
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", *args],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-        )
-        watcher = threading.Thread(target=_kill_on, args=(cancel, proc), daemon=True)
-        watcher.start()
-        try:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                try:
-                    item = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(item, dict):
-                    last = item
-                    if on_item is not None:
-                        on_item(item)
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        if cancel.is_set():
-            raise Cancelled("the client disconnected; nothing was created")
-        if code != 0:
-            err.seek(0)
-            lines = [
-                ln.strip()
-                for ln in err.read().decode("utf-8", "replace").splitlines()
-                if ln.strip()
-            ]
-            if code < 0:
-                raise LlmlbError(
-                    f"{what} was stopped ({signal.Signals(-code).name}); nothing was created, run create again"
-                )
-            reason = lines[-1] if lines else f"exit status {code}"
-            raise _error(reason, what)
-    return last
-
-
-def _error(reason: str, what: str) -> LlmlbError:
-    from llmlb.errors import BadRequest
-
-    if what == "the conversion" or what == "loading the model":
-        return BadRequest(
-            reason if what == "the conversion" else f"the model cannot be loaded: {reason}"
-        )
-    return LlmlbError(f"{what} failed: {reason}")
-
-
-def _kill_on(cancel: threading.Event, proc: subprocess.Popen) -> None:
-    while proc.poll() is None:
-        if cancel.wait(0.2):
-            proc.kill()
-            return

@@ -95,6 +95,8 @@ def register_model(
         projector_path=_projector_beside(path),
         details={k: v for k, v in info.extra.items() if v is not None},
     )
+    if "details" in fields:  # what the caller adds to what the file says
+        values["details"] = {**values["details"], **(fields.pop("details") or {})}
     values.update(fields)
     with db.session(engine) as s:
         row = s.exec(select(Model).where(Model.name == name)).first()

@@ -38,7 +38,10 @@ def apply(model: Model, opts: GenOptions) -> None:
 
 def messages(model: Model, chat: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The MESSAGEs first, then the chat; the SYSTEM prompt first unless the chat has one."""
-    out = [dict(m) for m in model.messages or []] + list(chat)
+    lead = 0
+    while lead < len(chat) and chat[lead].get("role") == "system":
+        lead += 1
+    out = list(chat[:lead]) + [dict(m) for m in model.messages or []] + list(chat[lead:])
     if model.system_prompt and not any(m.get("role") == "system" for m in out):
         out.insert(0, {"role": "system", "content": model.system_prompt})
     return out

@@ -12,12 +12,12 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 from anyio import from_thread, to_thread
 from litestar import Request, Response, head, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody
+from litestar.params import JSONBody, PathParameter
 from litestar.response import Stream
 
 from llmlb.errors import BadRequest, LlmlbError, NotFound
@@ -28,6 +28,7 @@ from llmlb.server.create_requests import CopyBody, CreateBody
 from llmlb.server.node_services import NodeServices
 
 NDJSON = "application/x-ndjson"
+BlobDigest = Annotated[str, PathParameter(max_length=80)]  # sha256:<hex>, checked by hex_of
 
 
 async def _create(
@@ -121,7 +122,7 @@ async def copy(
 
 
 @head("/api/blobs/{digest:str}", status_code=200)
-async def blob_exists(digest: str, node: NamedDependency[NodeServices]) -> None:
+async def blob_exists(digest: BlobDigest, node: NamedDependency[NodeServices]) -> None:
     found = await to_thread.run_sync(node.creations.blobs.find, hex_of(digest))
     if found is None:
         raise NotFound(f"blob {digest} not found")

@@ -390,3 +390,37 @@ def test_a_modelfile_system_prompt_and_temperature_shape_the_answer(node, tmp_pa
         timeout=300,
     ).json()["message"]["content"]
     assert plain.strip() != first.stdout.strip()  # the SYSTEM prompt is in the prompt
+
+
+def test_the_router_sees_created_and_copied_models_through_the_heartbeat(
+    tmp_path, tiny_gguf_module
+):
+    from tests.e2e.conftest import start_node
+
+    beat = {"LLMLB_HEARTBEAT_MS": "300", "LLMLB_THREADS": "1"}
+    router = ServerProcess(tmp_path / "router", kind="router", env=beat).start()
+    node = start_node(tmp_path / "node", {}, env=beat, extra_args=("--router", router.url))
+    try:
+
+        def routed() -> set[str]:
+            models = httpx.get(router.url + "/admin/cluster/models").json()["models"]
+            return {m["model"] for m in models}
+
+        client = ollama.Client(host=node.url, timeout=300)
+        client.create(
+            model="org/made-here", files={"tiny.gguf": client.create_blob(tiny_gguf_module)}
+        )
+        client.copy("org/made-here", "org/copied-here")
+        assert wait_for(lambda: {"org/made-here", "org/copied-here"} <= routed(), timeout=60), (
+            routed()
+        )
+        reply = httpx.post(
+            router.url + "/api/generate",
+            json={"model": "org/copied-here", "prompt": "hi", "raw": True, "stream": False,
+                  "options": {"num_predict": 2}},
+            timeout=120,
+        )  # fmt: skip
+        assert reply.status_code == 200, reply.text
+    finally:
+        node.stop()
+        router.stop()

@@ -263,19 +263,20 @@ def test_a_conversion_killed_half_way_leaves_nothing_and_can_run_again(node, smo
     client = ollama.Client(host=node.url, timeout=300)
     files = {p.name: client.create_blob(p) for p in sorted(d.iterdir())}
     server = psutil.Process(node.proc.pid)
+    found: list[psutil.Process] = []
 
-    def converter():
-        return next(
-            (c for c in server.children(recursive=True) if "llmlb.convert" in c.cmdline()), None
-        )
+    def converter() -> bool:
+        kids = server.children(recursive=True)
+        found.extend(c for c in kids if "llmlb.convert" in c.cmdline())
+        return bool(found)
 
     with httpx.stream(
         "POST", node.url + "/api/create", json={"model": "killed", "files": files}, timeout=300
     ) as r:
         lines = r.iter_lines()
         assert json.loads(next(lines)) == {"status": "converting model"}
-        assert wait_for(lambda: converter() is not None, timeout=60)
-        converter().kill()
+        assert wait_for(converter, timeout=60)
+        found[0].kill()
         rest = [json.loads(line) for line in lines]
     assert rest[-1]["error"].startswith("the conversion was stopped (SIGKILL); nothing was created")
     assert "killed" not in names(node) and not (node.home / "models" / "killed").exists()
@@ -424,3 +425,39 @@ def test_the_router_sees_created_and_copied_models_through_the_heartbeat(
     finally:
         node.stop()
         router.stop()
+
+
+def test_a_node_killed_mid_conversion_leaves_nothing_once_it_starts_again(
+    tmp_path, smol_checkpoint
+):
+    import os
+    import signal
+
+    node = ServerProcess(tmp_path / "home").start()
+    try:
+        client = ollama.Client(host=node.url, timeout=300)
+        files = {p.name: client.create_blob(p) for p in sorted(smol_checkpoint.iterdir())}
+        server = psutil.Process(node.proc.pid)
+        with httpx.stream(
+            "POST", node.url + "/api/create", json={"model": "crashed", "files": files}, timeout=300
+        ) as r:
+            assert json.loads(next(r.iter_lines())) == {"status": "converting model"}
+            found: list[psutil.Process] = []
+
+            def converter() -> bool:
+                kids = server.children(recursive=True)
+                found.extend(c for c in kids if "llmlb.convert" in c.cmdline())
+                return bool(found)
+
+            assert wait_for(converter, timeout=60)
+            child = found[0]
+            os.kill(node.proc.pid, signal.SIGKILL)  # the node alone, as a crash would
+            node.proc.wait(30)
+        child.wait(30)  # the converter ends with its parent: it would write on for nothing
+        node.start()
+        assert "crashed" not in names(node)
+        assert not (node.home / "models" / "crashed").exists()
+        assert not (node.home / "creating").exists()  # the staging went at start-up
+        assert client.create(model="crashed", files=files).status == "success"
+    finally:
+        node.kill()

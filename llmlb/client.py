@@ -100,6 +100,43 @@ class Client:
             return json.loads(raw)
         return raw.decode(errors="replace")
 
+    def exists(self, path: str) -> bool:
+        """HEAD `path`: True on 2xx, False on 404; other answers raise."""
+        conn, response = self._send("HEAD", path, None, self.timeout)
+        try:
+            response.read()
+            if response.status == 404:
+                return False
+            if response.status >= 400:
+                raise from_status(response.status, f"HTTP {response.status}")
+            return True
+        finally:
+            conn.close()
+
+    def upload(self, path: str, fh: Any, size: int) -> None:
+        """POST a file's bytes (streamed from `fh`, `size` of them) to `path`."""
+        conn = self._connect(None)
+        try:
+            conn.connect()
+        except OSError as exc:
+            conn.close()
+            raise CannotConnect(self.what, str(self.address)) from exc
+        try:
+            conn.putrequest("POST", path)
+            conn.putheader("Content-Type", "application/octet-stream")
+            conn.putheader("Content-Length", str(size))
+            conn.endheaders()
+            while chunk := fh.read(1 << 20):
+                conn.send(chunk)
+            response = conn.getresponse()
+            if response.status >= 400:
+                raise self._fail(response)
+            response.read()
+        except OSError as exc:
+            raise LlmlbError(f"connection to {self.what} at {self.address} failed: {exc}") from exc
+        finally:
+            conn.close()
+
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
 

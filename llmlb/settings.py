@@ -347,3 +347,8 @@ def claim_lease_secs() -> float:
 def history_buffer() -> int:
     """Request-history rows a router keeps in memory while its database is unreachable."""
     return _int_env("LLMLB_HISTORY_BUFFER", 10_000)
+
+
+def max_blob_gb() -> int:
+    """The largest file a client may upload to /api/blobs (a model, a shard, an adapter), in GB."""
+    return _int_env("LLMLB_MAX_BLOB_GB", 1024)

@@ -31,6 +31,7 @@ class Chat:
     ):
         self.client, self.model, self.out, self.styled = client, model, out, styled
         self.session = session
+        self.chosen: set[str] = set()  # options set with /set in this REPL
         self.show_thinking = show_thinking
         self.verbose = verbose
         # On a terminal, replies wrap at word boundaries (width: its columns); None: as they come.
@@ -78,7 +79,14 @@ class Chat:
         return messages
 
     def options(self) -> dict[str, Any]:
-        opts = {"temperature": self.settings["temperature"], "top_p": self.settings["top_p"]}
+        """The session's sampling; where the model's Modelfile sets an option and /set did not,
+        the model's value stands (as in ollama)."""
+        own = {line.split(" ", 1)[0] for line in (self.model.get("parameters") or "").splitlines()}
+        opts = {
+            k: self.settings[k]
+            for k in ("temperature", "top_p")
+            if k in self.chosen or k not in own
+        }
         if self.settings.get("max_tokens"):
             opts["num_predict"] = self.settings["max_tokens"]
         return opts

@@ -48,6 +48,16 @@ def list_models() -> None:
     click.echo(render.table(["NAME", "SIZE", "MODIFIED", "ALIAS"], rows))
 
 
+def _format(info: dict) -> str:
+    fmt = ((info.get("details") or {}).get("format") or "-").replace("gguf", "GGUF")
+    fmt = fmt.replace("safetensors", "Safetensors")
+    source = info.get("converted_from") or {}
+    if source:  # a checkpoint converted when it was registered: say where it came from
+        dtype = f", {source['dtype']}" if source.get("dtype") else ""
+        fmt += f" (converted from {source.get('format', 'Safetensors')}{dtype})"
+    return fmt
+
+
 def model_block(info: dict) -> str:
     details = info.get("details") or {}
     lines = [f"Model: {info['name']}"]
@@ -58,10 +68,14 @@ def model_block(info: dict) -> str:
         f"  Parameters: {details.get('parameter_size') or '-'}",
         f"  Quantization: {details.get('quantization_level') or '-'}",
         f"  Context Length: {info.get('context_length') or '-'}",
-        f"  Format: {(details.get('format') or '-').replace('gguf', 'GGUF').replace('safetensors', 'Safetensors')}",
+        f"  Format: {_format(info)}",
         f"  Size: {render.size(info.get('size'))}",
         f"  License: {(info.get('license') or '-').strip().splitlines()[0] if info.get('license') else '-'}",
     ]
+    if details.get("parent_model"):
+        lines.append(f"  Parent: {details['parent_model']}")
+    if info.get("adapters"):
+        lines.append("  Adapters: " + ", ".join(info["adapters"]))
     if info.get("capabilities"):
         lines.append("  Capabilities: " + ", ".join(info["capabilities"]))
     if info.get("tool_format"):

@@ -110,6 +110,51 @@ def pull(model: str) -> None:
     pull_model(model)
 
 
+@node.command()
+@click.argument("model")
+@click.option(
+    "-f",
+    "--file",
+    "modelfile",
+    metavar="PATH",
+    help="The Modelfile (default: ./Modelfile).",
+)
+@click.option(
+    "-q",
+    "--quantize",
+    metavar="TYPE",
+    help="Quantize the weights: Q4_K_M, Q5_K_M, Q8_0, Q4_0, Q6_K, ... (from F16, BF16 or F32).",
+)
+def create(model: str, modelfile: str | None, quantize: str | None) -> None:
+    '''Create MODEL from a Modelfile: a GGUF, a Safetensors directory (converted to GGUF) or
+    a model you have, with a TEMPLATE, SYSTEM, PARAMETERs, MESSAGEs, a LoRA ADAPTER.
+
+    \b
+    FROM ./model.gguf | ./safetensors-dir | NAME
+    ADAPTER ./lora.gguf
+    TEMPLATE """{{ .System }} ..."""     (Go template as ollama writes it, or Jinja)
+    SYSTEM """You are ..."""
+    PARAMETER temperature 0.2
+    MESSAGE user Hello
+    LICENSE """..."""
+    Files the node does not have yet are uploaded to it first.
+    '''
+    from llmlb.cli.create import create_model
+
+    create_model(model, modelfile, quantize)
+
+
+@node.command()
+@click.argument("source")
+@click.argument("destination")
+def cp(source: str, destination: str) -> None:
+    """Copy SOURCE to a new model DESTINATION: the same files under a second name (no bytes
+    are copied); removing either leaves the other whole."""
+    from llmlb.cli.create import copy_model
+
+    copy_model(source, destination)
+
+
 @node.command(name="list")
 def list_() -> None:
     """List local models, newest first (ollama's models appear read-only)."""

@@ -162,6 +162,7 @@ class Repl:
             except ValueError:
                 raise LlmlbError(f"{key} must be a number (got '{value}')") from None
             self._update(**{key: number})
+            self.chat.chosen.add(key)
             self.say(f"Set parameter '{key}' to '{value}'")
         elif key:
             self.say(f"Error: unknown parameter '{key}'")

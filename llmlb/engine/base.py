@@ -47,6 +47,8 @@ class GenOptions:
     grammar: str | None = None  # GBNF constraining the output: JSON mode, schemas, tool calls
     # lazy grammar: it applies from this text on (when the model has it as one token)
     grammar_trigger: str | None = None
+    # the fields the request set itself: a model's default parameters fill only the others
+    given: frozenset[str] = frozenset()
 
 
 @dataclass

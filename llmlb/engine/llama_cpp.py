@@ -48,7 +48,12 @@ class LoadedModel:
         """`progress(fraction)` is called while the weights load."""
         llama_log.install()
         if model.format != "GGUF":
-            raise BadRequest(f"model '{model.name}' is {model.format}; only GGUF models can be run")
+            why = (model.details or {}).get("convert_error")
+            raise BadRequest(
+                f"model '{model.name}' is {model.format} and could not be converted to GGUF: {why}"
+                if why
+                else f"model '{model.name}' is {model.format}; only GGUF models can be run"
+            )
         if not Path(model.path).exists():
             raise LlmlbError(f"its file is missing: {model.path}")
         lc.llama_backend_init()
@@ -135,6 +140,26 @@ def new_context(
     return lc.llama_init_from_model(loaded.ptr, params)
 
 
+def apply_adapters(weights: LoadedModel, ctx, model: Model) -> None:
+    """A created model's LoRA adapters (Modelfile ADAPTER), on this context; llama.cpp frees
+    them with the weights."""
+    adapters = model.adapters or []
+    if not adapters:
+        return
+    loaded = []
+    for a in adapters:
+        ptr = lc.llama_adapter_lora_init(weights.ptr, str(a["path"]).encode())
+        if not ptr:
+            raise LlmlbError(
+                f"the LoRA adapter {Path(a['path']).name} of '{model.name}' could not be loaded"
+            )
+        loaded.append(ptr)
+    ptrs = (lc.llama_adapter_lora_p_ctypes * len(loaded))(*loaded)
+    scales = (ctypes.c_float * len(loaded))(*(float(a.get("scale", 1.0)) for a in adapters))
+    if lc.llama_set_adapters_lora(ctx, ptrs, len(loaded), scales) != 0:
+        raise LlmlbError(f"llama.cpp could not apply the LoRA adapters of '{model.name}'")
+
+
 class LlamaBackend:
     """A chat model: `parallel` requests decode at once, each with `n_ctx` tokens of context.
     Lives in a runner process: its decode loop sends every step's output through `outbox`."""
@@ -162,6 +187,12 @@ class LlamaBackend:
                 f"no memory for {parallel} x {self.n_ctx} tokens of context "
                 "(lower LLMLB_NUM_PARALLEL or LLMLB_CONTEXT_LENGTH)"
             )
+        try:
+            apply_adapters(self.weights, self.ctx, model)
+        except LlmlbError:
+            lc.llama_free(self.ctx)
+            self.weights.close()
+            raise
         self.template = self._template()
         self.loop: DecodeLoop | None = DecodeLoop(
             self.ctx, self.weights.vocab, self.name, parallel, self.n_ctx, N_UBATCH, outbox
@@ -175,13 +206,16 @@ class LlamaBackend:
         self.size_bytes = int(model.size_bytes) + kv
 
     def _template(self) -> ChatTemplate | None:
-        source = lc.llama_model_chat_template(self.weights.ptr, None)
+        """The catalog's template (a created model's TEMPLATE), else the GGUF's own."""
+        source = self.model.chat_template or (
+            (lc.llama_model_chat_template(self.weights.ptr, None) or b"").decode("utf-8", "replace")
+        )
         if not source:
             return None
         vocab = self.weights.vocab
         return ChatTemplate(
             self.name,
-            source.decode("utf-8", "replace"),
+            source,
             bos=self.weights.special_text(lc.llama_vocab_bos(vocab)),
             eos=self.weights.special_text(lc.llama_vocab_eos(vocab)),
         )

@@ -17,7 +17,7 @@ import llama_cpp as lc
 import numpy as np
 
 from llmlb.engine.llama_batch import Batch
-from llmlb.engine.llama_cpp import LoadedModel, new_context
+from llmlb.engine.llama_cpp import LoadedModel, apply_adapters, new_context
 from llmlb.engine.memory import context_for, shape_of
 from llmlb.errors import BadRequest, LlmlbError
 from llmlb.store.models import Model
@@ -51,6 +51,11 @@ class LlamaEmbedder:
         if not self.ctx:
             self.weights.close()
             raise LlmlbError(f"no memory for an embedding context of {self.n_ctx} tokens")
+        try:
+            apply_adapters(self.weights, self.ctx, model)
+        except LlmlbError:
+            self.close()
+            raise
         self.n_embd = lc.llama_model_n_embd(self.weights.ptr)
         self.mem = lc.llama_get_memory(self.ctx)
         self.batch = Batch(self.n_ctx)

@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from llmlb import settings
-from llmlb.engine import wire
+from llmlb.engine import model_defaults, wire
 from llmlb.engine.base import Crashed, GenOptions, GenStats, Piece, TemplateCaps
 from llmlb.engine.generation import Stream
 from llmlb.errors import LlmlbError, Unavailable, from_status
@@ -377,6 +377,7 @@ class RunnerBackend:
 
     def __init__(self, runner: Runner, ready: wire.Ready, model: Model, kind: str):
         self.runner = runner
+        self.model = model
         self.name = model.name
         self.kind = kind
         self.n_ctx = ready.n_ctx
@@ -403,9 +404,11 @@ class RunnerBackend:
         stats: GenStats,
         variables: dict[str, Any] | None = None,
     ) -> Stream:
+        model_defaults.apply(self.model, opts)  # its Modelfile's PARAMETERs, where not set
         return self.runner.generate(opts, stats, messages=messages, variables=variables)
 
     def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Stream:
+        model_defaults.apply(self.model, opts)
         return self.runner.generate(opts, stats, prompt=prompt)
 
     async def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from litestar import Request
 
 from llmlb import settings
-from llmlb.engine import chat_plan
+from llmlb.engine import chat_plan, model_defaults
 from llmlb.engine.base import GenOptions, GenStats, TemplateCaps, TokenLogprob
 from llmlb.engine.scheduler import Lease, Scheduler
 from llmlb.engine.templates import Templates
@@ -216,6 +216,7 @@ async def plan_chat(
     caps = await template_caps(templates, model)
     if think and not caps.thinking:
         raise BadRequest(f"model '{typed or model.name}' does not support thinking")
+    messages = model_defaults.messages(model, messages)  # its Modelfile's SYSTEM and MESSAGEs
     uses_tools = bool(tools) and choice != "none"
     if uses_tools and not source:
         name = typed or model.name

@@ -20,6 +20,7 @@ from litestar.openapi import OpenAPIConfig
 
 from llmlb import __version__
 from llmlb.server import (
+    create_api,
     metrics_api,
     ollama_api,
     openai_api,
@@ -67,6 +68,7 @@ def create_node_app(config: NodeConfig, services: NodeServices | None = None) ->
             root,
             version,
             *store_api.routes,
+            *create_api.routes,
             *pull_api.routes,
             *ollama_api.routes,
             *openai_api.routes,

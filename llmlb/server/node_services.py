@@ -14,6 +14,7 @@ from llmlb import settings
 from llmlb.balancer.router_link import RouterLink
 from llmlb.engine.scheduler import Scheduler, default_scheduler
 from llmlb.engine.templates import Templates
+from llmlb.jobs.create import Creations
 from llmlb.jobs.lifecycle import Downloads
 from llmlb.server.metrics_api import NodeMetrics
 from llmlb.store import db
@@ -46,6 +47,10 @@ class NodeServices:
     started_at: float = field(default_factory=time.time)
     node_id: str = ""
     link: RouterLink | None = None
+    creations: Creations = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.creations = Creations(self.catalog, self.config.home)
 
     @property
     def models_dir(self) -> Path:
@@ -99,6 +104,7 @@ def build_services(config: NodeConfig) -> NodeServices:
     config.home.mkdir(parents=True, exist_ok=True)
     catalog = db.open_node_catalog(config.home / "llmlb.db")
     sweep_trash(config.home / "models")
+    Creations(catalog, config.home).sweep()  # what a killed node left half-made
     scheduler = default_scheduler(catalog)
     return NodeServices(
         config=config,

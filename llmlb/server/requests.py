@@ -109,6 +109,8 @@ class Sampling(msgspec.Struct, kw_only=True):
         if self.stop is not None:
             opts.stop = [self.stop] if isinstance(self.stop, str) else list(self.stop)
         opts.max_tokens = max_tokens
+        given = {f for f in self.__struct_fields__ if getattr(self, f) is not None}
+        opts.given = frozenset(given | ({"max_tokens"} if max_tokens is not None else set()))
         return opts
 
 
@@ -237,6 +239,8 @@ class _OllamaGeneration(_Named, kw_only=True):
     def gen_options(self) -> GenOptions:
         options = self.options or OllamaOptions()
         opts = options.to_options(options.token_limit)
+        if options.num_predict is not None:  # -1: no limit, asked for
+            opts.given |= {"max_tokens"}
         opts.logprobs = self.logprobs
         opts.top_logprobs = self.top_logprobs
         return opts

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlb.errors import BadRequest
-from llmlb.sources.gguf_header import HeaderError, read_header
+from llmlb.sources.gguf_header import GGUFHeader, HeaderError, read_header
 
 GGUF_MAGIC = b"GGUF"
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
@@ -79,17 +79,25 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def gguf_header(path: Path | str, shown: str | None = None) -> GGUFHeader:
+    """A GGUF's header (keys and tensor list), or BadModelFile naming the file as `shown`."""
+    path = Path(path)
+    shown = shown or path.name
+    size = path.stat().st_size
+    with open(path, "rb", buffering=1 << 20) as fh:
+        if fh.read(4) != GGUF_MAGIC:
+            raise BadModelFile(f"{shown} is not a GGUF file (wrong magic bytes)")
+        try:
+            return read_header(fh, size)
+        except HeaderError as exc:
+            raise BadModelFile(f"{shown} is not a valid GGUF file: {exc}") from exc
+
+
 def read_gguf(path: Path | str) -> ModelMeta:
     """The model's description from its header alone (see gguf_header.py for why not GGUFReader)."""
     path = Path(path)
     size = path.stat().st_size
-    with open(path, "rb", buffering=1 << 20) as fh:
-        if fh.read(4) != GGUF_MAGIC:
-            raise BadModelFile(f"{path.name} is not a GGUF file (wrong magic bytes)")
-        try:
-            header = read_header(fh, size)
-        except HeaderError as exc:
-            raise BadModelFile(f"{path.name} is not a valid GGUF file: {exc}") from exc
+    header = gguf_header(path)
     values = header.values
     arch = _text(values.get("general.architecture")) or ""
     params = 0

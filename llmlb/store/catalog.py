@@ -95,6 +95,8 @@ def register_model(
         projector_path=_projector_beside(path),
         details={k: v for k, v in info.extra.items() if v is not None},
     )
+    if "details" in fields:  # what the caller adds to what the file says
+        values["details"] = {**values["details"], **(fields.pop("details") or {})}
     values.update(fields)
     with db.session(engine) as s:
         row = s.exec(select(Model).where(Model.name == name)).first()
@@ -300,3 +302,16 @@ def sweep_trash(models_root: Path) -> None:
     """Finish deletions that a crash interrupted."""
     for trash in models_root.glob(f"{TRASH_PREFIX}*"):
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def file_with_digest(engine: Engine, hexdigest: str) -> str | None:
+    """The path of a model's (or LoRA adapter's) file whose sha256 is `hexdigest`."""
+    with db.session(engine) as s:
+        m = s.exec(select(Model).where(Model.digest == hexdigest)).first()
+        if m is not None and Path(m.path).is_file():
+            return m.path
+        for adapters in s.exec(select(Model.adapters).where(col(Model.adapters).is_not(None))):
+            for a in adapters or []:
+                if isinstance(a, dict) and a.get("digest") == hexdigest:
+                    return str(a.get("path"))
+    return None

@@ -74,6 +74,15 @@ class Model(SQLModel, table=True):
     chat_template: str | None = None
     system_prompt: str | None = None
     projector_path: str | None = None
+    # what a created model (Modelfile) adds: LoRA adapters [{"path", "digest", "scale"}],
+    # default parameters {"temperature": 0.2, "stop": [...]}, messages put before every chat
+    adapters: list[dict[str, Any]] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
+    options: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    messages: list[dict[str, Any]] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, index=True)
     last_used_at: datetime | None = None

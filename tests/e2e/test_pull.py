@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import tiny_hf
 from tests.support.hub_server import HubServer
 from tests.support.procs import LLMLB, ServerProcess, run_cli, wait_for
 from tests.support.tiny_model import TinySpec, make_tiny_gguf
@@ -38,6 +39,8 @@ def hub(tmp_path_factory):
     server.add_repo("acme/big-GGUF", {"big-F32.gguf": big})
     st, _ = make_tiny_safetensors(src / "st", shards=2)
     server.add_repo("acme/tiny-st", {p.name: p for p in sorted(st.iterdir())})
+    llama = tiny_hf.make_checkpoint(src / "llama-st", "llama")
+    server.add_repo("acme/tiny-llama", {p.name: p for p in sorted(llama.iterdir())})
     yield server
     server.stop()
 
@@ -105,6 +108,37 @@ def test_pull_safetensors_then_list_and_show(node, hub, llmlb_env):
     assert "acme/tiny-st" in cli(node, "node", "list").stdout
     shown = cli(node, "node", "show", "acme/tiny-st").stdout
     assert "Format: Safetensors" in shown and "Context Length: 4096" in shown
+
+
+def test_a_pulled_safetensors_model_is_converted_once_and_runs(node, llmlb_env):
+    r = cli(node, "node", "pull", "acme/tiny-llama")
+    assert r.returncode == 0, r.stderr
+    target = llmlb_env / "models" / "acme" / "tiny-llama"
+    assert sorted(p.name for p in target.iterdir()) == [
+        "config.json",
+        "model-F16.gguf",
+        "tokenizer.model",
+        "tokenizer_config.json",
+    ]  # the shards went once converted
+    shown = cli(node, "node", "show", "acme/tiny-llama").stdout
+    assert "Format: GGUF (converted from Safetensors, float32)" in shown
+    reply = httpx.post(
+        node.url + "/api/generate",
+        json={"model": "acme/tiny-llama", "prompt": "hi", "raw": True, "stream": False,
+              "options": {"num_predict": 3}},
+        timeout=120,
+    )  # fmt: skip
+    assert reply.status_code == 200 and reply.json()["eval_count"] == 3
+
+
+def test_a_safetensors_model_that_cannot_be_converted_says_why_when_run(node, llmlb_env):
+    r = cli(node, "node", "pull", "acme/tiny-st")  # a checkpoint with no attention at all
+    assert r.returncode == 0, r.stderr
+    r = cli(node, "node", "run", "acme/tiny-st", "hi")
+    assert r.returncode == 1
+    assert r.stderr.startswith(
+        "Error: model 'acme/tiny-st' is Safetensors and could not be converted to GGUF: "
+    )
 
 
 def test_gated_repo_needs_hf_token(node, hub):

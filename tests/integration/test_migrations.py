@@ -24,7 +24,7 @@ NODE_TABLES = {"model", "node", "session", "message", "download_progress"}
 ROUTER_TABLES = {"router_node", "request_log", "router_setting"}
 LEGACY_ROUTER_TABLES = {"router_node", "request_log"}  # what the former shared chain made
 OWN = {schema.NODE: NODE_TABLES, schema.ROUTER: ROUTER_TABLES}
-HEAD = {schema.NODE: "0004", schema.ROUTER: "0004"}
+HEAD = {schema.NODE: "0005", schema.ROUTER: "0004"}
 ENGINES = ("sqlite", "postgresql")
 
 
@@ -111,8 +111,15 @@ def test_the_former_chain_put_every_table_into_both_databases(tmp_path):
 
 
 def _fill_node_catalog(engine) -> None:
+    with engine.begin() as conn:  # the model table as that chain made it (no later columns)
+        conn.execute(
+            text(
+                "INSERT INTO model (name, path, format, size_bytes, architecture, source, "
+                "details, created_at) VALUES ('org/kept', '/m/kept.gguf', 'GGUF', 123, '', "
+                "'Local', '{}', '2026-01-01 00:00:00')"
+            )
+        )
     with db.session(engine) as s:
-        s.add(Model(name="org/kept", path="/m/kept.gguf", format="GGUF", size_bytes=123))
         s.add(Session(id="s1", model_name="org/kept"))
         s.commit()  # before its message: no relationship tells the session the order
         s.add(Message(session_id="s1", position=0, role="User", content="still here"))
@@ -215,7 +222,7 @@ def test_foreign_tables_that_hold_rows_are_kept_with_a_warning(tmp_path, caplog)
 def test_db_upgrade_command_migrates_each_database(llmlb_env):
     r = run_cli("db", "upgrade")
     assert r.returncode == 0, r.stderr
-    assert r.stdout == f"node catalog {llmlb_env / 'llmlb.db'} is at revision 0004\n"
+    assert r.stdout == f"node catalog {llmlb_env / 'llmlb.db'} is at revision 0005\n"
     assert not (llmlb_env / "router.db").exists()
     r = run_cli("db", "upgrade", "--router")
     assert r.returncode == 0, r.stderr

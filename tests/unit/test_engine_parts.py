@@ -55,7 +55,10 @@ def test_every_sampling_option_is_read():
                     "stop": "x", "num_predict": 7})  # fmt: skip
     assert opts == GenOptions(temperature=0.0, top_k=5, top_p=0.5, min_p=0.1, typical_p=0.7,
                               repeat_penalty=1.2, repeat_last_n=-1, presence_penalty=0.5,
-                              frequency_penalty=-0.5, seed=9, stop=["x"], max_tokens=7)  # fmt: skip
+                              frequency_penalty=-0.5, seed=9, stop=["x"], max_tokens=7,
+                              given=opts.given)  # fmt: skip
+    # what the request set itself (a model's Modelfile parameters fill in only the rest)
+    assert opts.given >= {"temperature", "top_k", "seed", "stop", "max_tokens"}
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,8 @@ NO_ITEM = {
 
 
 def _name(m: dict) -> str:
-    return f"{m['name']} (readonly)" if m.get("readonly") else m["name"]
+    name = m["name"].removesuffix(":latest")  # the API's tagged name; the catalog's is shorter
+    return f"{name} (readonly)" if m.get("readonly") else name
 
 
 def _modified(m: dict) -> str:
@@ -41,7 +42,7 @@ def list_models() -> None:
             _name(m),
             render.size(m.get("size")),
             _modified(m),
-            render.alias(m.get("alias"), m.get("name")),
+            render.alias(m.get("alias"), m["name"].removesuffix(":latest")),
         ]
         for m in models
     ]

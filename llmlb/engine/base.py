@@ -53,11 +53,14 @@ class GenOptions:
 
 @dataclass
 class TokenLogprob:
-    """One generated token with its log probability and, if asked, the best alternatives."""
+    """One generated token with its log probability and, if asked, the best alternatives
+    (text, log probability, bytes). `raw` is the token's own bytes: a token may hold part of
+    a character, which its text cannot show."""
 
     token: str
     logprob: float
-    top: list[tuple[str, float]] = field(default_factory=list)
+    top: list[tuple[str, float, bytes]] = field(default_factory=list)
+    raw: bytes = b""
 
 
 @dataclass
@@ -83,6 +86,7 @@ class GenStats:
     prompt_ns: int = 0  # from taking up the request to the first sampled token
     eval_ns: int = 0  # from the first sampled token to the end
     opens_thinking: bool = False  # the prompt ended inside <think>: the reply starts thinking
+    context: list[int] | None = None  # the prompt's and the reply's tokens, when asked for
 
     @property
     def evaluated_tokens(self) -> int:
@@ -140,9 +144,15 @@ class Backend(Protocol):
         opts: GenOptions,
         stats: GenStats,
         variables: dict[str, Any] | None = None,
+        context: list[int] | None = None,
     ) -> Generation: ...
 
-    def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Generation: ...
+    def complete(
+        self, prompt: str, opts: GenOptions, stats: GenStats, context: list[int] | None = None
+    ) -> Generation:
+        """A raw prompt, after the tokens of `context` (an earlier answer's) if given; with
+        `context` not None, stats.context is filled at the end."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -156,8 +166,8 @@ class Embedder(Protocol):
     parallel: int
     n_ctx: int
 
-    async def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
-        """(unit vectors, tokens); cancelling the call stops the work."""
+    async def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
+        """(unit vectors, tokens) of texts or token arrays; cancelling the call stops it."""
         ...
 
     async def close(self) -> None: ...

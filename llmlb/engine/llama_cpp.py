@@ -260,6 +260,18 @@ class LlamaBackend:
         """A raw prompt's tokens."""
         return self._checked(self._encode(text), self.weights.add_bos)
 
+    def after(self, context: list[int], tokens: list[int]) -> list[int]:
+        """A prompt's tokens after `context` (an earlier answer's `context`: its conversation
+        so far), as ollama continues one; the prompt's own BOS goes."""
+        if any(t >= self.weights.n_vocab for t in context):
+            raise BadRequest(
+                f"field 'context' holds a token id outside the vocabulary of '{self.name}'"
+            )
+        bos = lc.llama_vocab_bos(self.weights.vocab)
+        if context and tokens and tokens[0] == bos:
+            tokens = tokens[1:]
+        return self._checked(b"", False, context + tokens)
+
     def sampler(self, opts: GenOptions) -> llama_sampling.Sampler:
         return llama_sampling.build(self.weights.vocab, self.n_ctx, opts)
 

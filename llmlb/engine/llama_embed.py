@@ -64,7 +64,19 @@ class LlamaEmbedder:
         shape = shape_of(model.path)
         self.size_bytes = int(model.size_bytes) + (shape.kv_bytes(self.n_ctx) if shape else 0)
 
-    def _tokens(self, text: str, index: int) -> list[int]:
+    def _tokens(self, text: str | list[int], index: int) -> list[int]:
+        if isinstance(text, list):  # token ids, as OpenAI's API allows
+            n_vocab = lc.llama_vocab_n_tokens(self.weights.vocab)
+            if any(not 0 <= t < n_vocab for t in text):
+                raise BadRequest(
+                    f"input {index} holds a token id outside the vocabulary (0-{n_vocab - 1})"
+                )
+            if len(text) > self.n_ctx:
+                raise BadRequest(
+                    f"input {index} is longer than the context window of '{self.name}' "
+                    f"({self.n_ctx} tokens, LLMLB_CONTEXT_LENGTH)"
+                )
+            return list(text)
         try:
             raw = text.encode("utf-8")
         except UnicodeEncodeError as exc:
@@ -86,7 +98,7 @@ class LlamaEmbedder:
 
     def embed(
         self,
-        inputs: list[str],
+        inputs: list[str | list[int]],
         cancelled: threading.Event | None = None,
         alive: Callable[[], None] | None = None,
     ) -> tuple[list[list[float]], int]:

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from typing import Any
 
 from llama_cpp import llama_grammar
 
-from llmlb.engine import pattern_cost
+from llmlb.engine import int_range, pattern_cost
 from llmlb.errors import BadRequest
 
 MAX_SCHEMA_BYTES = 256 * 1024
 MAX_DEPTH = 48
 MAX_COUNT = 1000
 MAX_GRAMMAR_BYTES = 2 * 1024 * 1024
+INT_LIMIT = 10**15  # integer bounds (what a double holds exactly, and llama.cpp's 16 digits)
 
 TYPES = {"string", "number", "integer", "boolean", "null", "object", "array"}
 ANNOTATIONS = {
@@ -67,7 +69,7 @@ NEVER = {
     "contains",
     "minContains",
     "maxContains",
-    "minimum",
+    "minimum",  # (on integers they are honoured: RANGE below)
     "maximum",
     "exclusiveMinimum",
     "exclusiveMaximum",
@@ -98,6 +100,7 @@ KNOWN = {
     "minLength",
     "maxLength",
 }
+RANGE = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}  # integers only
 FORMATS = {"date", "time", "date-time", "uuid", "uuid1", "uuid2", "uuid3", "uuid4", "uuid5"}
 # the converter's string characters allow raw control characters, which JSON forbids inside
 # strings (json.loads refuses them); llama.cpp's C++ converter excludes them, and so do we
@@ -136,10 +139,18 @@ class _Checker:
             self.fail(path, "a schema must be an object")
             return {}
         clean: dict[str, Any] = {}
+        integer = schema.get("type") == "integer"
         for key, value in schema.items():
             if key in ANNOTATIONS:
                 continue
-            if key in NEVER:
+            if key in RANGE and integer:
+                clean[key] = value
+            elif key in RANGE:
+                self.fail(
+                    path,
+                    f"'{key}' on a type other than integer (ranges are honoured on integers only)",
+                )
+            elif key in NEVER:
                 self.fail(path, f"unsupported keyword '{key}'")
             elif key in KNOWN or key in DEFINITIONS:
                 clean[key] = value
@@ -228,6 +239,9 @@ class _Checker:
             used.add("pattern")
         elif kind in (None, "string") and s.get("format") in FORMATS:
             used.add("format")
+        elif kind == "integer" and RANGE & s.keys():
+            self._int_range(s, path)
+            used |= {"minimum", "maximum"}
         elif kind == "string" and ("minLength" in s or "maxLength" in s):
             used |= {"minLength", "maxLength"}
             self._counts(s, path, "minLength", "maxLength")
@@ -258,6 +272,33 @@ class _Checker:
         elif extra is not None and not isinstance(extra, bool):
             self.fail(path, "'additionalProperties' must be a boolean or a schema")
 
+    def _int_range(self, s: dict, path: str) -> None:
+        """minimum/maximum (or exclusive ones) of an integer, as whole inclusive bounds."""
+        bounds: dict[str, int] = {}
+        for key, exclusive, to_int in (
+            ("minimum", "exclusiveMinimum", math.ceil),
+            ("maximum", "exclusiveMaximum", math.floor),
+        ):
+            for name in (key, exclusive):
+                value = s.pop(name, None)
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    self.fail(path, f"'{name}' must be a number")
+                    continue
+                if not math.isfinite(value) or abs(value) > INT_LIMIT:
+                    self.fail(path, f"'{name}' of {value} (at most {INT_LIMIT} either way)")
+                    continue
+                whole = int(to_int(value))
+                if name == exclusive and whole == value:
+                    whole += 1 if key == "minimum" else -1
+                old = bounds.get(key)
+                tighter = max if key == "minimum" else min
+                bounds[key] = whole if old is None else tighter(old, whole)
+        if "minimum" in bounds and "maximum" in bounds and bounds["minimum"] > bounds["maximum"]:
+            self.fail(path, "the integer range is empty (its minimum is above its maximum)")
+        s.update(bounds)
+
     def _counts(self, s: dict, path: str, low: str, high: str) -> None:
         for key in (low, high):
             value = s.get(key)
@@ -286,10 +327,11 @@ def check(schema: Any, where: str = "the JSON schema") -> dict[str, Any]:
     checker = _Checker(where)
     clean = checker.visit(schema, "", 0)
     if checker.problems:
+        ignored = any("unsupported" in p or "honoured" in p for p in checker.problems)
         raise SchemaError(
             f"{where}: "
             + "; ".join(checker.problems)
-            + " (llama.cpp's schema-to-grammar converter cannot enforce it)"
+            + (" (llama.cpp's schema-to-grammar converter cannot enforce it)" if ignored else "")
         )
     return clean
 
@@ -297,7 +339,11 @@ def check(schema: Any, where: str = "the JSON schema") -> dict[str, Any]:
 @functools.lru_cache(maxsize=256)
 def _convert(canonical: str, where: str) -> str:
     try:
-        grammar = llama_grammar.json_schema_to_gbnf(canonical)
+        converter = int_range.Converter(
+            prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+        )
+        converter.visit(converter.resolve_refs(json.loads(canonical), "stdin"), "")
+        grammar = converter.format_grammar()
     except Exception as exc:  # the converter's asserts, KeyErrors, IndexErrors on odd input
         reason = f"{type(exc).__name__} {exc}" if isinstance(exc, (KeyError, IndexError)) else exc
         raise SchemaError(f"{where} cannot be turned into a grammar: {reason}") from exc

@@ -57,6 +57,8 @@ class Job:
     stats: GenStats
     sink: Sink
     sampler: Sampler
+    keep_tokens: bool = False  # stats.context gets the prompt's and the reply's tokens
+    generated: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -163,19 +165,22 @@ class DecodeLoop:
                 job.stats.finish_reason = "cancelled"
                 self._end(job)
                 continue
-            found = self._free_seq(job.tokens)
+            found = self._free_seq(job.tokens, seeded=job.opts.seed is not None)
             if found is None:
                 break
             self._waiting.popleft()
             self._start(*found, job)
         return True
 
-    def _free_seq(self, tokens: list[int]) -> tuple[Seq, int] | None:
+    def _free_seq(self, tokens: list[int], seeded: bool = False) -> tuple[Seq, int] | None:
         """A free sequence for `tokens`, and how many of them it holds already: the one whose
-        cache shares the most of them (past REUSE_SIMILARITY), else the least recently used."""
+        cache shares the most of them (past REUSE_SIMILARITY), else the least recently used.
+        A seeded request reuses nothing (see _chunk)."""
         free = [s for s in self.seqs if s.job is None]
         if not free:
             return None
+        if seeded:
+            return min(free, key=lambda s: s.last_used), 0
         shared = {s.id: common_prefix(s.cached, tokens) for s in free}
         best, best_sim = None, REUSE_SIMILARITY
         for s in free:
@@ -227,7 +232,10 @@ class DecodeLoop:
                 break
             assert s.job is not None
             start = len(s.cached)
-            chunk = s.job.tokens[start : start + room]
+            end = self._chunk_end(s.job, start, room)
+            if end <= start:
+                continue  # a seeded prompt waits for room for its whole chunk
+            chunk = s.job.tokens[start:end]
             last = start + len(chunk) == len(s.job.tokens)
             before[s.id] = start
             row = batch.add(s.id, chunk, start, last)
@@ -262,6 +270,18 @@ class DecodeLoop:
                 row, s.row = s.row, -1
                 self._sample(s, row)
         return True
+
+    def _chunk_end(self, job: Job, start: int, room: int) -> int:
+        """Where this step's slice of a prompt ends. A seeded request's prompt is evaluated
+        from its first token in slices of fixed bounds (every request of the same prompt
+        computes the same numbers the same way), so the same seed gives the same text whether
+        or not the prompt was cached before: a cached prefix and a freshly computed one differ
+        in their last bits on llama.cpp (other kernels for other batch shapes)."""
+        if job.opts.seed is None:
+            return start + room
+        size = max(1, self.n_ubatch - len(self.seqs))  # fits beside every other sequence
+        end = min(len(job.tokens), (start // size + 1) * size)
+        return end if end - start <= room else start
 
     def _undo(self, before: dict[int, int], rc: int) -> None:
         """A decode that was aborted (rc 2) or failed: forget what it added, end its requests."""
@@ -302,9 +322,11 @@ class DecodeLoop:
         if lc.llama_vocab_is_eog(self.vocab, token):
             self._finish(s, "stop")
             return
+        if job.keep_tokens:
+            job.generated.append(token)
         data = self._piece(token)
         if job.opts.logprobs:
-            lp = logprobs(self.ctx, row, self.n_vocab, token, job.opts.top_logprobs, self.text)
+            lp = logprobs(self.ctx, row, self.n_vocab, token, job.opts.top_logprobs, self._piece)
             s.unsent.append((s.out.fed_bytes + len(data), lp))
         self._emit(s, s.out.feed(data))
         limit = job.opts.max_tokens is not None and s.n_gen >= job.opts.max_tokens
@@ -336,6 +358,8 @@ class DecodeLoop:
         self._end(job, error)
 
     def _end(self, job: Job, error: BaseException | None = None) -> None:
+        if job.keep_tokens:
+            job.stats.context = job.tokens + job.generated
         job.sampler.close()
         self._out.finish(job.sink, job.stats, error)
 
@@ -361,9 +385,6 @@ class DecodeLoop:
             data = token_bytes(self.vocab, token)
             self._pieces[token] = data
         return data
-
-    def text(self, token: int) -> str:
-        return self._piece(token).decode("utf-8", "replace")
 
 
 def token_bytes(vocab, token: int, special: bool = False) -> bytes:

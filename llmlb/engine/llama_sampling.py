@@ -150,15 +150,21 @@ def build(vocab, n_ctx: int, opts: GenOptions) -> Sampler:
 
 
 def logprobs(ctx, index: int, n_vocab: int, token: int, top: int, piece) -> TokenLogprob:
+    """`piece(token)`: the bytes a token stands for."""
     """The log probability of `token` under the model's distribution at batch row `index`
     (before sampling changed it, as OpenAI and llama-server report), and the `top` best."""
     ptr = lc.llama_get_logits_ith(ctx, index)
     logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
     peak = float(logits.max())
     lse = peak + math.log(float(np.exp(logits - peak).sum()))
-    best: list[tuple[str, float]] = []
+    best: list[tuple[str, float, bytes]] = []
     if top > 0:
         ids = np.argpartition(-logits, top)[:top] if top < n_vocab else np.arange(n_vocab)
         ids = ids[np.argsort(-logits[ids], kind="stable")]
-        best = [(piece(int(i)), float(logits[i]) - lse) for i in ids]
-    return TokenLogprob(piece(token), float(logits[token]) - lse, best)
+        best = [(_text(piece(int(i))), float(logits[i]) - lse, piece(int(i))) for i in ids]
+    raw = piece(token)
+    return TokenLogprob(_text(raw), float(logits[token]) - lse, best, raw)
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")

@@ -194,6 +194,7 @@ class Runner:
         messages: list[dict[str, Any]] | None = None,
         variables: dict[str, Any] | None = None,
         prompt: str | None = None,
+        context: list[int] | None = None,
     ) -> Stream:
         stream = Stream()
         if not self.alive:
@@ -202,10 +203,10 @@ class Runner:
         id = next(self._ids)
         self._streams[id] = (stream, stats)
         stream.on_cancel = lambda: self._send(wire.Cancel(id))
-        self._send(wire.Generate(id, opts, messages, variables, prompt))
+        self._send(wire.Generate(id, opts, messages, variables, prompt, context))
         return stream
 
-    async def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
+    async def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
         result = await self._call(lambda id: wire.Embed(id, inputs))
         if result is None:
             raise Unavailable(f"model '{self.label}' stopped the request")
@@ -403,15 +404,20 @@ class RunnerBackend:
         opts: GenOptions,
         stats: GenStats,
         variables: dict[str, Any] | None = None,
+        context: list[int] | None = None,
     ) -> Stream:
         model_defaults.apply(self.model, opts)  # its Modelfile's PARAMETERs, where not set
-        return self.runner.generate(opts, stats, messages=messages, variables=variables)
+        return self.runner.generate(
+            opts, stats, messages=messages, variables=variables, context=context
+        )
 
-    def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Stream:
+    def complete(
+        self, prompt: str, opts: GenOptions, stats: GenStats, context: list[int] | None = None
+    ) -> Stream:
         model_defaults.apply(self.model, opts)
-        return self.runner.generate(opts, stats, prompt=prompt)
+        return self.runner.generate(opts, stats, prompt=prompt, context=context)
 
-    async def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
+    async def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
         return await self.runner.embed(inputs)
 
     async def close(self) -> None:

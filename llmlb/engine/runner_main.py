@@ -240,6 +240,8 @@ class Host:
                     )
             else:
                 tokens, opens = backend.prompt_tokens(command.prompt or ""), False
+            if command.context is not None:
+                tokens = backend.after(command.context, tokens)
             sampler = backend.sampler(command.opts)
         except LlmlbError as exc:
             sink.done(stats, exc)
@@ -250,7 +252,9 @@ class Host:
             sink.done(stats)
             return
         self.send([wire.Started(command.id, len(tokens), opens)])
-        backend.submit(Job(tokens, command.opts, stats, sink, sampler))
+        job = Job(tokens, command.opts, stats, sink, sampler)
+        job.keep_tokens = command.context is not None
+        backend.submit(job)
 
     def _vision(self, command: wire.Generate, sink: Sink) -> None:
         stats = GenStats()

@@ -248,7 +248,10 @@ class Scheduler:
             return
         slot.expires_at = None if slot.keep_alive < 0 else time.time() + slot.keep_alive
         if slot.keep_alive == 0 and slot.waiting == 0:
-            asyncio.get_running_loop().create_task(self._unload(slot))
+            # as ollama: keep_alive 0 unloads the model, its other context (embeddings) too
+            for other in [s for s in self.slots.values() if s.name == slot.name]:
+                if other is slot or other.idle:
+                    asyncio.get_running_loop().create_task(self._unload(other))
 
     async def _load(self, slot: Resident) -> None:
         try:

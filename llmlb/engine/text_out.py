@@ -41,10 +41,12 @@ class TextOut:
         return self._release(text)
 
     def flush(self) -> str:
-        """The generation ended: whatever is held goes out (broken UTF-8 as U+FFFD)."""
+        """The generation ended: whatever is held goes out; a character the last token left
+        unfinished (a reply cut by its token limit) is dropped, not sent as U+FFFD."""
         if self.stopped:
             return ""
-        text = self._held + self._decoder.decode(b"", final=True)
+        text = self._held
+        self._decoder.reset()
         self._held = ""
         out = self._release(text)
         self.sent_bytes = self.fed_bytes

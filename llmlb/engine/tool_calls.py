@@ -302,8 +302,9 @@ class HermesParser(Parser):
     def _end(self, out: list[Event]) -> None:
         if self.state == "content":
             self._content(len(self.text), out)
-        elif self.state == "call" and self.current is None:
+        elif self.state == "call" and self.current is None and not self.calls:
             self._content(len(self.text), out, since=self.region)  # an unfinished tag
+        # (after a call, an unfinished block is a call cut short: not content)
 
 
 class Llama3Parser(Parser):

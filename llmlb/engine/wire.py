@@ -47,11 +47,12 @@ class Generate(msgspec.Struct, tag=True):
     messages: list[dict[str, Any]] | None = None
     variables: dict[str, Any] | None = None
     prompt: str | None = None
+    context: list[int] | None = None  # tokens before the prompt; the reply's tokens come back
 
 
 class Embed(msgspec.Struct, tag=True):
     id: int
-    inputs: list[str]
+    inputs: list[str | list[int]]  # texts, or token arrays
 
 
 class Probe(msgspec.Struct, tag=True):

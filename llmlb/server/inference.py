@@ -8,6 +8,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from litestar import Request
 from llmlb import settings
 from llmlb.engine import chat_plan, model_defaults
 from llmlb.engine.base import GenOptions, GenStats, TemplateCaps, TokenLogprob
+from llmlb.engine.llama_template import NoChatTemplate
 from llmlb.engine.scheduler import Lease, Scheduler
 from llmlb.engine.templates import Templates
 from llmlb.engine.thinking import ThinkingSplitter
@@ -98,17 +100,31 @@ async def embed(
     request: Request,
     scheduler: Scheduler,
     model: Model,
-    inputs: list[str],
+    inputs: list[str | list[int]],
     keep_alive: KeepAlive | None,
+    dimensions: int | None = None,
 ) -> tuple[list[list[float]], int, int]:
-    """(vectors, prompt tokens, load ns) for several inputs. A client that hangs up stops
-    the work (the runner stops between two decodes)."""
+    """(vectors, prompt tokens, load ns) for several inputs (texts or token arrays). A client
+    that hangs up stops the work (the runner stops between two decodes). `dimensions`: the
+    first that many of each vector, normalised again (as OpenAI and ollama shorten them)."""
     lease, load_ns = await claim(request, scheduler, model, "embed", keep_alive)
     try:
-        vectors, tokens = await _watched(lease.backend.embed(inputs), request)
+        vectors, tokens = await watched(lease.backend.embed(inputs), request)
     finally:
         await lease.release()
+    if dimensions is not None:
+        vectors = [_shortened(v, dimensions, model.name) for v in vectors]
     return vectors, tokens, load_ns
+
+
+def _shortened(vector: list[float], dimensions: int, name: str) -> list[float]:
+    if dimensions > len(vector):
+        raise BadRequest(
+            f"field 'dimensions' is {dimensions}; '{name}' makes embeddings of {len(vector)}"
+        )
+    cut = vector[:dimensions]
+    norm = math.sqrt(sum(x * x for x in cut))
+    return [x / norm for x in cut] if norm else cut
 
 
 def image_data_url(b64: str, field_name: str = "images") -> str:
@@ -208,11 +224,16 @@ async def plan_chat(
     json_mode: bool = False,
     think: bool | None = None,
     typed: str | None = None,
+    needs_template: bool = True,
 ) -> chat_plan.ChatPlan:
     """What the template gets and how the reply is held and read (engine.chat_plan), after
-    the checks that need the model: before it is claimed, so a refusal costs nothing.
-    `typed`: the model's name as the request gave it, for messages."""
+    the checks that need the model: before it is claimed, so a refusal costs nothing (a
+    chat with a model that has no template is refused from its metadata, before any load;
+    `needs_template=False` where the prompt can go as it is). `typed`: the model's name as
+    the request gave it, for messages."""
     source = model.chat_template
+    if needs_template and not source and model.format == "GGUF":
+        raise NoChatTemplate(typed or model.name)
     caps = await template_caps(templates, model)
     if think and not caps.thinking:
         raise BadRequest(f"model '{typed or model.name}' does not support thinking")
@@ -315,7 +336,7 @@ async def _hung_up(request: Request | None) -> None:
         pass
 
 
-async def _watched(step: Awaitable[T], request: Request | None) -> T:
+async def watched(step: Awaitable[T], request: Request | None) -> T:
     """`step`, unless the client hangs up first: then ClientGone (and `step` is cancelled,
     which cancels the generation: its sequence is freed, a prefill in flight stopped)."""
     task = asyncio.ensure_future(step)
@@ -341,7 +362,7 @@ async def primed(
     (prompt too long, model error) is a proper HTTP error and not a broken stream. A client
     that hangs up meanwhile (during a long prompt) cancels the generation."""
     try:
-        first = await _watched(pieces.__anext__(), request)
+        first = await watched(pieces.__anext__(), request)
     except StopAsyncIteration:
         first = None
     except ValueError as exc:  # llama-cpp-python's way to refuse a prompt (vision path)
@@ -371,11 +392,11 @@ async def collect(pieces: AsyncIterator[Event], request: Request | None = None) 
         async for _ in pieces:
             pass
 
-    await _watched(run(), request)
+    await watched(run(), request)
 
 
-def _token_logprob(token: str, logprob: float) -> dict[str, Any]:
-    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+def _token_logprob(token: str, logprob: float, raw: bytes) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(raw or token.encode())}
 
 
 def token_logprobs(lps: list[TokenLogprob]) -> list[dict[str, Any]]:
@@ -383,8 +404,8 @@ def token_logprobs(lps: list[TokenLogprob]) -> list[dict[str, Any]]:
     share."""
     return [
         {
-            **_token_logprob(lp.token, lp.logprob),
-            "top_logprobs": [_token_logprob(t, v) for t, v in lp.top],
+            **_token_logprob(lp.token, lp.logprob, lp.raw),
+            "top_logprobs": [_token_logprob(t, v, raw) for t, v, raw in lp.top],
         }
         for lp in lps
     ]

@@ -75,6 +75,7 @@ def _final(turn: inf.Turn, model: str) -> dict[str, Any]:
         "prompt_eval_duration": s.prompt_ns,
         "eval_count": s.completion_tokens,
         "eval_duration": s.eval_ns,
+        **({"context": s.context} if s.context is not None else {}),
     }
 
 
@@ -257,6 +258,7 @@ async def generate(
             json_mode=data.json_mode,
             think=_thinks(data.think),
             typed=data.target,
+            needs_template=False,
         )
         messages, variables = plan.messages, plan.variables
     lease, turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
@@ -266,10 +268,14 @@ async def generate(
     if messages is not None and not data.images and not backend.has_chat_template:
         messages = None  # as ollama's default template {{ .Prompt }}: the prompt as it is
 
+    # as ollama: an answer's `context` continues the conversation (not in raw mode, nor
+    # with images)
+    context = None if data.raw or data.images else (data.context or [])
+
     def produce():
         if messages is None:
-            return backend.complete(prompt, opts, turn.stats)
-        return backend.chat(messages, opts, turn.stats, variables)
+            return backend.complete(prompt, opts, turn.stats, context=context)
+        return backend.chat(messages, opts, turn.stats, variables, context=context)
 
     return await _respond(
         metrics, "/api/generate", data, lease, produce, turn, _generate_shape, request
@@ -285,7 +291,7 @@ async def embed(
     turn = inf.Turn()
     model = await inf.resolve(scheduler, data.target)
     vectors, tokens, load_ns = await inf.embed(
-        request, scheduler, model, data.inputs, data.keep_alive
+        request, scheduler, model, data.inputs, data.keep_alive, data.dimensions
     )
     turn.load_ns = load_ns
     return {

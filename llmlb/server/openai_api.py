@@ -6,7 +6,6 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,23 +20,15 @@ from llmlb.engine.base import TokenLogprob
 from llmlb.engine.scheduler import Scheduler
 from llmlb.engine.templates import Templates
 from llmlb.engine.tool_calls import CallDelta, ToolCall
+from llmlb.server import choices
 from llmlb.server import inference as inf
+from llmlb.server.choices import Choice
 from llmlb.server.metrics_api import NodeMetrics
 from llmlb.server.requests import OpenAIChat, OpenAICompletion, OpenAIEmbeddings
 from llmlb.store import catalog
 from llmlb.store.catalog import resolve as resolve_model
 
 SSE = "text/event-stream"
-
-
-def _usage(turn: inf.Turn) -> dict[str, Any]:
-    s = turn.stats
-    return {
-        "prompt_tokens": s.prompt_tokens,
-        "completion_tokens": s.completion_tokens,
-        "total_tokens": s.prompt_tokens + s.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": s.cached_tokens},
-    }
 
 
 def _chat_logprobs(lps: list[TokenLogprob]) -> dict[str, Any]:
@@ -54,7 +45,7 @@ def _completion_logprobs(lps: list[TokenLogprob], offset: int = 0) -> dict[str, 
     return {
         "tokens": [lp.token for lp in lps],
         "token_logprobs": [lp.logprob for lp in lps],
-        "top_logprobs": [dict(lp.top) for lp in lps],
+        "top_logprobs": [{t: v for t, v, _ in lp.top} for lp in lps],
         "text_offset": offsets,
     }
 
@@ -101,7 +92,6 @@ async def _run(
     kind = "chat" if isinstance(data, OpenAIChat) else "completion"
     opts = data.gen_options()
     name = data.model
-    turn = inf.Turn()
     model = await inf.resolve(scheduler, name)
     plan = None
     if isinstance(data, OpenAIChat):
@@ -119,36 +109,53 @@ async def _run(
             json_mode=data.json_mode,
             typed=name,
         )
-    prompt = data.text if isinstance(data, OpenAICompletion) else ""
-    stream, include_usage = data.stream, data.include_usage
-    lease, turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
-    backend = lease.backend
+    prompts = data.prompts if isinstance(data, OpenAICompletion) else [""]
+    echo = isinstance(data, OpenAICompletion) and data.echo
+    picks = [
+        Choice(i * data.n + k, o, prompt=p)
+        for i, p in enumerate(prompts)
+        for k, o in enumerate(choices.options(opts, data.n))
+    ]
 
-    def produce():
-        if plan is not None:
-            return backend.chat(plan.messages, opts, turn.stats, plan.variables)
-        return backend.complete(prompt, opts, turn.stats)
+    async def begin(c: Choice):
+        lease, c.turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
+        backend = lease.backend
 
-    text_offset = 0
+        def produce():
+            if plan is not None:
+                return backend.chat(plan.messages, c.opts, c.turn.stats, plan.variables)
+            return backend.complete(c.prompt, c.opts, c.turn.stats)
 
-    def logprobs_of(lps: list[TokenLogprob]) -> dict[str, Any] | None:
-        nonlocal text_offset
-        if not opts.logprobs:
-            return None
-        if kind == "chat":
-            return _chat_logprobs(lps)
-        out = _completion_logprobs(lps, text_offset)
-        text_offset += sum(len(lp.token) for lp in lps)
-        return out
+        c.parser = plan.parser() if plan is not None else None
+        return await inf.primed(inf.generate(lease, produce, c.turn, True, c.parser), request)
 
-    parser = plan.parser() if plan is not None else None
-    pieces = await inf.primed(inf.generate(lease, produce, turn, True, parser), request)
+    await choices.start(request, picks, begin)
     ident = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
     obj = "chat.completion" if kind == "chat" else "text_completion"
 
-    def chunk(delta: dict | None, finish: str | None, text: str = "") -> dict:
-        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+    def logprobs_of(c: Choice, lps: list[TokenLogprob]) -> dict[str, Any] | None:
+        if not opts.logprobs:
+            return None
+        if kind == "chat":
+            return _chat_logprobs(lps)
+        out = _completion_logprobs(lps, c.text_offset)
+        c.text_offset += sum(len(lp.token) for lp in lps)
+        return out
+
+    def usage() -> dict[str, Any]:
+        firsts = [c.turn.stats for c in picks if c.index % data.n == 0]  # one per prompt
+        prompt = sum(s.prompt_tokens for s in firsts)
+        completion = sum(c.turn.stats.completion_tokens for c in picks)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": sum(s.cached_tokens for s in firsts)},
+        }
+
+    def chunk(index: int, delta: dict | None, finish: str | None, text: str = "") -> dict:
+        choice: dict[str, Any] = {"index": index, "finish_reason": finish, "logprobs": None}
         if kind == "chat":
             choice["delta"] = delta or {}
         else:
@@ -161,104 +168,103 @@ async def _run(
             "choices": [choice],
         }
 
-    if stream:
-
-        async def body() -> AsyncIterator[bytes]:
-            if kind == "chat":
-                yield _sse(chunk({"role": "assistant", "content": ""}, None))
-            # the per-token event is the hot path: format it around a prebuilt prefix
-            head = json.dumps(chunk({"content": ""}, None) if kind == "chat" else chunk(None, None))
-            if kind == "chat":
-                prefix = "data: " + head[: head.rindex('"content": ""')]
-                content_pre, reason_pre = prefix + '"content": ', prefix + '"reasoning_content": '
-                tail = "}}]}\n\n"
-            else:
-                content_pre = "data: " + head[: head.rindex('"text": ""')] + '"text": '
-                tail = "}]}\n\n"
-            try:
-                async for piece_kind, text in pieces:
-                    if isinstance(text, CallDelta):
-                        delta = _call_delta(text)
-                        if delta is not None:
-                            yield _sse(chunk(delta, None))
-                    elif opts.logprobs:  # not the hot path: build the whole chunk
-                        lps = logprobs_of(turn.take_logprobs())
-                        if kind == "chat":
-                            key = "content" if piece_kind == "content" else "reasoning_content"
-                            c = chunk({key: text}, None)
-                        else:
-                            c = chunk(None, None, text)
-                        c["choices"][0]["logprobs"] = lps
-                        yield _sse(c)
-                    elif piece_kind == "content":
-                        yield (content_pre + json.dumps(text) + tail).encode()
-                    elif kind == "chat":
-                        yield (reason_pre + json.dumps(text) + tail).encode()
-            except (
-                Exception
-            ) as exc:  # after the first byte the status is sent: say it in the stream
-                yield _sse(
-                    {
-                        "error": {
-                            "message": f"generation failed: {exc}",
-                            "type": "server_error",
-                            "code": 500,
-                        }
-                    }
-                )
-                return
-            last = chunk({}, _finish(turn))
-            if opts.logprobs:
-                rest = turn.take_logprobs()  # of text held back until the end
-                last["choices"][0]["logprobs"] = logprobs_of(rest) if rest else None
-            yield _sse(last)
-            inf.record(metrics, turn)
-            if include_usage:
-                yield _sse(
-                    {
-                        "id": ident,
-                        "object": obj + (".chunk" if kind == "chat" else ""),
-                        "created": created,
-                        "model": name,
-                        "choices": [],
-                        "usage": _usage(turn),
-                    }
-                )
-            yield b"data: [DONE]\n\n"
-
-        return Stream(body(), media_type=SSE, headers={"Cache-Control": "no-cache"})
-    await inf.collect(pieces, request)
-    inf.record(metrics, turn)
-    if kind == "chat":
-        content = turn.content if turn.content or not turn.calls else None
-        message: dict[str, Any] = {"role": "assistant", "content": content}
-        if turn.calls:
-            message["tool_calls"] = _tool_calls(turn.calls)
-        if turn.thinking:
-            message["reasoning_content"] = turn.thinking
-        choice = {
-            "index": 0,
-            "message": message,
+    if data.stream:
+        return Stream(
+            _sse_body(kind, picks, chunk, logprobs_of, usage, metrics, data, echo),
+            media_type=SSE,
+            headers={"Cache-Control": "no-cache"},
+        )
+    await choices.collect(picks, request)
+    out = []
+    for c in picks:
+        turn = c.turn
+        inf.record(metrics, turn)
+        entry: dict[str, Any] = {
+            "index": c.index,
             "finish_reason": _finish(turn),
-            "logprobs": logprobs_of(turn.logprobs),
+            "logprobs": logprobs_of(c, turn.logprobs),
         }
-    else:
-        choice = {
-            "index": 0,
-            "text": turn.content,
-            "finish_reason": _finish(turn),
-            "logprobs": logprobs_of(turn.logprobs),
-        }
+        if kind == "chat":
+            content = turn.content if turn.content or not turn.calls else None
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if turn.calls:
+                message["tool_calls"] = _tool_calls(turn.calls)
+            if turn.thinking:
+                message["reasoning_content"] = turn.thinking
+            entry["message"] = message
+        else:
+            entry["text"] = (c.prompt if echo else "") + turn.content
+        out.append(entry)
     return Response(
         {
             "id": ident,
             "object": obj,
             "created": created,
             "model": name,
-            "choices": [choice],
-            "usage": _usage(turn),
+            "choices": out,
+            "usage": usage(),
         }
     )
+
+
+async def _sse_body(kind, picks, chunk, logprobs_of, usage, metrics, data, echo):
+    """The streamed answer: each choice's events as they come, its finish when it ends."""
+    one = len(picks) == 1
+    if kind == "chat":
+        for c in picks:
+            yield _sse(chunk(c.index, {"role": "assistant", "content": ""}, None))
+    elif echo:
+        for c in picks:
+            yield _sse(chunk(c.index, None, None, c.prompt))
+    # the per-token event is the hot path: one choice's is formatted around a prebuilt prefix
+    head = json.dumps(chunk(0, {"content": ""}, None) if kind == "chat" else chunk(0, None, None))
+    if kind == "chat":
+        prefix = "data: " + head[: head.rindex('"content": ""')]
+        content_pre, reason_pre = prefix + '"content": ', prefix + '"reasoning_content": '
+        tail = "}}]}\n\n"
+    else:
+        content_pre = "data: " + head[: head.rindex('"text": ""')] + '"text": '
+        tail = "}]}\n\n"
+    logprobs = bool(data.logprobs)
+    try:
+        async for c, event in choices.events(picks):
+            if event is choices.DONE:
+                last = chunk(c.index, {}, _finish(c.turn))
+                if logprobs:
+                    rest = c.turn.take_logprobs()  # of text held back until the end
+                    last["choices"][0]["logprobs"] = logprobs_of(c, rest) if rest else None
+                yield _sse(last)
+                inf.record(metrics, c.turn)
+                continue
+            piece_kind, text = event
+            if isinstance(text, CallDelta):
+                delta = _call_delta(text)
+                if delta is not None:
+                    yield _sse(chunk(c.index, delta, None))
+            elif logprobs or not one:  # not the hot path: build the whole chunk
+                if kind == "chat":
+                    key = "content" if piece_kind == "content" else "reasoning_content"
+                    part = chunk(c.index, {key: text}, None)
+                else:
+                    part = chunk(c.index, None, None, text)
+                if logprobs:
+                    part["choices"][0]["logprobs"] = logprobs_of(c, c.turn.take_logprobs())
+                yield _sse(part)
+            elif piece_kind == "content":
+                yield (content_pre + json.dumps(text) + tail).encode()
+            elif kind == "chat":
+                yield (reason_pre + json.dumps(text) + tail).encode()
+    except Exception as exc:  # after the first byte the status is sent: say it in the stream
+        yield _sse(
+            {"error": {"message": f"generation failed: {exc}", "type": "server_error", "code": 500}}
+        )
+        return
+    if data.include_usage:
+        body = chunk(0, None, None)
+        body["choices"] = []
+        body["usage"] = usage()
+        yield _sse(body)
+    yield b"data: [DONE]\n\n"
 
 
 @post("/v1/chat/completions", status_code=200)
@@ -290,7 +296,9 @@ async def embeddings(
     scheduler: NamedDependency[Scheduler],
 ) -> dict:
     model = await inf.resolve(scheduler, data.model)
-    vectors, tokens, _ = await inf.embed(request, scheduler, model, data.inputs, data.keep_alive)
+    vectors, tokens, _ = await inf.embed(
+        request, scheduler, model, data.inputs, data.keep_alive, data.dimensions
+    )
     return {
         "object": "list",
         "model": data.model,

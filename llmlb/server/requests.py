@@ -18,6 +18,7 @@ from llmlb.engine import chat_plan, llama_json
 from llmlb.engine.base import GenOptions
 
 MAX_MESSAGES = 10_000
+MAX_INPUT_TOKENS = 1_000_000
 MAX_IMAGES = 16
 MAX_STOPS = 16
 MAX_TOOLS = 128  # as OpenAI
@@ -264,16 +265,59 @@ class OllamaGenerate(_OllamaGeneration, kw_only=True):
     system: Text | None = None
     images: Annotated[list[Image], Meta(max_length=MAX_IMAGES)] = []
     raw: bool = False
+    # the `context` an earlier answer gave: its conversation's tokens, continued here
+    context: (
+        Annotated[list[Annotated[int, Meta(ge=0, lt=2**31)]], Meta(max_length=MAX_INPUT_TOKENS)]
+        | None
+    ) = None
+
+
+MAX_INPUTS = 2048
+Dimensions = Annotated[int, Meta(ge=1, le=65536)]
+
+
+def embed_inputs(value: Any) -> list[str | list[int]]:
+    """An embedding request's inputs: a text, texts, a token array (OpenAI), or token arrays."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not value:
+        raise ValueError("field 'input' must be a string, or a non-empty list")
+    if len(value) > MAX_INPUTS:
+        raise ValueError(f"field 'input' holds more than {MAX_INPUTS} inputs")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return [_token_array(value, "input")]
+    if all(isinstance(v, str) for v in value):
+        if any(len(v) > 64 * 1024 * 1024 for v in value):
+            raise ValueError("an input of field 'input' is longer than 64 MiB")
+        return list(value)
+    if all(isinstance(v, list) for v in value):
+        return [_token_array(v, f"input[{i}]") for i, v in enumerate(value)]
+    raise ValueError("field 'input' must hold texts, or token arrays, not a mix")
+
+
+def _token_array(tokens: list, where: str) -> list[int]:
+    if not tokens:
+        raise ValueError(f"field '{where}' is an empty token array")
+    if len(tokens) > MAX_INPUT_TOKENS:
+        raise ValueError(f"field '{where}' holds more than {MAX_INPUT_TOKENS} tokens")
+    if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**31 for t in tokens):
+        raise ValueError(f"field '{where}' must hold token ids (whole numbers from 0)")
+    return tokens
 
 
 class OllamaEmbed(_Named, kw_only=True):
-    input: Text | Annotated[list[Text], Meta(min_length=1, max_length=2048)]
+    input: Any
     keep_alive: KeepAlive | None = None
     truncate: bool = True
+    dimensions: Dimensions | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.input = embed_inputs(self.input)
 
     @property
-    def inputs(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[str | list[int]]:
+        return self.input
 
 
 class OllamaEmbeddings(_Named, kw_only=True):
@@ -307,7 +351,7 @@ class _OpenAIGeneration(Sampling, kw_only=True):
     stream_options: StreamOptions | None = None
     max_tokens: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
     max_completion_tokens: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
-    n: Annotated[int, Meta(ge=1, le=1)] = 1
+    n: Annotated[int, Meta(ge=1, le=16)] = 1  # choices, each a generation of its own
     keep_alive: KeepAlive | None = None
 
     @property
@@ -407,15 +451,23 @@ class OpenAIChat(_OpenAIGeneration, kw_only=True):
 
 
 class OpenAICompletion(_OpenAIGeneration, kw_only=True):
-    prompt: Text | Annotated[list[Text], Meta(min_length=1, max_length=1)]
+    prompt: Text | Annotated[list[Text], Meta(min_length=1, max_length=16)]
     logprobs: Annotated[int, Meta(ge=0, le=5)] | None = None  # legacy: how many alternatives
+    echo: bool = False  # the prompt, then the completion
 
     def __post_init__(self) -> None:
         check_keep_alive(self.keep_alive)
+        if len(self.prompts) * self.n > 32:
+            raise ValueError("n times the number of prompts may be at most 32")
+        if self.echo and self.logprobs is not None:
+            raise ValueError(
+                "echo together with logprobs is not supported: the prompt's own log "
+                "probabilities are not computed"
+            )
 
     @property
-    def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
     def gen_options(self) -> GenOptions:
         opts = self.base_options()
@@ -427,13 +479,15 @@ class OpenAICompletion(_OpenAIGeneration, kw_only=True):
 
 class OpenAIEmbeddings(msgspec.Struct, kw_only=True):
     model: ModelName
-    input: Text | Annotated[list[Text], Meta(min_length=1, max_length=2048)]
+    input: Any
     encoding_format: Literal["float", "base64"] = "float"
     keep_alive: KeepAlive | None = None
+    dimensions: Dimensions | None = None
 
     def __post_init__(self) -> None:
         check_keep_alive(self.keep_alive)
+        self.input = embed_inputs(self.input)
 
     @property
-    def inputs(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[str | list[int]]:
+        return self.input

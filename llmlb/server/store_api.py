@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,14 @@ from llmlb.engine.templates import Templates
 from llmlb.server.node_services import NodeServices
 from llmlb.server.requests import ModelOnly
 from llmlb.sources import modelfile
-from llmlb.sources.metadata import format_params
+from llmlb.sources.gguf_header import HeaderError
+from llmlb.sources.metadata import format_params, gguf_info
 from llmlb.store import catalog as store
 from llmlb.store import db
 from llmlb.store.catalog import resolve as resolve_model
 from llmlb.store.models import DownloadProgress, DownloadStatus, Model
+
+log = logging.getLogger("llmlb.server")
 
 
 def _iso(dt) -> str | None:
@@ -42,10 +46,16 @@ def details(m: Model) -> dict[str, Any]:
     }
 
 
+def tagged(name: str) -> str:
+    """A name as ollama lists it, with its tag (`:latest`: the model's one file), so that
+    clients which shorten `x:latest` to `x` (llm-ollama) find the short name."""
+    return name if ":" in name else name + ":latest"
+
+
 def _tag(m: Model, readonly: bool = False) -> dict[str, Any]:
     return {
-        "name": m.name,
-        "model": m.name,
+        "name": tagged(m.name),
+        "model": tagged(m.name),
         "modified_at": _iso(m.created_at),
         "size": m.size_bytes,
         "digest": m.digest or "",
@@ -80,13 +90,13 @@ def _tags(engine: Engine) -> dict:
         ).all()
     listed = {m["name"] for m in models}
     for d in active:
-        if d.model_name in listed:
+        if tagged(d.model_name) in listed:
             continue
         percent = int(100 * d.downloaded_bytes / d.total_bytes) if d.total_bytes else 0
         models.append(
             {
-                "name": d.model_name,
-                "model": d.model_name,
+                "name": tagged(d.model_name),
+                "model": tagged(d.model_name),
                 "modified_at": _iso(d.updated_at),
                 "size": d.total_bytes,
                 "digest": "",
@@ -193,6 +203,17 @@ def show_body(m: Model, template_caps: TemplateCaps | None = None) -> dict[str, 
     return body
 
 
+def _file_info(m: Model) -> dict[str, Any]:
+    """The GGUF's own metadata (ollama's model_info); nothing when the file cannot be read."""
+    if m.format != "GGUF":
+        return {}
+    try:
+        return gguf_info(Path(m.path))
+    except (OSError, HeaderError) as exc:
+        log.warning("cannot read the metadata of %s: %s", m.name, exc)
+        return {}
+
+
 @post("/api/show", status_code=200)
 async def show(
     data: JSONBody[ModelOnly],
@@ -203,6 +224,7 @@ async def show(
     m = await to_thread.run_sync(resolve_model, catalog, data.target)
     caps = await templates.caps_or_none(m.chat_template, m.name) if m.chat_template else None
     body = show_body(m, caps)
+    body["model_info"] = {**await to_thread.run_sync(_file_info, m), **body["model_info"]}
     hold = scheduler.crashes.held(m.name, fingerprint(m))
     body["held_back"] = hold.why if hold is not None else None
     return body

@@ -60,6 +60,7 @@ class TensorInfo:
 class GGUFHeader:
     version: int
     values: dict[str, Any] = field(default_factory=dict)  # long and string arrays left out
+    arrays: list[str] = field(default_factory=list)  # the keys of those left out
     tensors: list[TensorInfo] = field(default_factory=list)
     data_offset: int = 0  # where the tensor data starts in the file
 
@@ -154,6 +155,8 @@ def read_header(fh: BinaryIO, size: int) -> GGUFHeader:
         value = cur.value(cur.unpack("I"))
         if value is not None:
             header.values[key] = value
+        else:
+            header.arrays.append(key)
     for _ in range(n_tensors):
         name = cur.string()
         n_dims = cur.unpack("I")

@@ -138,6 +138,18 @@ def read_gguf(path: Path | str) -> ModelMeta:
     )
 
 
+def gguf_info(path: Path) -> dict[str, Any]:
+    """A GGUF's metadata as ollama's /api/show `model_info` gives it: every key, long arrays
+    (the vocabulary) as null. Reads the header only."""
+    with open(path, "rb", buffering=1 << 20) as fh:
+        header = read_header(fh, path.stat().st_size)
+    info: dict[str, Any] = {
+        k: v for k, v in header.values.items() if k != "tokenizer.chat_template"
+    }
+    info.update(dict.fromkeys(header.arrays))
+    return info
+
+
 def _safetensors_header(path: Path) -> dict:
     size = path.stat().st_size
     with open(path, "rb") as fh:

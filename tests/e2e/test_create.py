@@ -83,7 +83,10 @@ def tokens(node, model: str, prompt: str, n: int = 16, **options) -> list[str]:
 
 
 def names(node) -> set[str]:
-    return {m["name"] for m in httpx.get(node.url + "/api/tags").json()["models"]}
+    return {
+        m["name"].removesuffix(":latest")
+        for m in httpx.get(node.url + "/api/tags").json()["models"]
+    }
 
 
 def leftovers(node) -> list[str]:
@@ -154,7 +157,8 @@ def test_the_ollama_client_creates_and_copies(node, tiny_gguf_module):
     assert (
         'SYSTEM """You are terse."""' in shown.modelfile and "temperature 0.1" in shown.parameters
     )
-    assert {"via-ollama", "via-ollama-2"} <= {m.model for m in client.list().models}
+    listed = {(m.model or "").removesuffix(":latest") for m in client.list().models}
+    assert {"via-ollama", "via-ollama-2"} <= listed
     reply = client.chat(
         model="via-ollama-2",
         messages=[{"role": "user", "content": "x"}],
@@ -187,7 +191,8 @@ def test_show_modelfile_creates_the_same_model_again_without_uploading(
     for key in ("template", "system", "parameters", "license"):
         assert a[key] == b[key], key
     assert a["template"] == go and a["system"] == "Answer in French."
-    rows = {m["name"]: m for m in httpx.get(node.url + "/api/tags").json()["models"]}
+    rows = {m["model"]: m for m in httpx.get(node.url + "/api/tags").json()["models"]}
+    rows = {k.removesuffix(":latest"): v for k, v in rows.items()}
     assert rows["first"]["digest"] == rows["second"]["digest"]
     again = cli(node, "node", "show", "second", "--modelfile").stdout
     assert again.replace("/models/second/", "/models/first/") == shown

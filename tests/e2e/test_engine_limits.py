@@ -58,6 +58,7 @@ def test_chat_on_a_model_without_a_chat_template_is_a_clear_400(node):
     r = httpx.post(node.url + "/v1/chat/completions",
                    json={"model": "org/base", "messages": msgs, "max_tokens": 2}, timeout=60)  # fmt: skip
     assert r.status_code == 400 and r.json()["error"]["message"] == message
+    assert "org/base" not in loaded(node)  # refused from its metadata: never loaded for it
     # /api/generate falls back to the prompt as it is (ollama's default template)
     r = httpx.post(node.url + "/api/generate", json={"model": "org/base", "prompt": "abc",
                    "stream": False, "options": {"num_predict": 3}}, timeout=60)  # fmt: skip

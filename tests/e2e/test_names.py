@@ -121,7 +121,7 @@ def test_a_model_still_downloading_is_reported_as_downloading(tmp_path, llmlb_en
 
                 def progress():
                     tags = httpx.get(server.url + "/api/tags").json()["models"]
-                    m = next((t for t in tags if t["name"] == "acme/big-GGUF"), None)
+                    m = next((t for t in tags if t["name"] == "acme/big-GGUF:latest"), None)
                     return m and m.get("downloading", {}).get("completed")
 
                 assert wait_for(progress)

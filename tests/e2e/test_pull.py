@@ -60,7 +60,10 @@ def cli(server, *args, env: dict | None = None, timeout: float = 120):
 
 
 def tags(server) -> dict:
-    return {m["name"]: m for m in httpx.get(server.url + "/api/tags").json()["models"]}
+    return {
+        m["name"].removesuffix(":latest"): m
+        for m in httpx.get(server.url + "/api/tags").json()["models"]
+    }
 
 
 def cdn_requests(hub) -> list:

@@ -82,7 +82,10 @@ def hub(tmp_path):
 
 
 def tags(node) -> dict:
-    return {m["name"]: m for m in httpx.get(node.url + "/api/tags").json()["models"]}
+    return {
+        m["name"].removesuffix(":latest"): m
+        for m in httpx.get(node.url + "/api/tags").json()["models"]
+    }
 
 
 def test_disk_filling_up_during_a_pull_fails_it_cleanly_and_pull_again_works(hub, llmlb_env):

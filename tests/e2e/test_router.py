@@ -183,7 +183,7 @@ def test_unknown_model_and_bad_body(cluster):
     r = httpx.post(router.url + "/api/chat", content=b"{bad")
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
     tags = httpx.get(router.url + "/api/tags").json()["models"]
-    assert {t["name"] for t in tags} == {"org/endless", "org/only-here"}
+    assert {t["name"] for t in tags} == {"org/endless:latest", "org/only-here:latest"}
     assert {m["id"] for m in httpx.get(router.url + "/v1/models").json()["data"]} == {
         "org/endless",
         "org/only-here",

@@ -117,7 +117,7 @@ def test_rm_ollama_is_refused_and_untouched(node, llmlb_env):
 
 def test_api_shapes(node):
     tags = httpx.get(node.url + "/api/tags").json()["models"]
-    m = next(t for t in tags if t["name"] == "meta-llama/Llama-3.2-3B-Instruct")
+    m = next(t for t in tags if t["name"] == "meta-llama/Llama-3.2-3B-Instruct:latest")
     assert {"name", "model", "modified_at", "size", "digest", "details"} <= set(m)
     assert m["details"]["format"] == "gguf" and m["details"]["quantization_level"] == "F32"
     show = httpx.post(node.url + "/api/show", json={"model": "llama-3.2-3b-instruct"}).json()

@@ -333,18 +333,18 @@ def error_of(node, path: str, body: dict) -> str:
 
 def test_bad_requests_are_400s_that_say_why(node):
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
-    bad_schema = {"type": "object", "properties": {"age": {"type": "integer", "minimum": 0}}}
+    bad_schema = {"type": "object", "properties": {"age": {"type": "number", "multipleOf": 2}}}
     message = error_of(node, "/v1/chat/completions", {
         **chat, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": bad_schema}},
     })  # fmt: skip
-    assert "'minimum' at /properties/age" in message
+    assert "'multipleOf' at /properties/age" in message
     message = error_of(node, "/v1/chat/completions", {
         **chat, "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}},
     })  # fmt: skip
     assert "'nope'" in message and "get_weather" in message
     bad_tool = {"type": "function", "function": {"name": "f", "parameters": bad_schema}}
     message = error_of(node, "/api/chat", {**chat, "tools": [bad_tool], "stream": False})
-    assert "the parameters of tool 'f'" in message and "'minimum'" in message
+    assert "the parameters of tool 'f'" in message and "'multipleOf'" in message
     message = error_of(node, "/api/chat", {**chat, "format": {"type": "string", "format": "email"}})
     assert "format 'email'" in message
     message = error_of(node, "/v1/chat/completions", {**chat, "tool_choice": "required"})

@@ -60,11 +60,11 @@ class FakeBackend:
         return run_in_thread(Stream(), lambda cancel: self._run(cancel, stats))
 
     def chat(
-        self, messages: list[dict], opts: GenOptions, stats: GenStats, variables=None
+        self, messages: list[dict], opts: GenOptions, stats: GenStats, variables=None, context=None
     ) -> Stream:
         return self._generation(stats)
 
-    def complete(self, prompt: str, opts: GenOptions, stats: GenStats) -> Stream:
+    def complete(self, prompt: str, opts: GenOptions, stats: GenStats, context=None) -> Stream:
         return self._generation(stats)
 
     async def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:

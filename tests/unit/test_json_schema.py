@@ -1,9 +1,11 @@
 """JSON schemas to grammars: what llama.cpp's converter honours is let through, what it would
 silently ignore is refused by name (engine/llama_json.py)."""
 
+import re
+
 import pytest
 
-from llmlb.engine import llama_json
+from llmlb.engine import int_range, llama_json
 from llmlb.engine.llama_json import SchemaError
 
 PERSON = {
@@ -41,7 +43,9 @@ def test_a_schema_of_supported_keywords_becomes_a_grammar():
 @pytest.mark.parametrize(
     ("schema", "named"),
     [
-        ({"type": "integer", "minimum": 0}, "'minimum'"),
+        ({"type": "number", "minimum": 0}, "'minimum' on a type other than integer"),
+        ({"type": "integer", "minimum": 5, "maximum": 1}, "the integer range is empty"),
+        ({"type": "integer", "maximum": 1e300}, "'maximum' of 1e+300"),
         ({"type": "number", "multipleOf": 2}, "'multipleOf'"),
         ({"type": "string", "format": "email"}, "format 'email'"),
         ({"type": "array", "items": {}, "uniqueItems": True}, "'uniqueItems'"),
@@ -64,8 +68,8 @@ def test_what_the_converter_would_ignore_is_refused_by_name(schema, named):
 
 
 def test_the_refusal_says_where_in_the_schema():
-    schema = {"type": "object", "properties": {"age": {"type": "integer", "exclusiveMaximum": 9}}}
-    with pytest.raises(SchemaError, match="'exclusiveMaximum' at /properties/age"):
+    schema = {"type": "object", "properties": {"age": {"type": "number", "exclusiveMaximum": 9}}}
+    with pytest.raises(SchemaError, match="'exclusiveMaximum' on a type other than integer"):
         llama_json.check(schema)
 
 
@@ -98,3 +102,34 @@ def test_embedding_a_grammar_renames_its_root_only():
     assert "tool-call-json ::= " in rules
     assert "root ::=" not in rules
     assert '"\\"root\\""' in rules  # a literal that says root is untouched
+
+
+def _regex(body: str) -> re.Pattern:
+    """A GBNF rule body of the kinds int_range writes ("lit", [a-b], {m,n}, |, ()) as a regex."""
+    out = []
+    for literal, other in re.findall(r'"([^"]*)"|(\[[^\]]*\]|\{[^}]*\}|[()|])', body):
+        out.append(re.escape(literal) if literal else other)
+    return re.compile("".join(out))
+
+
+@pytest.mark.parametrize(
+    "lo, hi",
+    [(0, 150), (-5, 7), (-120, -3), (1, 9), (10, 1000), (7, None), (None, 42), (-33, None),
+     (None, -8), (0, 0), (99, 101), (150, 1999)],
+)  # fmt: skip
+def test_an_integer_range_admits_exactly_its_integers(lo, hi):
+    pattern = _regex(int_range.gbnf(lo, hi))
+    for n in range(-2100, 2100):
+        inside = (lo is None or n >= lo) and (hi is None or n <= hi)
+        assert bool(pattern.fullmatch(str(n))) == inside, (lo, hi, n)
+    assert not pattern.fullmatch("007") and not pattern.fullmatch("+1")
+
+
+def test_exclusive_and_fractional_bounds_become_whole_inclusive_ones():
+    clean = llama_json.check(
+        {"type": "integer", "exclusiveMinimum": 2, "maximum": 9.5, "exclusiveMaximum": 9}
+    )
+    assert (clean["minimum"], clean["maximum"]) == (3, 8)
+    assert "exclusiveMinimum" not in clean
+    grammar = llama_json.to_gbnf({"type": "integer", "minimum": 0, "maximum": 150})
+    assert grammar.startswith("root ::= (") and "space" in grammar

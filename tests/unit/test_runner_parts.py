@@ -21,7 +21,7 @@ def roundtrip_events(items: list[wire.Event]) -> list[wire.Event]:
 
 
 def test_every_event_survives_the_wire():
-    lp = TokenLogprob("é", -0.5, [("é", -0.5), ("e", -1.5)])
+    lp = TokenLogprob("é", -0.5, [("é", -0.5, b"\xc3\xa9"), ("e", -1.5, b"e")], b"\xc3\xa9")
     items = [
         wire.Started(1, 12, True),
         wire.Piece(1, "héllo", [lp]),

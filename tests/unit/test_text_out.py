@@ -16,10 +16,16 @@ def test_a_character_split_across_tokens_is_sent_whole():
     assert out.sent_bytes == out.fed_bytes == 5
 
 
-def test_broken_utf8_at_the_end_becomes_a_replacement_character():
+def test_a_character_left_unfinished_at_the_end_is_dropped_not_replaced():
     out = TextOut()
     assert out.feed(b"ok\xe2\x82") == "ok"
-    assert out.flush() == "\ufffd"
+    assert out.flush() == ""
+    assert out.sent_bytes == out.fed_bytes  # its bytes' log probabilities still go out
+
+
+def test_broken_utf8_inside_the_text_is_a_replacement_character():
+    out = TextOut()
+    assert feed_all(out, [b"a\xff", b"b"]) == "a\ufffdb"
 
 
 def test_a_stop_string_cuts_the_output_and_ends_it():

@@ -208,3 +208,11 @@ def test_thinking_is_switched_where_the_template_can():
 def test_duplicate_tool_names_are_refused():
     with pytest.raises(chat_plan.BadRequest, match="two tools are named 'get_weather'"):
         chat_plan.check_tools([WEATHER, WEATHER])
+
+
+def test_a_second_call_cut_short_is_not_content():
+    parser = HermesParser()
+    text = '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>\n<tool_call>{"na'
+    events = parser.feed(text) + parser.finish()
+    assert [e for e in events if isinstance(e, str)] == []
+    assert [c.name for c in parser.calls] == ["get_weather"]

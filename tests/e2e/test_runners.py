@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import start_node
-from tests.support.procs import run_cli, wait_for
+from tests.support.procs import ServerProcess, run_cli, wait_for
 from tests.support.tiny_model import make_tiny_gguf
 
 ENV = {"LLMLB_STALL_SECS": "4", "LLMLB_KEEP_ALIVE": "-1"}
@@ -199,3 +199,35 @@ def test_kill_9_of_the_node_leaves_no_runner_behind(tmp_path, tiny_gguf):
         assert wait_for(lambda: all(gone(p) for p in pids), 10), pids
     finally:
         server.kill()
+
+
+def test_the_router_answers_a_request_that_crashed_a_model_and_sends_it_nowhere_else(
+    tmp_path, tiny_gguf
+):
+    beat = {"LLMLB_HEARTBEAT_MS": "300"}
+    bogus = make_tiny_gguf(tmp_path / "bogus.gguf", extra={"llama.rope.scaling.type": "bogus"})
+    router = ServerProcess(tmp_path / "router", kind="router", env=beat).start()
+    nodes = [
+        start_node(
+            tmp_path / f"node{i}",
+            {"org/bogus": bogus, "org/tiny": tiny_gguf, "org/other": tiny_gguf},
+            env=beat,
+            extra_args=("--router", router.url),
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    try:
+        online = lambda: httpx.get(router.url + "/admin/cluster/nodes").json()["nodes"]  # noqa: E731
+        assert wait_for(lambda: [n["status"] for n in online()] == ["online"] * 2)
+        r = chat(router, "org/bogus")
+        assert r.status_code == 500, r.text
+        assert r.json()["error"].startswith("model 'org/bogus' failed to load (SIGABRT)")
+        crashed = ["stopped unexpectedly" in n.log() for n in nodes]
+        assert sorted(crashed) == [False, True]  # one node only: the request was not spread
+        for n in nodes:
+            node_is_fine(n)
+        assert chat(router, "org/tiny").status_code == 200
+    finally:
+        for n in nodes:
+            n.stop()
+        router.stop()

@@ -213,7 +213,7 @@ def test_the_router_answers_a_request_that_crashed_a_model_and_sends_it_nowhere_
             {"org/bogus": bogus, "org/tiny": tiny_gguf, "org/other": tiny_gguf},
             env=beat,
             extra_args=("--router", router.url),
-        )  # fmt: skip
+        )
         for i in range(2)
     ]
     try:

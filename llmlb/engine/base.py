@@ -127,16 +127,30 @@ class Generation(Protocol):
 
 
 class Backend(Protocol):
-    """A loaded chat model. chat() and complete() are called on the event loop and return at
-    once; the work (templating, tokenizing, decoding) happens elsewhere (a runner process)."""
+    """A loaded model, for chat and completion or for embeddings (engine/runner.py's
+    RunnerBackend; the scheduler's loader makes them). chat() and complete() are called on
+    the event loop and return at once; the work (templating, tokenizing, decoding) happens
+    elsewhere (a runner process)."""
 
     name: str
-    size_bytes: int
+    size_bytes: int  # what it holds in memory, its process included
+    base_rss: int  # of that, its process alone (0: not known)
     processor: str
     supports_images: bool
     has_chat_template: bool
     parallel: int  # requests it decodes at once
     n_ctx: int  # context window of one request
+
+    @property
+    def pid(self) -> int | None:
+        """Its process (None: it has none of its own)."""
+        ...
+
+    @property
+    def exited(self) -> asyncio.Future[str | None] | None:
+        """Resolves when its process ends: with the words of a crash, or None when asked to
+        stop (None here: it has no process to watch)."""
+        ...
 
     def chat(
         self,
@@ -153,18 +167,6 @@ class Backend(Protocol):
         """A raw prompt, after the tokens of `context` (an earlier answer's) if given; with
         `context` not None, stats.context is filled at the end."""
         ...
-
-    async def close(self) -> None: ...
-
-
-class Embedder(Protocol):
-    """A model loaded for embeddings."""
-
-    name: str
-    size_bytes: int
-    processor: str
-    parallel: int
-    n_ctx: int
 
     async def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
         """(unit vectors, tokens) of texts or token arrays; cancelling the call stops it."""

@@ -374,7 +374,7 @@ class Runner:
 
 class RunnerBackend:
     """A model loaded in a runner: what the scheduler and the handlers see (engine.base's
-    Backend and Embedder)."""
+    Backend)."""
 
     def __init__(self, runner: Runner, ready: wire.Ready, model: Model, kind: str):
         self.runner = runner

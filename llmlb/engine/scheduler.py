@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 
 from llmlb import settings, tasks
 from llmlb.engine import memory
-from llmlb.engine.base import Crashed, Generation, Piece
+from llmlb.engine.base import Backend, Crashed, Generation, Piece
 from llmlb.engine.crashes import Crashes, HeldBack, fingerprint
 from llmlb.engine.gpu import Gpus
 from llmlb.errors import BadRequest, LlmlbError, Unavailable
@@ -55,7 +55,7 @@ class Resident:
     keep_alive: float = 300.0
     expires_at: float | None = None  # time.time(); None = forever or in use
     last_used: float = field(default_factory=time.monotonic)
-    backend: Any = None
+    backend: Backend | None = None
     loading: asyncio.Task | None = None  # held so the load task is not garbage-collected
     generations: set[Generation] = field(default_factory=set)
 
@@ -98,8 +98,8 @@ class Lease:
 class Scheduler:
     def __init__(
         self,
-        engine,
-        loader: Callable[..., Awaitable[Any]],
+        engine: Engine,
+        loader: Callable[[Model, int, bool, int], Awaitable[Backend]],
         gpus: Gpus | None = None,
         max_loaded: int | None = None,
         max_queue: int | None = None,
@@ -259,10 +259,10 @@ class Scheduler:
             backend = await self.loader(slot.model, self.n_ctx, slot.kind == "embed", slot.capacity)
             slot.backend = backend
             slot.keep_alive = self.default_keep_alive
-            base = getattr(backend, "base_rss", 0)
+            base = backend.base_rss
             if base:
                 self.runner_base = base
-            exited = getattr(backend, "exited", None)
+            exited = backend.exited
             if exited is not None:
                 exited.add_done_callback(lambda f: self._runner_ended(slot, backend, f))
             log.info("loaded %s (%s) in %.2fs", slot.name, slot.kind, time.perf_counter() - started)
@@ -405,11 +405,11 @@ class Scheduler:
                     "waiting": slot.waiting,
                     "expires_at": expires,
                     "forever": forever,
-                    "context_length": getattr(slot.backend, "n_ctx", None),
+                    "context_length": slot.backend.n_ctx,
                     "parallel": slot.capacity if slot.kind == "chat" else None,
                     "stopping": slot.keep_alive == 0 and slot.busy,
-                    "pids": [p for p in [getattr(slot.backend, "pid", None)] if p],
-                    "runner_bytes": getattr(slot.backend, "base_rss", 0),
+                    "pids": [p for p in [slot.backend.pid] if p],
+                    "runner_bytes": slot.backend.base_rss,
                 }
                 continue
             row["kind"] = "chat+embed"
@@ -417,13 +417,13 @@ class Scheduler:
             row["busy"] = row["busy"] or slot.busy
             row["waiting"] += slot.waiting
             row["stopping"] = row["stopping"] or (slot.keep_alive == 0 and slot.busy)
-            pid = getattr(slot.backend, "pid", None)
+            pid = slot.backend.pid
             if pid:
                 row["pids"].append(pid)
-            row["runner_bytes"] += getattr(slot.backend, "base_rss", 0)
+            row["runner_bytes"] += slot.backend.base_rss
             row["forever"] = row["forever"] or forever
             if slot.kind == "chat":
-                row["context_length"] = getattr(slot.backend, "n_ctx", None)
+                row["context_length"] = slot.backend.n_ctx
                 row["parallel"] = slot.capacity
             if row["forever"]:
                 row["expires_at"] = None
@@ -452,17 +452,3 @@ class Scheduler:
             "queued": self.queued(),
             **gpu.as_dict(),
         }
-
-
-def default_scheduler(catalog_engine: Engine) -> Scheduler:
-    """The node's scheduler: models load in runner processes, configured from the environment."""
-    from llmlb.engine import runner
-    from llmlb.engine.llama_cpp import gpu_offload_supported
-
-    gpus = Gpus()
-    return Scheduler(
-        catalog_engine,
-        runner.load,
-        gpus=gpus,
-        gpu_offload=gpu_offload_supported() and gpus.read().available,
-    )

@@ -12,7 +12,10 @@ from sqlalchemy.engine import Engine
 
 from llmlb import settings
 from llmlb.balancer.router_link import RouterLink
-from llmlb.engine.scheduler import Scheduler, default_scheduler
+from llmlb.engine import runner
+from llmlb.engine.gpu import Gpus
+from llmlb.engine.llama_cpp import gpu_offload_supported
+from llmlb.engine.scheduler import Scheduler
 from llmlb.engine.templates import Templates
 from llmlb.jobs.create import Creations
 from llmlb.jobs.lifecycle import Downloads
@@ -105,7 +108,10 @@ def build_services(config: NodeConfig) -> NodeServices:
     catalog = db.open_node_catalog(config.home / "llmlb.db")
     sweep_trash(config.home / "models")
     Creations(catalog, config.home).sweep()  # what a killed node left half-made
-    scheduler = default_scheduler(catalog)
+    # the engine: every model in a runner process (engine/runner.py), on llama.cpp
+    gpus = Gpus()
+    offload = gpu_offload_supported() and gpus.read().available
+    scheduler = Scheduler(catalog, runner.load, gpus=gpus, gpu_offload=offload)
     return NodeServices(
         config=config,
         catalog=catalog,

@@ -112,7 +112,7 @@ def test_a_bug_after_the_claim_releases_it(node, monkeypatch, module, name, stre
 
 def test_openai_answer_failure_releases_the_claim(node, monkeypatch):
     client, services = node
-    monkeypatch.setattr(openai_api, "_usage", lambda turn: 1 / 0)
+    monkeypatch.setattr(openai_api, "_finish", lambda turn: 1 / 0)
     r = client.post("/v1/chat/completions", json=CHAT)
     assert r.status_code == 500
     assert_free(services)

@@ -28,7 +28,12 @@ class Script:
 
 
 class FakeBackend:
+    """A model without a process of its own: no pid, nothing to watch."""
+
     processor = "100% CPU"
+    base_rss = 0
+    pid = None
+    exited = None
     supports_images = False
     has_chat_template = True
     n_ctx = 2048

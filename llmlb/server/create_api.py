@@ -130,7 +130,7 @@ async def blob_exists(digest: BlobDigest, node: NamedDependency[NodeServices]) -
 
 @post("/api/blobs/{digest:str}", status_code=201, request_max_body_size=None)
 async def blob_upload(
-    request: Request, digest: str, node: NamedDependency[NodeServices]
+    request: Request, digest: BlobDigest, node: NamedDependency[NodeServices]
 ) -> Response:
     """The body, checked against its sha256 while it streams to disk."""
     hexdigest = hex_of(digest)

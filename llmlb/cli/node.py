@@ -48,7 +48,11 @@ def serve(host: str | None, port: int | None, router_url: str | None) -> None:
 @node.command()
 @click.argument("model")
 @click.argument("prompt", nargs=-1)
-@click.option("--think", is_flag=True, help="Show the model's thinking before the answer.")
+@click.option(
+    "--think",
+    is_flag=True,
+    help="Show the model's thinking before the answer (a model that cannot think is an error).",
+)
 @click.option(
     "--hidethinking", is_flag=True, help="Show only the answer, not the thinking (default)."
 )

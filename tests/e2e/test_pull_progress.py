@@ -10,13 +10,14 @@ import json
 import re
 import signal
 import statistics
+import subprocess
 import time
 
 import httpx
 import pytest
 
 from tests.support.hub_server import HubServer
-from tests.support.procs import LLMLB, ServerProcess
+from tests.support.procs import LLMLB, ServerProcess, run_cli, wait_for
 from tests.support.terminal import Terminal
 from tests.support.tiny_model import TinySpec, make_tiny_gguf
 
@@ -141,3 +142,28 @@ def test_a_stalled_pull_stops_showing_a_speed(node, hub):
         finally:
             detach(puller)
     assert size(last["done"]) == stalled and last["eta"] is None
+
+
+def test_list_shows_the_alias_a_downloading_model_will_get(node, hub):
+    hub.fault(FILE, rate=RATE)
+    puller = subprocess.Popen(
+        [*LLMLB, "node", "pull", MODEL],
+        env=node.client_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+
+        def listed() -> str | None:
+            out = run_cli("node", "list", env=node.client_env()).stdout.splitlines()
+            return next((line for line in out if line.startswith(MODEL + " ")), None)
+
+        assert wait_for(lambda: (row := listed()) and "downloading" in row, 60)
+        row = listed()
+        assert row is not None and row.split()[-1] == "big", row
+        # the alias shown is one the commands take
+        r = run_cli("node", "show", "big", env=node.client_env())
+        assert r.stderr.startswith("Error: model 'big' is still downloading"), r.stderr
+    finally:
+        detach(puller)

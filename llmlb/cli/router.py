@@ -23,7 +23,8 @@ def serve(host: str | None, port: int | None) -> None:
     """Start the load balancer in the foreground; logs go to stdout. Ctrl+C stops it.
 
     It listens on $LLMLB_ROUTER (default 127.0.0.1:32768), the address the router commands
-    talk to; --host and --port override it.
+    talk to; --host and --port override it. Started in the background of a terminal, it logs
+    to $LLMLB_HOME/router.log instead.
 
     Its state is in $LLMLB_HOME/router.db. Several routers form one cluster when they share
     LLMLB_DATABASE_URL (PostgreSQL) and, for in-flight limits across them, LLMLB_REDIS_URL.

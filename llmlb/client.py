@@ -27,21 +27,34 @@ def error_message(body: Any, fallback: str) -> str:
     return fallback
 
 
+# What each kind of llmlb server answers on GET / (its liveness line), and the variable that
+# names it for the commands that talk to it.
+ROOT_LINES = {"llmlb is running": "node", "llmlb router is running": "router"}
+ADDRESS_VARIABLE = {"node": "LLMLB_HOST", "router": "LLMLB_ROUTER"}
+NO_ROUTE = "no such endpoint: "  # the servers' 404 for a path they do not serve at all
+PROBE_SECS = 5.0
+
+
 class Client:
     def __init__(
-        self, address: settings.Address, what: str = "llmlb server", timeout: float = 30.0
+        self,
+        address: settings.Address,
+        what: str = "llmlb server",
+        timeout: float = 30.0,
+        kind: str | None = None,
     ):
         self.address = address
         self.what = what
         self.timeout = timeout
+        self.kind = kind  # "node" or "router": the server the commands expect to talk to
 
     @classmethod
     def node(cls) -> Client:
-        return cls(settings.node_address(), "llmlb server")
+        return cls(settings.node_address(), "llmlb server", kind="node")
 
     @classmethod
     def router(cls) -> Client:
-        return cls(settings.router_address(), "llmlb router")
+        return cls(settings.router_address(), "llmlb router", kind="router")
 
     def _connect(self, timeout: float | None) -> http.client.HTTPConnection:
         host = self.address.host.strip("[]")
@@ -77,7 +90,41 @@ class Client:
             body = json.loads(response.read() or b"null")
         except ValueError:
             body = None
-        return from_status(response.status, error_message(body, f"HTTP {response.status}"))
+        message = error_message(body, f"HTTP {response.status}")
+        if response.status == 404 and message.startswith(NO_ROUTE):
+            return self._wrong_server() or from_status(404, message)
+        return from_status(response.status, message)
+
+    def _wrong_server(self) -> LlmlbError | None:
+        """A path the server does not serve: when it is another kind of server than the
+        command expects (LLMLB_ROUTER naming a node, LLMLB_HOST a router), say that."""
+        if self.kind is None:
+            return None
+        try:
+            conn, response = self._send("GET", "/", None, PROBE_SECS)
+            try:
+                line = response.read(200).decode(errors="replace").strip()
+            finally:
+                conn.close()
+        except LlmlbError:
+            return None
+        found = ROOT_LINES.get(line)
+        if response.status != 200 or found == self.kind:
+            return None
+        variable = ADDRESS_VARIABLE[self.kind]
+        if found is None:
+            if not line or len(line) > 60 or not line.isprintable():
+                return None
+            return LlmlbError(
+                f"the server at {self.address} is not an llmlb {self.kind} (it says "
+                f"'{line}'); point {variable} at one"
+            )
+        start = f"`llmlb {self.kind} serve`"
+        return LlmlbError(
+            f"the server at {self.address} is an llmlb {found}, not a {self.kind}: point "
+            f"{variable} at a {self.kind} ({start}); {ADDRESS_VARIABLE[found]} is for the "
+            f"`llmlb {found} ...` commands"
+        )
 
     def request(
         self,

@@ -36,22 +36,36 @@ class Address:
         return f"{self.host}:{self.port}"
 
 
-def parse_address(value: str, default_port: int, name: str = "LLMLB_HOST") -> Address:
-    """Accept `host:port`, `:port`, `host`, `http://host:port`; the rest is an error."""
+def _address(value: str, default_port: int, name: str) -> Address:
+    """`host:port`, `:port`, a bare `port`, `host`, `http://host:port`; the rest is an error."""
     text = value.strip()
+    if text.isdigit():  # `LLMLB_HOST=41001`: a port on loopback, not a host named 41001
+        text = ":" + text
     m = _ADDR.match(text)
     if not text or not m:
         raise SettingsError(
-            f"{name} must look like host:port, :port or http://host:port (got {value!r})"
+            f"{name} must look like host:port, :port, port or http://host:port (got {value!r})"
         )
     port_text = m.group("port")
     port = int(port_text) if port_text else default_port
     if not 0 < port < 65536:
         raise SettingsError(f"{name} has a port out of range (got {value!r})")
-    host = m.group("host") or "127.0.0.1"
-    if host == "0.0.0.0":
-        host = "127.0.0.1"  # a listen-everywhere address is reached through loopback
-    return Address(m.group("scheme") or "http", host, port)
+    return Address(m.group("scheme") or "http", m.group("host") or "127.0.0.1", port)
+
+
+def parse_address(value: str, default_port: int, name: str = "LLMLB_HOST") -> Address:
+    """Where a client connects: a listen-everywhere address is reached through loopback."""
+    addr = _address(value, default_port, name)
+    if addr.host in ("0.0.0.0", "[::]"):
+        return Address(addr.scheme, "127.0.0.1", addr.port)
+    return addr
+
+
+def listen_address(name: str, default_port: int) -> Address:
+    """Where a server listens when --host/--port are not given: the same variable its clients
+    read (LLMLB_HOST for a node, LLMLB_ROUTER for a router), as `ollama serve` reads
+    OLLAMA_HOST; `0.0.0.0` stays 0.0.0.0 here."""
+    return _address(_env(name) or f"127.0.0.1:{default_port}", default_port, name)
 
 
 def _flag(value: str | None) -> bool:

@@ -13,6 +13,7 @@ from llmlb.client import Client
 from llmlb.errors import LlmlbError
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
+SAMPLING = ("temperature", "top_p")  # the session's options the REPL sends with each turn
 
 
 class Chat:
@@ -78,18 +79,40 @@ class Chat:
         messages.append(user)
         return messages
 
+    @property
+    def can_think(self) -> bool:
+        return "thinking" in (self.model.get("capabilities") or [])
+
+    def own_parameters(self) -> dict[str, str]:
+        """The model's own PARAMETERs (its Modelfile), as /api/show lists them."""
+        own: dict[str, str] = {}
+        for line in (self.model.get("parameters") or "").splitlines():
+            key, _, value = line.partition(" ")
+            own.setdefault(key, value.strip())
+        return own
+
     def options(self) -> dict[str, Any]:
         """The session's sampling; where the model's Modelfile sets an option and /set did not,
         the model's value stands (as in ollama)."""
-        own = {line.split(" ", 1)[0] for line in (self.model.get("parameters") or "").splitlines()}
-        opts = {
-            k: self.settings[k]
-            for k in ("temperature", "top_p")
-            if k in self.chosen or k not in own
-        }
+        own = self.own_parameters()
+        opts = {k: self.settings[k] for k in SAMPLING if k in self.chosen or k not in own}
         if self.settings.get("max_tokens"):
             opts["num_predict"] = self.settings["max_tokens"]
         return opts
+
+    def in_force(self, key: str) -> str:
+        """What the next reply uses for `key` (temperature, top_p, max_tokens), read from the
+        same places options() reads: this session's setting, or the model's own."""
+        own = self.own_parameters()
+        if key == "max_tokens":
+            if self.settings.get("max_tokens"):
+                return str(self.settings["max_tokens"])
+            if "num_predict" in own:
+                return f"{own['num_predict']}, the model's own"
+            return "no limit"
+        if key in self.options():
+            return str(self.settings[key])
+        return f"{own[key]}, the model's own"
 
     def turn(self, text: str, images: list[str] | None = None) -> str | None:
         """Stream one reply; record it. Ctrl+C stops the reply and keeps what arrived."""
@@ -102,7 +125,7 @@ class Chat:
             "stream": True,
             "options": self.options(),
         }
-        if "thinking" in (self.model.get("capabilities") or []):
+        if self.can_think:
             body["think"] = True  # (refused for a model that cannot think, as ollama does)
         content: list[str] = []
         thinking: list[str] = []

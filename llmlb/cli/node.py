@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from llmlb.cli.listen import listen_options
+from llmlb.cli.listen import listen_address, listen_options
 from llmlb.settings import DEFAULT_NODE_PORT
 
 
@@ -22,7 +22,7 @@ def node() -> None:
 
 
 @node.command()
-@listen_options(DEFAULT_NODE_PORT)
+@listen_options(DEFAULT_NODE_PORT, "LLMLB_HOST")
 @click.option(
     "--router",
     "router_url",
@@ -32,17 +32,27 @@ def node() -> None:
     help="Register with this load balancer and send heartbeats; several routers of one "
     "cluster separated by commas, the next used when one is down (env: LLMLB_ROUTER_URL).",
 )
-def serve(host: str, port: int, router_url: str | None) -> None:
-    """Start the node server in the foreground; logs go to stdout. Ctrl+C stops it."""
+def serve(host: str | None, port: int | None, router_url: str | None) -> None:
+    """Start the node server in the foreground; logs go to stdout. Ctrl+C stops it.
+
+    It listens on $LLMLB_HOST (`:41001`, `41001`, `0.0.0.0:41001`; default 127.0.0.1:32769),
+    the address the client commands talk to; --host and --port override it. Started in the
+    background of a terminal (`llmlb node serve &`), it logs to $LLMLB_HOME/node.log instead,
+    so that its lines never land in your chat.
+    """
     from llmlb.server.serve import serve_node
 
-    serve_node(host, port, router_url)
+    serve_node(*listen_address(host, port, "LLMLB_HOST", DEFAULT_NODE_PORT), router_url)
 
 
 @node.command()
 @click.argument("model")
 @click.argument("prompt", nargs=-1)
-@click.option("--think", is_flag=True, help="Show the model's thinking before the answer.")
+@click.option(
+    "--think",
+    is_flag=True,
+    help="Show the model's thinking before the answer (a model that cannot think is an error).",
+)
 @click.option(
     "--hidethinking", is_flag=True, help="Show only the answer, not the thinking (default)."
 )

@@ -2,8 +2,10 @@
 
 On a terminal: one line per step, redrawn in place: each file by its name with a bar, speed
 and time left; a step still running after half a second gets a spinner, so the display never
-sits still. Otherwise plain lines, a few per file. Ctrl+C only detaches: the download goes on
-inside the server.
+sits still. The speed is the bytes of the last seconds over their time (units.Throughput),
+sampled at every redraw too, so a stalled download shows it falling, not its last value.
+Otherwise plain lines, a few per file. Ctrl+C only detaches: the download goes on inside the
+server.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import click
 
@@ -19,12 +21,12 @@ from llmlb import settings
 from llmlb.cli import render
 from llmlb.client import Client
 from llmlb.errors import LlmlbError
+from llmlb.units import Throughput
 
 REDRAW_SECS = 0.1
 SPIN_AFTER = 0.5  # a step that takes longer than this shows a spinner
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 NAME_WIDTH = 48
-RATE_WINDOW = 0.5  # seconds between speed samples
 
 
 def _short(name: str) -> str:
@@ -36,28 +38,35 @@ class _File:
     name: str
     total: int = 0
     done: int = 0
-    speed: float = 0.0
-    last: tuple[float, int] | None = None  # (time, bytes) the speed was last measured from
+    meter: Throughput = field(default_factory=Throughput)
 
     def update(self, done: int, total: int, now: float) -> None:
-        if self.last is None:
-            self.last = (now, done)
-        elif now - self.last[0] >= RATE_WINDOW:
-            t0, d0 = self.last
-            current = max(0, done - d0) / (now - t0)
-            self.speed = current if self.speed == 0 else 0.6 * self.speed + 0.4 * current
-            self.last = (now, done)
         self.done, self.total = done, total
+        self.meter.add(now, done)
+
+    def tick(self, now: float) -> None:
+        """No news is news too: time passes with no more bytes, and the speed falls."""
+        if not self.finished:
+            self.meter.add(now, self.done)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.total) and self.done >= self.total
+
+    @property
+    def speed(self) -> float:
+        return self.meter.rate()
 
     def line(self, frame: str = "") -> str:
         label = f"pulling {_short(self.name)}..."
-        if self.total and self.done >= self.total:
+        if self.finished:
             return f"{label} 100% {render.bar(1.0)} {render.size(self.total)}"
-        rate = f"  {render.rate(self.speed)}" if self.speed else ""
+        speed = self.speed
+        rate = f"  {render.rate(speed)}" if speed > 0 else ""
         if not self.total:  # size unknown until the download ends
             return f"{label} {frame or ' '} {render.size(self.done)}{rate}"
         fraction = self.done / self.total
-        eta = f"  {render.clock((self.total - self.done) / self.speed)}" if self.speed else ""
+        eta = f"  {render.clock((self.total - self.done) / speed)}" if speed > 0 else ""
         return (
             f"{label} {int(fraction * 100):3d}% {render.bar(fraction)} "
             f"{render.size(self.done)}/{render.size(self.total)}{rate}{eta}"
@@ -165,8 +174,9 @@ class Display:
         if self.open_status is not None and now - self.open_since >= SPIN_AFTER:
             self.lines[self.open_status] = f"{self.open_status} {frame}"
         for key, f in self.files.items():
-            if not f.total and f.done:
-                self.lines[key] = f.line(frame)
+            if not f.finished:  # speed and time left move on between the server's reports
+                f.tick(now)
+                self.lines[key] = f.line(frame if not f.total and f.done else "")
         self._draw(force=True)
 
     def _draw(self, force: bool = False) -> None:

@@ -25,14 +25,30 @@ HELP = """Available Commands:
 Use \"\"\" to begin a multi-line message.
 Add an image by typing its path, e.g. ./photo.png describe this
 """
-SET_HELP = """Available Commands:
-  /set temperature <0.0-2.0>   Randomness of replies (default 0.7)
-  /set top_p <0.0-1.0>         Nucleus sampling (default 0.9)
-  /set max_tokens <n>          Longest reply in tokens
-  /set system <text>           Set the system prompt
-  /set think                   Show the model's thinking
-  /set nothink                 Hide the model's thinking
-"""
+PREVIEW_WIDTH = 40
+
+
+def set_help(chat: Chat) -> str:
+    """`/? set`, with the values the next reply uses (read, never repeated here)."""
+    cannot = "" if chat.can_think else " (this model cannot think)"
+    return "\n".join(
+        [
+            "Available Commands:",
+            f"  /set temperature <0.0-2.0>   Randomness of replies (now {chat.in_force('temperature')})",
+            f"  /set top_p <0.0-1.0>         Nucleus sampling (now {chat.in_force('top_p')})",
+            f"  /set max_tokens <n>          Longest reply in tokens (now {chat.in_force('max_tokens')})",
+            "  /set system <text>           Set the system prompt",
+            f"  /set think                   Show the model's thinking{cannot}",
+            "  /set nothink                 Hide the model's thinking",
+            "",
+        ]
+    )
+
+
+def one_line(text: str, width: int = PREVIEW_WIDTH) -> str:
+    """A message as one table cell: its lines joined, control characters dropped, shortened."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def make_prompt_session(**kwargs):
@@ -117,7 +133,7 @@ class Repl:
         if word == "/bye":
             return "bye"
         if word in ("/?", "/help"):
-            self.say(SET_HELP if rest.startswith("set") else HELP)
+            self.say(set_help(self.chat) if rest.startswith("set") else HELP)
         elif word == "/clear":
             self.chat.client.delete(f"/api/sessions/{self.chat.session['id']}/messages")
             self.chat.session["messages"] = []
@@ -144,6 +160,8 @@ class Repl:
         key, _, value = rest.partition(" ")
         value = value.strip()
         if key == "think":
+            if not self.chat.can_think:  # as the API's 400 says it (and ollama's run)
+                raise LlmlbError(f"model '{self.chat.name}' does not support thinking")
             self.chat.show_thinking = True
             self._update(show_thinking=True)
             self.say("Set 'think' mode.")
@@ -166,9 +184,9 @@ class Repl:
             self.say(f"Set parameter '{key}' to '{value}'")
         elif key:
             self.say(f"Error: unknown parameter '{key}'")
-            self.say(SET_HELP)
+            self.say(set_help(self.chat))
         else:
-            self.say(SET_HELP)
+            self.say(set_help(self.chat))
 
     def show(self, rest: str) -> None:
         if rest != "info":
@@ -181,7 +199,12 @@ class Repl:
             "/api/sessions?" + urlencode({"model": self.chat.name, "limit": 10})
         )["sessions"]
         table = [
-            [r["id"][:8], str(r["message_count"]), render.ago(r["updated_at"]), r["preview"]]
+            [
+                r["id"][:8],
+                str(r["message_count"]),
+                render.ago(r["updated_at"]),
+                one_line(r["preview"]),
+            ]
             for r in rows
         ]
         self.say(render.table(["ID", "MESSAGES", "UPDATED", "FIRST MESSAGE"], table))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from llmlb.cli.listen import listen_options
+from llmlb.cli.listen import listen_address, listen_options
 from llmlb.settings import DEFAULT_ROUTER_PORT
 
 
@@ -18,16 +18,20 @@ def router() -> None:
 
 
 @router.command()
-@listen_options(DEFAULT_ROUTER_PORT)
-def serve(host: str, port: int) -> None:
+@listen_options(DEFAULT_ROUTER_PORT, "LLMLB_ROUTER")
+def serve(host: str | None, port: int | None) -> None:
     """Start the load balancer in the foreground; logs go to stdout. Ctrl+C stops it.
+
+    It listens on $LLMLB_ROUTER (default 127.0.0.1:32768), the address the router commands
+    talk to; --host and --port override it. Started in the background of a terminal, it logs
+    to $LLMLB_HOME/router.log instead.
 
     Its state is in $LLMLB_HOME/router.db. Several routers form one cluster when they share
     LLMLB_DATABASE_URL (PostgreSQL) and, for in-flight limits across them, LLMLB_REDIS_URL.
     """
     from llmlb.server.serve import serve_router
 
-    serve_router(host, port)
+    serve_router(*listen_address(host, port, "LLMLB_ROUTER", DEFAULT_ROUTER_PORT))
 
 
 @router.command()

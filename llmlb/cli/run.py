@@ -31,6 +31,8 @@ def run_chat(
         info = client.post("/api/show", {"model": model})
     except NotFound as exc:
         raise LlmlbError(not_found(model, exc.message)) from None
+    if think and "thinking" not in (info.get("capabilities") or []):
+        raise LlmlbError(f"model '{model}' does not support thinking")  # as the API says it
     session = open_session(client, info["name"], session_id, resume_last, note=_note)
     interactive = not prompt and sys.stdin.isatty()
     tty = sys.stdout.isatty()

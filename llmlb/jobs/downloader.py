@@ -27,8 +27,7 @@ import os
 import shutil
 import socket
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -41,7 +40,10 @@ log = logging.getLogger("llmlb.pull")
 MIN_PART = 8 << 20
 MAX_PARTS = 16
 HASH_CHUNK = 4 << 20
-READ_CHUNK = 1 << 20  # one readinto() per MiB: Python overhead per byte stays negligible
+# At most this much per read, and whatever has arrived: bytes count (and show) as they come,
+# not a whole MiB per connection later (readinto() would wait to fill its buffer: a slow pull
+# then moved in steps of a MiB per connection, all of them at once).
+READ_CHUNK = 1 << 20
 MAX_ATTEMPTS = 6  # consecutive failures of one part without progress
 BACKOFF = (0.5, 1, 2, 4, 8, 15)
 REPORT_EVERY = 0.25  # seconds between progress reports (they become SQLite writes)
@@ -149,8 +151,6 @@ class FileDownload:
         self._cond = threading.Condition(self._lock)
         self._abort = threading.Event()
         self._sockets: set[socket.socket] = set()
-        self._last_report = 0.0
-        self._reporting = threading.Lock()
         self._fd = -1
 
     # --- state ---------------------------------------------------------------------------
@@ -169,19 +169,47 @@ class FileDownload:
                 return start + done
         return self.size or 0
 
-    def _report(self, force: bool = False) -> None:
-        if self.on_progress is None:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_report < REPORT_EVERY:
-            return
-        if not self._reporting.acquire(blocking=force):
-            return
-        try:
-            self._last_report = now
+    def _report(self) -> None:
+        if self.on_progress is not None:
             self.on_progress(self)
+
+    @contextlib.contextmanager
+    def _reporting(self) -> Iterator[None]:
+        """Report progress every REPORT_EVERY seconds while bytes come in, from a thread of its
+        own: what a read brought is shown even when the next read waits (a stall), and a report
+        (a catalog write) never holds up a connection. A report that fails (a full disk under
+        the catalog) stops the download with its error."""
+        if self.on_progress is None:
+            yield
+            return
+        finished = threading.Event()
+        failed: list[BaseException] = []
+
+        def report_while_running() -> None:
+            shown = self.done
+            while not finished.wait(REPORT_EVERY):
+                done = self.done
+                if done == shown:
+                    continue
+                try:
+                    self._report()
+                except BaseException as exc:
+                    failed.append(exc)
+                    self._abort_all()
+                    return
+                shown = done
+
+        reporter = threading.Thread(
+            target=report_while_running, name=f"progress-{self.dest.name}", daemon=True
+        )
+        reporter.start()
+        try:
+            yield
         finally:
-            self._reporting.release()
+            finished.set()
+            reporter.join()
+            if failed:
+                raise failed[0]
 
     # --- the run -------------------------------------------------------------------------
     def run(self) -> str:
@@ -194,39 +222,44 @@ class FileDownload:
                 raise disk_full(self.dest) from exc
             raise
         try:
-            if self.size is None:
-                self._run_stream()
-                return self._verify()
-            if os.fstat(self._fd).st_size != self.size:
-                os.ftruncate(self._fd, self.size)
-            ranged, restarts = True, 0
-            while True:
-                try:
-                    self._run_parts(ranged)
-                    break
-                except _RangeIgnored as exc:
-                    # Never append a whole body to a partial file: start this file over, in one stream.
-                    restarts += 1
-                    if restarts > MAX_ATTEMPTS:
-                        raise DownloadError(
-                            f"download of {self.dest.name} failed after {MAX_ATTEMPTS} "
-                            f"attempts: {exc}"
-                        ) from None
-                    if ranged:
-                        log.warning(
-                            "%s ignores Range requests: downloading %s again from the start",
-                            self.url,
-                            self.dest.name,
-                        )
-                    elif self.stop.wait(backoff(restarts)):
-                        raise Stopped() from None
-                    ranged = False
-                    self._restart_clean()
-            self._report(force=True)
+            with self._reporting():
+                if self.size is None:
+                    self._run_stream()
+                else:
+                    self._run_ranged()
+            self._report()
             return self._verify()
         finally:
             os.close(self._fd)
             self._fd = -1
+
+    def _run_ranged(self) -> None:
+        """Parts over parallel ranged connections; a server that ignores Range gets the file
+        fetched again from the start, in one stream."""
+        if os.fstat(self._fd).st_size != self.size:
+            os.ftruncate(self._fd, self.size or 0)
+        ranged, restarts = True, 0
+        while True:
+            try:
+                self._run_parts(ranged)
+                return
+            except _RangeIgnored as exc:
+                # Never append a whole body to a partial file: start this file over, in one stream.
+                restarts += 1
+                if restarts > MAX_ATTEMPTS:
+                    raise DownloadError(
+                        f"download of {self.dest.name} failed after {MAX_ATTEMPTS} attempts: {exc}"
+                    ) from None
+                if ranged:
+                    log.warning(
+                        "%s ignores Range requests: downloading %s again from the start",
+                        self.url,
+                        self.dest.name,
+                    )
+                elif self.stop.wait(backoff(restarts)):
+                    raise Stopped() from None
+                ranged = False
+                self._restart_clean()
 
     def _verify(self) -> str:
         expected = self.sha256 or self.blob_id
@@ -254,7 +287,6 @@ class FileDownload:
     def _run_stream(self) -> None:
         """One GET without Range, written in order and hashed inline; failures start over."""
         failures = 0
-        buf = bytearray(READ_CHUNK)
         while True:
             if self.stop.is_set():
                 raise Stopped()
@@ -262,7 +294,7 @@ class FileDownload:
                 self.parts = [[0, 0, 0]]
             os.ftruncate(self._fd, 0)
             try:
-                self._stream_whole(buf)
+                self._stream_whole()
                 return
             except (_Retry, OSError, http.client.HTTPException) as exc:
                 self._raise_if_final(exc)
@@ -286,29 +318,27 @@ class FileDownload:
                 f"{describe(exc)}"
             ) from exc
 
-    def _stream_whole(self, buf: bytearray) -> None:
+    def _stream_whole(self) -> None:
         conn, resp = self._open({**self.headers, "Accept-Encoding": "identity"})
         try:
             self._check_status(resp, ranged=False)
             length = resp.getheader("content-length")
             expected = int(length) if length and length.isdigit() else None
             h = self._stream_hasher(expected)
-            view = memoryview(buf)
             offset = 0
             while True:
                 if self.stop.is_set() or self._abort.is_set():
                     raise Stopped()
-                n = resp.readinto(view)
-                if not n:
+                data = resp.read1(READ_CHUNK)
+                if not data:
                     break
-                written = self._write(view[:n], offset)
+                written = self._write(memoryview(data), offset)
                 if h is not None:
-                    h.update(view[:written])
+                    h.update(data)
                 offset += written
                 with self._cond:
                     self.parts[0][1] = self.parts[0][2] = offset
                     self.fetched += written
-                self._report()
             if expected is not None and offset != expected:
                 raise _Retry(f"connection closed after byte {offset} of {expected}")
         finally:
@@ -321,7 +351,6 @@ class FileDownload:
                 while chunk := fh.read(HASH_CHUNK):
                     h.update(chunk)
         self.digest = h.hexdigest()
-        self._report(force=True)
 
     def _stream_hasher(self, size: int | None):
         """The hash to keep while streaming: sha256, or a git blob id, whose header holds the
@@ -348,13 +377,12 @@ class FileDownload:
                 qlock = threading.Lock()
 
                 def worker() -> None:
-                    buf = bytearray(READ_CHUNK)
                     while not (self._abort.is_set() or self.stop.is_set()):
                         with qlock:
                             index = next(queue, None)
                         if index is None:
                             return
-                        self._fetch_part(index, ranged, buf)
+                        self._fetch_part(index, ranged)
 
                 with ThreadPoolExecutor(workers, thread_name_prefix="part") as pool:
                     futures = [pool.submit(worker) for _ in range(workers)]
@@ -415,7 +443,7 @@ class FileDownload:
         self.digest = h.hexdigest()
 
     # --- one part ------------------------------------------------------------------------
-    def _fetch_part(self, index: int, ranged: bool, buf: bytearray) -> None:
+    def _fetch_part(self, index: int, ranged: bool) -> None:
         failures = 0
         while True:
             with self._lock:
@@ -426,7 +454,7 @@ class FileDownload:
                 raise Stopped()
             before = done
             try:
-                self._stream(index, start + done, end, ranged, buf)
+                self._stream(index, start + done, end, ranged)
                 return
             except (_Retry, OSError, http.client.HTTPException) as exc:
                 self._raise_if_final(exc)
@@ -447,7 +475,7 @@ class FileDownload:
                 if self.stop.wait(delay):
                     raise Stopped() from exc
 
-    def _stream(self, index: int, offset: int, end: int, ranged: bool, buf: bytearray) -> None:
+    def _stream(self, index: int, offset: int, end: int, ranged: bool) -> None:
         headers = {**self.headers, "Accept-Encoding": "identity"}
         if ranged:
             headers["Range"] = f"bytes={offset}-{end - 1}"
@@ -465,7 +493,7 @@ class FileDownload:
                 length = resp.getheader("content-length")
                 if length and length.isdigit() and int(length) != self.size:
                     raise self._size_mismatch(int(length))
-            self._copy(resp, index, offset, end, buf)
+            self._copy(resp, index, offset, end)
         finally:
             self._untrack(conn.sock)
             conn.close()
@@ -513,22 +541,18 @@ class FileDownload:
             with self._lock:
                 self._sockets.discard(sock)
 
-    def _copy(
-        self, resp: http.client.HTTPResponse, index: int, offset: int, end: int, buf: bytearray
-    ) -> None:
-        view = memoryview(buf)
+    def _copy(self, resp: http.client.HTTPResponse, index: int, offset: int, end: int) -> None:
         while offset < end:
             if self.stop.is_set() or self._abort.is_set():
                 raise Stopped()
-            n = resp.readinto(view[: min(len(view), end - offset)])
-            if not n:
+            data = resp.read1(min(READ_CHUNK, end - offset))
+            if not data:
                 break
-            written = self._write(view[:n], offset)
+            written = self._write(memoryview(data), offset)
             offset += written
             with self._cond:
                 self.parts[index][2] += written
                 self.fetched += written
                 self._cond.notify_all()
-            self._report()
         if offset < end:
             raise _Retry(f"connection closed after byte {offset} of {end}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from llmlb.sources.hf_refs import Plan
+from llmlb.units import Throughput
 
 
 def fresh_state(plan: Plan) -> dict:
@@ -53,16 +54,13 @@ def copy(state: dict) -> dict:
 
 
 class Speed:
-    """Bytes per second, smoothed over the last few seconds."""
+    """A pull's bytes per second over the last seconds (units.Throughput): what the row's
+    speed and time left are computed from."""
 
     def __init__(self, done: int):
-        self.last_done, self.last_time, self.speed = done, time.monotonic(), 0.0
+        self.meter = Throughput()
+        self.meter.add(time.monotonic(), done)
 
     def update(self, done: int) -> float:
-        now = time.monotonic()
-        dt = now - self.last_time
-        if dt >= 0.2:
-            current = max(0, done - self.last_done) / dt
-            self.speed = current if self.speed == 0 else 0.7 * self.speed + 0.3 * current
-            self.last_done, self.last_time = done, now
-        return self.speed
+        self.meter.add(time.monotonic(), done)
+        return self.meter.rate()

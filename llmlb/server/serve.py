@@ -1,7 +1,9 @@
 """Run a server in the foreground with uvicorn: logs to stdout, graceful on SIGINT/SIGTERM.
 
 A node takes a lock on its LLMLB_HOME first: two nodes on one home would resume the same
-pulls into the same partial files. Connections are bounded by server/guard.py.
+pulls into the same partial files. Connections are bounded by server/guard.py. A server
+started in the background of a terminal (`llmlb node serve &`) logs to a file instead: its
+lines would otherwise land in the middle of whatever runs in the foreground, a chat included.
 """
 
 from __future__ import annotations
@@ -31,6 +33,34 @@ def setup_logging() -> None:
     )
     for noisy in ("httpx", "httpcore", "huey", "alembic", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if settings.debug() else logging.WARNING)
+
+
+def in_background_of_terminal() -> bool:
+    """stdout is a terminal whose foreground is another process group: the shell put us in
+    the background (`&`, or `bg` after Ctrl+Z at start)."""
+    try:
+        fd = sys.stdout.fileno()
+        return os.isatty(fd) and os.tcgetpgrp(fd) != os.getpgrp()
+    except (OSError, ValueError):  # no stdout, or no terminal to ask
+        return False
+
+
+def log_to_file_if_in_background(home: Path, kind: str, host: str, port: int) -> None:
+    """In the background of a terminal, say once where the log goes, then send stdout and
+    stderr (this process's and its children's, native output included) to that file."""
+    if not in_background_of_terminal():
+        return
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / f"{kind}.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    print(
+        f"llmlb {kind} starting in the background on http://{host}:{port}; its log is {path}",
+        flush=True,
+    )
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def check_port(host: str, port: int) -> None:
@@ -111,6 +141,7 @@ def serve_node(host: str, port: int, router_url: str | None) -> None:
     setup_logging()
     _held.append(lock_home(settings.home()))
     check_port(host, port)
+    log_to_file_if_in_background(settings.home(), "node", host, port)
     from llmlb.server.node_app import create_node_app
     from llmlb.server.node_services import NodeConfig, build_services
 
@@ -126,6 +157,7 @@ def serve_node(host: str, port: int, router_url: str | None) -> None:
 def serve_router(host: str, port: int) -> None:
     setup_logging()
     check_port(host, port)
+    log_to_file_if_in_background(settings.home(), "router", host, port)
     from llmlb.server.router_app import RouterConfig, create_router_app
 
     app = create_router_app(RouterConfig(host=host, port=port, home=settings.home()))

@@ -89,6 +89,7 @@ def _tags(engine: Engine) -> dict:
             )
         ).all()
     listed = {m["name"] for m in models}
+    coming = store.coming_aliases(engine, [d.model_name for d in active])
     for d in active:
         if tagged(d.model_name) in listed:
             continue
@@ -101,7 +102,7 @@ def _tags(engine: Engine) -> dict:
                 "size": d.total_bytes,
                 "digest": "",
                 "details": {},
-                "alias": None,
+                "alias": coming[d.model_name],  # the one it will get: typed, it says "downloading"
                 "readonly": False,
                 "downloading": {
                     "status": d.status,

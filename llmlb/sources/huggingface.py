@@ -176,9 +176,12 @@ def _hub_error(exc: Exception, ref: HfRef, hub: Hub) -> LlmlbError:
     return _unreachable(hub, exc)
 
 
+MIRROR_HINT = "offline or blocked? Pull through a mirror: set HF_ENDPOINT (README: Mirrors)"
+
+
 def _unreachable(hub: Hub, exc: BaseException) -> HubError:
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return HubError(f"could not reach Hugging Face at {hub.endpoint}: {detail}")
+    return HubError(f"could not reach Hugging Face at {hub.endpoint}: {detail}; {MIRROR_HINT}")
 
 
 def _siblings(info, ref: HfRef, hub: Hub) -> list[Sibling]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, or_, select
+from sqlmodel import Session, col, or_, select
 
 from llmlb import settings, validation
 from llmlb.errors import Conflict, LlmlbError, ValidationError
@@ -101,9 +101,8 @@ def register_model(
     with db.session(engine) as s:
         row = s.exec(select(Model).where(Model.name == name)).first()
         if row is None:
-            aliases = s.exec(select(Model.alias)).all()
-            taken = {a for a in aliases if a} | set(s.exec(select(Model.name)).all())
-            row = Model(name=name, alias=unique_alias(name, taken), created_at=utcnow(), **values)
+            alias = unique_alias(name, _taken(s))
+            row = Model(name=name, alias=alias, created_at=utcnow(), **values)
         else:
             for key, value in values.items():
                 setattr(row, key, value)
@@ -115,6 +114,20 @@ def register_model(
             raise Conflict(f"model '{name}' could not be registered: {exc.orig}") from exc
         s.refresh(row)
         return row
+
+
+def _taken(s: Session) -> set[str]:
+    """Names and aliases a new alias may not be."""
+    aliases = s.exec(select(Model.alias)).all()
+    return {a for a in aliases if a} | set(s.exec(select(Model.name)).all())
+
+
+def coming_aliases(engine: Engine, names: list[str]) -> dict[str, str]:
+    """The alias each of `names` (models still downloading) will get when it is registered,
+    as register_model chooses it now."""
+    with db.session(engine) as s:
+        taken = _taken(s)
+    return {name: unique_alias(name, taken) for name in names}
 
 
 def find(engine: Engine, name: str) -> Model | None:
@@ -165,10 +178,14 @@ def downloading(engine: Engine, wanted: list[str]) -> DownloadProgress | None:
     """An unfinished download of one of `wanted` (names, or the alias it will get)."""
     active = [DownloadStatus.PENDING.value, DownloadStatus.DOWNLOADING.value]
     with db.session(engine) as s:
-        rows = s.exec(select(DownloadProgress).where(col(DownloadProgress.status).in_(active)))
-        for row in rows:
-            if row.model_name in wanted or base_alias(row.model_name) in wanted:
-                return row
+        rows = list(
+            s.exec(select(DownloadProgress).where(col(DownloadProgress.status).in_(active)))
+        )
+        taken = _taken(s) if rows else set()
+    for row in rows:
+        aliases = {base_alias(row.model_name), unique_alias(row.model_name, taken)}
+        if row.model_name in wanted or aliases & set(wanted):
+            return row
     return None
 
 

@@ -7,7 +7,8 @@ import socket
 import httpx
 import pytest
 
-from tests.support.procs import ServerProcess, free_port, run_cli
+from tests.support.procs import LLMLB, ServerProcess, free_port, run_cli, wait_for
+from tests.support.terminal import Terminal
 
 NODE_COMMANDS = ["serve", "run", "pull", "list", "show", "rm", "stop", "ps"]
 ROUTER_COMMANDS = ["nodes", "models", "status", "serve"]
@@ -135,3 +136,31 @@ def test_serve_port_in_use_is_exit_1(tmp_path):
         )
     assert r.returncode == 1
     assert f"port {port}" in r.stderr and "already in use" in r.stderr
+
+
+def test_serve_in_the_background_of_a_terminal_writes_nothing_more_into_it(tmp_path):
+    """`llmlb node serve &`, as the Quickstart has it: one line says where the log goes, and
+    nothing else lands in the terminal where the chat will run."""
+    home, port = tmp_path / "home", free_port()
+    env = {**os.environ, "LLMLB_HOME": str(home), "LLMLB_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(url + "/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    with Terminal() as term:
+        shell = term.in_background([*LLMLB, "node", "serve", "--port", str(port)], env)
+        try:
+            assert wait_for(up, 60), term.text()
+            assert httpx.get(url + "/api/nothing-here").status_code == 404
+            assert run_cli("node", "ps", env={**env, "LLMLB_HOST": str(port)}).returncode == 0
+        finally:
+            os.kill(int((home / "node.lock").read_text()), signal.SIGINT)
+            assert shell.wait(30) == 0
+        screen = term.text()
+    log = home / "node.log"
+    assert screen.strip() == f"llmlb node starting in the background on {url}; its log is {log}"
+    assert "llmlb node listening on" in log.read_text()

@@ -169,7 +169,7 @@ def test_missing_repo_and_bad_names(node, hub):
         assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_unreachable_hub_is_one_clear_line(llmlb_env):
+def test_unreachable_hub_is_one_clear_line_that_names_the_mirror_setting(llmlb_env):
     from tests.support.procs import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
@@ -178,6 +178,10 @@ def test_unreachable_hub_is_one_clear_line(llmlb_env):
     assert r.returncode == 1
     assert r.stderr.startswith(f"Error: could not reach Hugging Face at {dead}: ")
     assert len(r.stderr.strip().splitlines()) == 1
+    # and how to get past it when this machine cannot reach the Hub
+    assert r.stderr.endswith(
+        "; offline or blocked? Pull through a mirror: set HF_ENDPOINT (README: Mirrors)\n"
+    )
 
 
 def test_no_disk_space_is_an_error_before_the_first_byte(node, hub):

@@ -17,6 +17,7 @@ from llmlb.cli.chat import Chat, open_session
 from llmlb.cli.repl import Repl
 from llmlb.client import Client
 from tests.e2e.conftest import start_node
+from tests.support.catalog import register_file
 from tests.support.procs import run_cli
 from tests.support.recording_proxy import RecordingProxy
 
@@ -216,7 +217,6 @@ def _png(w: int, h: int) -> bytes:
 
 def test_vision_end_to_end_with_a_real_projector(tmp_path, tiny_gguf):
     """A tiny CLIP projector beside the model: the image really goes through llama.cpp."""
-    from tests.support.catalog import register_file
     from tests.support.procs import ServerProcess
     from tests.support.tiny_vision import make_tiny_mmproj
 
@@ -253,3 +253,55 @@ def test_vision_end_to_end_with_a_real_projector(tmp_path, tiny_gguf):
         stored_msgs = stored(node, chat.session["id"])["messages"]
         assert stored_msgs[0]["content"] == "describe this" and stored_msgs[0]["images"] == [b64]
         assert stored_msgs[1]["role"] == "assistant"
+
+
+def _in_force(screen: str, key: str) -> list[str]:
+    """What each `/? set` on the screen said `key` is now."""
+    return re.findall(rf"/set {key} <[^>]+>\s+.*\(now ([^)]*)\)", screen)
+
+
+def test_set_help_shows_the_sampling_the_next_reply_uses(tmp_path, endless_gguf):
+    """The numbers in `/? set` are read from where the request takes them: the session's
+    settings, or the model's own PARAMETERs, never a number written into the help."""
+    home = tmp_path / "home"
+    register_file(home, "org/cold", endless_gguf, options={"temperature": 0.2, "num_predict": 7})
+    server = start_node(home, {"org/endless": endless_gguf}, env=SMALL_CONTEXT)
+    try:
+        with RecordingProxy(server.url) as proxy:
+            screen, _ = drive(proxy, "endless", "/? set\n/set max_tokens 3\nhi\n/bye\n")
+            sent = json.loads(proxy.bodies("POST", "/api/chat")[0])["options"]
+            changed, _ = drive(proxy, "endless", "/set temperature 1.1\n/? set\n/bye\n")
+            cold, _ = drive(proxy, "org/cold", "/? set\n/bye\n")
+    finally:
+        server.stop()
+    assert _in_force(screen, "temperature") == [str(sent["temperature"])]
+    assert _in_force(screen, "top_p") == [str(sent["top_p"])]
+    assert _in_force(screen, "max_tokens") == ["no limit"]
+    assert _in_force(changed, "temperature") == ["1.1"]
+    assert _in_force(cold, "temperature") == ["0.2, the model's own"]
+    assert _in_force(cold, "max_tokens") == ["7, the model's own"]
+
+
+def test_think_on_a_model_that_cannot_think_says_so(node):
+    screen, chat = drive(node, "tiny", "/set think\n/bye\n")
+    assert "Error: model 'org/tiny' does not support thinking" in screen
+    assert "Set 'think' mode." not in screen
+    assert stored(node, chat.session["id"])["settings"]["show_thinking"] is False
+    r = run_cli("node", "run", "tiny", "--think", "hi", env=node.client_env())
+    assert (r.returncode, r.stderr) == (1, "Error: model 'tiny' does not support thinking\n")
+
+
+def test_sessions_shows_each_first_message_on_one_line(node):
+    first = "a first line\nand a second line\x1b[31m, red, that goes on and on and on"
+    sid = httpx.post(node.url + "/api/sessions", json={"model": "org/endless"}).json()["id"]
+    httpx.post(
+        f"{node.url}/api/sessions/{sid}/messages",
+        json={"messages": [{"role": "user", "content": first}], "tokens": 1},
+    ).raise_for_status()
+    screen, _ = drive(node, "endless", "/sessions\n/bye\n")
+    table = screen.splitlines()
+    header = next(i for i, line in enumerate(table) if line.startswith("ID "))
+    row = next(line for line in table if line.startswith(sid[:8]))
+    assert row.endswith("a first line and a second line [31m, re…")  # 40 characters
+    assert table.index(row) <= header + 2 and "\x1b" not in row
+    assert not any(line.startswith("and a second line") for line in table)

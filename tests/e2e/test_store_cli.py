@@ -6,9 +6,11 @@ import time
 import httpx
 import pytest
 
+from tests.e2e.conftest import start_node
 from tests.support.catalog import register_file
 from tests.support.fake_ollama import add_model, snapshot
-from tests.support.procs import ServerProcess, run_cli
+from tests.support.procs import LLMLB, ServerProcess, run_cli
+from tests.support.terminal import Terminal
 from tests.support.tiny_safetensors import make_tiny_safetensors
 
 
@@ -138,3 +140,26 @@ def test_api_shapes(node):
     assert httpx.post(node.url + "/api/show", content=b"{nope").status_code == 400
     assert httpx.post(node.url + "/api/show", json={"model": 5}).status_code == 400
     assert httpx.request("DELETE", node.url + "/api/delete", json={"model": "x"}).status_code == 404
+
+
+def test_rm_of_a_generating_model_leaves_ps_empty(tmp_path, slow_gguf):
+    """One terminal chats, another removes the model: the chat ends with an error, and ps
+    (the same moment rm returns) lists nothing."""
+    server = start_node(tmp_path / "home", {"org/slow": slow_gguf})
+    try:
+        with Terminal() as term:
+            chat = term.run([*LLMLB, "node", "run", "org/slow", "hi"], env=server.client_env())
+            try:
+                assert term.wait_for(lambda t: len(t.text()) > 0, 120)  # it is writing a reply
+                assert "org/slow" in cli(server, "node", "ps").stdout
+                removed = cli(server, "node", "rm", "org/slow")
+                running = cli(server, "node", "ps")
+                _, err = chat.communicate(timeout=60)
+            finally:
+                chat.kill()
+        assert removed.returncode == 0, removed.stderr
+        assert running.returncode == 0 and running.stdout.splitlines()[1:] == [], running.stdout
+        assert chat.returncode == 1 and b"was unloaded" in err
+        assert "org/slow" not in cli(server, "node", "list").stdout
+    finally:
+        server.stop()

@@ -1,6 +1,8 @@
 """`llmlb node pull`'s display: file names, speed and time left, spinners on slow steps."""
 
 import io
+import random
+import statistics
 
 from llmlb.cli import pulling
 from llmlb.cli.pulling import SPINNER, Display, _File
@@ -81,3 +83,30 @@ def test_plain_output_names_files_and_steps():
         "no checksum published; size checked",
         "success",
     ]
+
+
+def test_the_speed_of_bursty_arrivals_is_their_bytes_over_time():
+    """A MiB at random moments, two seconds apart on average: an average of per-report rates
+    would show 1.7 times the real speed (many short gaps outweigh the few long ones)."""
+    rng = random.Random(1)
+    f = _File("m.gguf")
+    f.update(0, 10**12, now=0.0)
+    now, done, shown = 0.0, 0, []
+    while now < 600:
+        now += rng.expovariate(0.5)
+        done += 1 << 20
+        f.update(done, 10**12, now)
+        if now > 30:
+            shown.append(f.speed)
+    assert 0.85 < statistics.mean(shown) / (done / now) < 1.15
+
+
+def test_a_stall_brings_the_speed_down_to_nothing():
+    f = _File("m.gguf")
+    for second in range(21):
+        f.update(second * 1_000_000, 100_000_000, now=float(second))
+    assert f.line().endswith("20 MB/100 MB  1 MB/s  1m20s")
+    f.tick(25.0)  # five seconds without a byte
+    assert f.line().endswith("20 MB/100 MB  500 KB/s  2m40s")
+    f.tick(31.0)
+    assert f.line().endswith("20 MB/100 MB")  # no speed, no time left: nothing is coming

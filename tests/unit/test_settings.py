@@ -16,6 +16,8 @@ from llmlb.errors import EXIT_ERROR
         ("http://gpu-box", "gpu-box", 32769, "http"),
         ("[::1]:5000", "[::1]", 5000, "http"),
         ("0.0.0.0:4000", "127.0.0.1", 4000, "http"),
+        ("41001", "127.0.0.1", 41001, "http"),  # a bare number is a port, not a host
+        (" 41001 ", "127.0.0.1", 41001, "http"),
     ],
 )
 def test_host_forms(monkeypatch, value, host, port, scheme):
@@ -31,7 +33,28 @@ def test_host_default(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "value", ["ftp://x:1", "host:port", "a b:1", "host:99999", "host:0", "http://x:1/path"]
+    "value, host, port",
+    [
+        ("0.0.0.0:41001", "0.0.0.0", 41001),  # listening everywhere stays so
+        ("41001", "127.0.0.1", 41001),
+        (":41001", "127.0.0.1", 41001),
+        ("gpu-box", "gpu-box", 32769),
+    ],
+)
+def test_a_server_listens_where_llmlb_host_says(monkeypatch, value, host, port):
+    monkeypatch.setenv("LLMLB_HOST", value)
+    addr = settings.listen_address("LLMLB_HOST", settings.DEFAULT_NODE_PORT)
+    assert (addr.host, addr.port) == (host, port)
+
+
+def test_a_server_listens_on_loopback_by_default(monkeypatch):
+    monkeypatch.delenv("LLMLB_ROUTER", raising=False)
+    addr = settings.listen_address("LLMLB_ROUTER", settings.DEFAULT_ROUTER_PORT)
+    assert (addr.host, addr.port) == ("127.0.0.1", 32768)
+
+
+@pytest.mark.parametrize(
+    "value", ["99999", "ftp://x:1", "host:port", "a b:1", "host:99999", "host:0", "http://x:1/path"]
 )
 def test_bad_host_is_a_clear_error(monkeypatch, value):
     monkeypatch.setenv("LLMLB_HOST", value)

@@ -107,7 +107,7 @@ def test_a_node_command_pointed_at_a_router_says_it_is_a_router(tmp_path, tiny_g
 
             def registered() -> bool:
                 models = httpx.get(router.url + "/api/tags").json()["models"]
-                return any(m["name"] == "org/tiny" for m in models)
+                return any(m["name"] == "org/tiny:latest" for m in models)
 
             assert wait_for(registered, 30), router.log()
             # the router answers /api/show for its nodes, but chat sessions live on a node

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from litestar import Litestar, MediaType, Response, get, post
+from litestar import Litestar, MediaType, Response, get, head, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
@@ -83,6 +83,11 @@ def require_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
 @get("/", media_type=MediaType.TEXT, include_in_schema=False, opt=access("public"))
 async def root() -> str:
     return "llmlb router is running"
+
+
+@head("/", media_type=MediaType.TEXT, include_in_schema=False, opt=access("public"))
+async def root_head() -> None:
+    """ollama's client checks a server with HEAD / before it sends anything."""
 
 
 @get("/api/version")
@@ -216,6 +221,7 @@ def build_cluster(config: RouterConfig) -> Cluster:
 
 ROUTES = [
     root,
+    root_head,
     version,
     heartbeat,
     stopped,

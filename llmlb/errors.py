@@ -69,13 +69,6 @@ class Unavailable(LlmlbError):
     kind = "server_error"
 
 
-class NotSupported(LlmlbError):
-    """A call of another server's API that llmlb does not do (ollama's /api/push)."""
-
-    status = 501
-    kind = "invalid_request_error"
-
-
 class BadGateway(LlmlbError):
     """A server behind this one failed the request (the router's nodes)."""
 

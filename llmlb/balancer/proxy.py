@@ -64,8 +64,8 @@ DROPPED = {
     "accept-encoding",
     "expect",
 }
-_TOKENS_IN = re.compile(rb'"(?:prompt_eval_count|prompt_tokens)":\s*(\d+)')
-_TOKENS_OUT = re.compile(rb'"(?:eval_count|completion_tokens)":\s*(\d+)')
+_TOKENS_IN = re.compile(rb'"(?:prompt_eval_count|prompt_tokens|input_tokens)":\s*(\d+)')
+_TOKENS_OUT = re.compile(rb'"(?:eval_count|completion_tokens|output_tokens)":\s*(\d+)')
 MAX_TOKENS = 2**62  # what the history's BIGINT column holds; a node may send any digits
 
 

@@ -169,7 +169,7 @@ async def pull(
 
 @post("/api/push", status_code=200)
 async def push(data: JSONBody[ModelOnly]) -> None:
-    """ollama's push; llmlb answers 501 with what to do instead."""
+    """ollama's push; llmlb answers 400 with what to do instead."""
     raise push_refused(data.target)
 
 

@@ -86,8 +86,9 @@ class _Answer:
             else None,
             "model": self.data.model,
             "output": output,
-            "usage": _usage(turn) if turn is not None and ended else None,
             **self.data.echo(),
+            # last: the router reads the token counts from an answer's last bytes
+            "usage": _usage(turn) if turn is not None and ended else None,
         }
 
 

@@ -12,7 +12,7 @@ prefix of at least 4 characters, each online):
 - stop: the online nodes where the model is loaded, else those that list it.
 Where the model is listed nowhere, delete, stop and copy go to every online node (a download
 under way, or a model made since the last heartbeat), which answer for themselves.
-/api/push is not something llmlb does (models come from Hugging Face): 501, as on a node.
+/api/push is not something llmlb does (models come from Hugging Face): 400, as on a node.
 
 GET and DELETE /v1/responses/{id} go to the node that stored the response (balancer/stored.py).
 """
@@ -56,7 +56,7 @@ class CopyTarget(msgspec.Struct, kw_only=True):
     destination: ModelName
 
 
-Nodes = Annotated[list[str] | None, QueryParameter(query="node", max_items=64)]
+Nodes = Annotated[list[str] | None, QueryParameter(max_items=64)]
 Digest = Annotated[str, PathParameter(max_length=80)]
 ResponseIdParam = Annotated[str, PathParameter(max_length=80)]
 

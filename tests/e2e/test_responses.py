@@ -242,7 +242,7 @@ def test_streamed_function_call_events_and_final_response(where):
         model=MODEL,
         input="What is the weather in Oslo?",
         tools=[WEATHER],
-        tool_choice="required",
+        tool_choice={"type": "function", "name": "get_weather"},
         max_output_tokens=64,
         temperature=0,
     ) as stream:
@@ -282,6 +282,10 @@ def test_mistakes_are_openai_errors(where):
         oai.responses.create(model="no-such-model", input="x")
     r = httpx.post(where + "/v1/responses", json={"model": MODEL, "input": []})
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("field 'input'")
+    image = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}
+    with pytest.raises(openai.BadRequestError) as no_vision:
+        oai.responses.create(model=MODEL, input=[{"role": "user", "content": [image]}])
+    assert "does not support images" in no_vision.value.message
 
 
 # -- through the router: the node that stored it ----------------------------------------------
@@ -303,6 +307,20 @@ def test_a_chain_through_the_router_stays_on_the_node_that_stored_it(cluster, fi
     assert client(router.url).responses.retrieve(third.id).id == third.id
     raw = httpx.get(f"{router.url}/v1/responses/{third.id}")
     assert raw.headers["x-llmlb-node"] == stored_on[:8]
+
+
+def test_the_routers_history_counts_a_responses_tokens(cluster):
+    router, _ = cluster
+
+    def recorded() -> list[dict]:
+        rows = httpx.get(router.url + "/admin/cluster/requests?limit=500").json()["requests"]
+        return [x for x in rows if x["endpoint"] == "/v1/responses"]  # newest first
+
+    before = len(recorded())
+    r = create(router.url, input="Say hello.", max_output_tokens=4)
+    assert wait_for(lambda: len(recorded()) > before)
+    row = recorded()[0]
+    assert row["tokens_in"] == r.usage.input_tokens and row["tokens_out"] == r.usage.output_tokens
 
 
 def test_an_unknown_node_in_a_response_id_is_not_found_through_the_router(cluster):

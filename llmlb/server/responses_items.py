@@ -228,10 +228,12 @@ class Output:
             events += self._end_call(item, item["arguments"])
         return events
 
-    def _end_call(self, item: dict[str, Any], arguments: str) -> list[Event]:
+    def _end_call(
+        self, item: dict[str, Any], arguments: str, status: str = "completed"
+    ) -> list[Event]:
         if item["status"] != "in_progress":
             return []
-        item["arguments"], item["status"] = arguments, "completed"
+        item["arguments"], item["status"] = arguments, status
         where = {"item_id": item["id"], "output_index": self.index(item)}
         return [
             (
@@ -258,7 +260,7 @@ class Output:
             if item is None:  # read only at the end
                 events += self._call(CallDelta(call.index, call.id, call.name, ""))
                 item = self.calls[call.index]
-            events += self._end_call(item, call.arguments)
-        for item in self.calls.values():
-            events += self._end_call(item, item["arguments"])
+            events += self._end_call(item, call.arguments, "completed" if call.done else status)
+        for item in self.calls.values():  # cut short by the token limit
+            events += self._end_call(item, item["arguments"], status)
         return events

@@ -2,9 +2,11 @@
 each answered.
 
 Which nodes (server/router_manage.py picks per call): the ones a client names (`?node=ID`,
-repeatable, a full id or a unique prefix), or by default every online node (pull, create,
-blobs) or the online nodes that list the model (delete, stop, copy; every online node when
-none does, since a download in progress or a beat not yet sent is not listed).
+repeatable, a full id or a unique prefix), or by default every online node, or for a create
+from a model the online nodes that list it. The heartbeats' lists lag behind (a model pulled,
+made or copied a moment ago), so calls that only some nodes can do (delete, stop, copy) go to
+every online node, and a node's 404 (it has no such model) is no failure when another node
+did it (`summary(absent_ok=True)`).
 
 Streamed answers (pull, create) pass each node's NDJSON lines on as they come, each with
 `node` added; a node's error line becomes a status line (`"status": "failed"`, `node_error`),
@@ -158,11 +160,17 @@ async def call_all(
     )
 
 
-def summary(what: str, outcomes: list[Outcome]) -> tuple[int, dict[str, Any]]:
+def summary(
+    what: str, outcomes: list[Outcome], absent_ok: bool = False
+) -> tuple[int, dict[str, Any]]:
     """(status, body) of a call every node answered: 200 when all did it, else the first
-    failure's status and one line naming each node that failed and why."""
+    failure's status and one line naming each node that failed and why. `absent_ok`: a
+    node's 404 (it has no such model, or has it not loaded) is no failure when another
+    node did it."""
     nodes = [o.as_json() for o in outcomes]
     failed = [o for o in outcomes if o.status >= 400]
+    if absent_ok and len(failed) < len(outcomes) and all(o.status == 404 for o in failed):
+        failed = []
     if not failed:
         return 200, {"status": "success", "nodes": nodes}
     reasons = "; ".join(f"{short(o.node)} ({address(o.node)}): {o.error}" for o in failed)

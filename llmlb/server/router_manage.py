@@ -3,15 +3,12 @@ the nodes it concerns (balancer/manage.py), and the answer says what each node a
 
 Which nodes, unless the client names them with `?node=ID` (repeatable; an id or a unique
 prefix of at least 4 characters, each online):
-- pull: every online node;
+- pull, blobs (HEAD, POST): every online node (blobs are content-addressed; HEAD is 200 only
+  when every node has the blob, so that a client uploads it when any lacks it);
 - create: the online nodes that list its `from` model, else every online node (a model made
   of uploaded files: the blobs went to every node);
-- blobs (HEAD, POST): every online node (blobs are content-addressed; HEAD is 200 only when
-  every node has the blob, so that a client uploads it when any lacks it);
-- delete, copy: the online nodes that list the model (the source, for copy);
-- stop: the online nodes where the model is loaded, else those that list it.
-Where the model is listed nowhere, delete, stop and copy go to every online node (a download
-under way, or a model made since the last heartbeat), which answer for themselves.
+- delete, stop, copy: every online node; one that lacks the model (for stop: has it not
+  loaded) answers 404, which fails the call only when no node did it.
 /api/push is not something llmlb does (models come from Hugging Face): 400, as on a node.
 
 GET and DELETE /v1/responses/{id} go to the node that stored the response (balancer/stored.py).
@@ -35,7 +32,7 @@ from llmlb.balancer import manage
 from llmlb.balancer.cluster import Cluster
 from llmlb.balancer.nodes import NodeEntry
 from llmlb.balancer.stored import owner
-from llmlb.errors import BadGateway, BadRequest, ModelNotFound, from_status
+from llmlb.errors import BadGateway, BadRequest, from_status
 from llmlb.server.requests import ModelName, ModelOnly, PullRequest, _Named, push_refused
 
 NDJSON = "application/x-ndjson"
@@ -65,8 +62,8 @@ def _chosen(cluster: Cluster, node: list[str] | None, default: list[NodeEntry]) 
     return manage.named(cluster.registry, node) if node else default
 
 
-def _answer(what: str, outcomes: list[manage.Outcome]) -> Response:
-    status, body = manage.summary(what, outcomes)
+def _answer(what: str, outcomes: list[manage.Outcome], absent_ok: bool = False) -> Response:
+    status, body = manage.summary(what, outcomes, absent_ok)
     return Response(body, status_code=status)
 
 
@@ -86,16 +83,6 @@ async def _progress(
     async for _ in lines:
         pass
     return _answer(what, outcomes)
-
-
-def _loaded(cluster: Cluster, model: str) -> list[NodeEntry]:
-    reg = cluster.registry
-    try:
-        name = reg.canonical(model)
-    except ModelNotFound:
-        name = model
-    nodes = [n for n in reg.nodes.values() if reg.online(n) and name in n.loaded]
-    return nodes or manage.having(reg, model)
 
 
 @post("/api/pull", status_code=200)
@@ -126,33 +113,33 @@ async def create(
 async def copy(
     request: Request, data: JSONBody[CopyTarget], cluster: NamedDependency[Cluster], node: Nodes
 ) -> Response:
-    nodes = _chosen(cluster, node, manage.having(cluster.registry, data.source))
-    body = await request.body()
-    return _answer(
-        "copy", await manage.call_all(cluster, nodes, "POST", "/api/copy", body, JSON_HEADERS)
+    nodes = _chosen(cluster, node, manage.online(cluster.registry))
+    outcomes = await manage.call_all(
+        cluster, nodes, "POST", "/api/copy", await request.body(), JSON_HEADERS
     )
+    return _answer("copy", outcomes, absent_ok=True)
 
 
 @delete("/api/delete", status_code=200)
 async def remove(
     request: Request, data: JSONBody[ModelOnly], cluster: NamedDependency[Cluster], node: Nodes
 ) -> Response:
-    nodes = _chosen(cluster, node, manage.having(cluster.registry, data.target))
-    body = await request.body()
-    return _answer(
-        "delete", await manage.call_all(cluster, nodes, "DELETE", "/api/delete", body, JSON_HEADERS)
+    nodes = _chosen(cluster, node, manage.online(cluster.registry))
+    outcomes = await manage.call_all(
+        cluster, nodes, "DELETE", "/api/delete", await request.body(), JSON_HEADERS
     )
+    return _answer("delete", outcomes, absent_ok=True)
 
 
 @post("/api/stop", status_code=200)
 async def stop(
     request: Request, data: JSONBody[ModelOnly], cluster: NamedDependency[Cluster], node: Nodes
 ) -> Response:
-    nodes = _chosen(cluster, node, _loaded(cluster, data.target))
-    body = await request.body()
-    return _answer(
-        "stop", await manage.call_all(cluster, nodes, "POST", "/api/stop", body, JSON_HEADERS)
+    nodes = _chosen(cluster, node, manage.online(cluster.registry))
+    outcomes = await manage.call_all(
+        cluster, nodes, "POST", "/api/stop", await request.body(), JSON_HEADERS
     )
+    return _answer("stop", outcomes, absent_ok=True)
 
 
 def _digest(digest: str) -> str:

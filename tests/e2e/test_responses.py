@@ -104,6 +104,21 @@ def test_a_plain_response_has_text_usage_and_is_stored(where):
     assert client(where).responses.retrieve(r.id).output_text == r.output_text
 
 
+def test_logprobs_come_with_the_text_when_included(where):
+    plain = create(where, input="Say hello.", max_output_tokens=4)
+    assert plain.output[0].content[0].logprobs == []
+    r = create(
+        where,
+        input="Say hello.",
+        max_output_tokens=4,
+        include=["message.output_text.logprobs"],
+        top_logprobs=2,
+    )
+    lps = r.output[0].content[0].logprobs
+    assert lps and "".join(lp.token for lp in lps) == r.output_text
+    assert all(lp.logprob <= 0 and len(lp.top_logprobs) == 2 for lp in lps)
+
+
 def test_instructions_go_before_the_input(where):
     bare = create(where, input="Say hello.", max_output_tokens=4)
     told = create(where, input="Say hello.", max_output_tokens=4, instructions=LONG_INSTRUCTIONS)
@@ -280,6 +295,9 @@ def test_mistakes_are_openai_errors(where):
         oai.responses.create(model=MODEL, input="x", temperature=3)
     with pytest.raises(openai.NotFoundError):
         oai.responses.create(model="no-such-model", input="x")
+    with pytest.raises(openai.BadRequestError) as no_thinking:
+        oai.responses.create(model=MODEL, input="x", reasoning={"effort": "high"})
+    assert "does not support thinking" in no_thinking.value.message
     r = httpx.post(where + "/v1/responses", json={"model": MODEL, "input": []})
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("field 'input'")
     image = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}

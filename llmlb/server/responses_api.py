@@ -26,7 +26,6 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 from litestar.response import Stream
 
-from llmlb import settings
 from llmlb.engine.scheduler import Scheduler
 from llmlb.engine.templates import Templates
 from llmlb.errors import BadRequest, NotFound
@@ -101,7 +100,7 @@ async def _conversation(node: NodeServices, data: ResponsesRequest) -> list[Item
     items: list[Item] = []
     if data.previous_response_id:
         row = await to_thread.run_sync(
-            stored.get, node.catalog, data.previous_response_id, settings.responses_days()
+            stored.get, node.catalog, data.previous_response_id, node.responses_days
         )
         if row is None:
             raise NotFound(f"Previous response with id '{data.previous_response_id}' not found.")
@@ -122,8 +121,8 @@ async def _store(node: NodeServices, body: dict[str, Any], items: list[Item]) ->
         body["model"],
         body,
         stored_items(items),
-        max_bytes=settings.responses_mb() * 1024 * 1024,
-        max_age_days=settings.responses_days(),
+        max_bytes=node.responses_bytes,
+        max_age_days=node.responses_days,
     )
     try:
         if not await to_thread.run_sync(save):
@@ -235,7 +234,7 @@ def _checked(response_id: str) -> str:
 @get("/v1/responses/{response_id:str}")
 async def get_response(response_id: ResponseIdParam, node: NamedDependency[NodeServices]) -> dict:
     rid = _checked(response_id)
-    row = await to_thread.run_sync(stored.get, node.catalog, rid, settings.responses_days())
+    row = await to_thread.run_sync(stored.get, node.catalog, rid, node.responses_days)
     if row is None:
         raise NotFound(f"Response with id '{rid}' not found.")
     return row.body

@@ -104,6 +104,23 @@ def test_a_plain_response_has_text_usage_and_is_stored(where):
     assert client(where).responses.retrieve(r.id).output_text == r.output_text
 
 
+def test_a_response_is_what_chat_completions_gives_for_the_same_request(where):
+    """One generation path: at temperature 0 the same prompt gives the same text and counts."""
+    r = create(where, input="Name a color.", instructions="Be brief.", max_output_tokens=12)
+    chat = client(where).chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Name a color."},
+        ],
+        max_tokens=12,
+        temperature=0,
+    )
+    assert r.output_text == chat.choices[0].message.content
+    assert r.usage.input_tokens == chat.usage.prompt_tokens
+    assert r.usage.output_tokens == chat.usage.completion_tokens
+
+
 def test_logprobs_come_with_the_text_when_included(where):
     plain = create(where, input="Say hello.", max_output_tokens=4)
     assert plain.output[0].content[0].logprobs == []

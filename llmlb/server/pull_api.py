@@ -25,7 +25,7 @@ from llmlb.jobs import pull_state
 from llmlb.jobs.downloader import DownloadError
 from llmlb.jobs.lifecycle import Downloads
 from llmlb.jobs.pull import Pulls
-from llmlb.server.requests import PullRequest
+from llmlb.server.requests import ModelOnly, PullRequest, push_refused
 from llmlb.sources import huggingface as hf
 from llmlb.store import catalog
 from llmlb.store.models import DownloadStatus
@@ -167,4 +167,10 @@ async def pull(
     return Response(last, media_type="application/json")
 
 
-routes = [pull]
+@post("/api/push", status_code=200)
+async def push(data: JSONBody[ModelOnly]) -> None:
+    """ollama's push; llmlb answers 400 with what to do instead."""
+    raise push_refused(data.target)
+
+
+routes = [pull, push]

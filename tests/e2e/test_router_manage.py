@@ -68,7 +68,8 @@ def short_ids(cluster) -> list[str]:
 
 
 def has(node, model: str) -> bool:
-    return any(m["name"] == model for m in httpx.get(node.url + "/api/tags").json()["models"])
+    tags = httpx.get(node.url + "/api/tags").json()["models"]
+    return any(m["name"].removesuffix(":latest") == model for m in tags)
 
 
 def lines(response: httpx.Response) -> list[dict]:

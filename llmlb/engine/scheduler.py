@@ -152,9 +152,9 @@ class Scheduler:
         return 1 if kind == "embed" else self.num_parallel
 
     async def acquire(
-        self, name: str, kind: str = "chat", keep_alive: float | None = None
+        self, model: Model, kind: str = "chat", keep_alive: float | None = None
     ) -> Lease:
-        model = await self.resolve(name)
+        """A place on `model` (resolve() found it) for one request, loading it if need be."""
         key = (model.name, kind)
         need = None
         if key not in self.slots:
@@ -195,7 +195,7 @@ class Scheduler:
         slot.waiting -= 1
         if slot.backend is None:  # unloaded while we waited: start over
             slot.permits.release()
-            return await self.acquire(name, kind, keep_alive)
+            return await self.acquire(model, kind, keep_alive)
         now = time.monotonic()
         try:
             if (

@@ -16,9 +16,10 @@ from litestar.response import Stream
 
 from llmlb.engine.scheduler import Scheduler
 from llmlb.engine.templates import Templates
-from llmlb.engine.tool_calls import CallDelta, Parser, ToolCall
+from llmlb.engine.tool_calls import CallDelta, ToolCall
 from llmlb.errors import BadRequest, NotFound
-from llmlb.server import inference as inf
+from llmlb.server import pipeline as pipe
+from llmlb.server.messages import token_logprobs
 from llmlb.server.metrics_api import NodeMetrics
 from llmlb.server.requests import (
     ChatMessage,
@@ -62,7 +63,7 @@ def _thinks(think: Think | None) -> bool | None:
     return None if think is None else think is not False
 
 
-def _final(turn: inf.Turn, model: str) -> dict[str, Any]:
+def _final(turn: pipe.Turn, model: str) -> dict[str, Any]:
     s = turn.stats
     return {
         "model": model,
@@ -81,34 +82,29 @@ def _final(turn: inf.Turn, model: str) -> dict[str, Any]:
 
 async def _respond(
     metrics: NodeMetrics,
-    endpoint: str,
     body: OllamaChat | OllamaGenerate,
-    lease,
-    produce,
-    turn: inf.Turn,
+    run: pipe.Run,
     shape: Shape,
     request: Request,
-    parser: Parser | None = None,
 ) -> Response:
     """Stream NDJSON (default) or answer one object; `shape(kind, text)` builds a chunk."""
-    think = _thinks(body.think)
+    turn = run.turn
     model_name = body.target
     want_logprobs = body.logprobs  # top_logprobs without logprobs is refused at decoding
-    pieces = await inf.primed(inf.generate(lease, produce, turn, think, parser), request)
     if body.stream:
 
         async def lines() -> AsyncIterator[bytes]:
             try:
-                async for kind, text in pieces:
-                    if isinstance(text, CallDelta):  # ollama sends a call once it is whole
-                        if not text.done:
+                async for event in run.events:
+                    if isinstance(event, CallDelta):  # ollama sends a call once it is whole
+                        if not event.done:
                             continue
-                        calls, broken = _tool_calls([turn.calls[text.index]])
+                        calls, broken = _tool_calls([turn.calls[event.index]])
                         part = shape("content", broken)
                         if calls:
                             part["message"]["tool_calls"] = calls
                     else:
-                        part = shape(kind, text)
+                        part = shape(event.kind, event.text)
                     chunk = {
                         "model": model_name,
                         "created_at": _now(),
@@ -116,31 +112,29 @@ async def _respond(
                         "done": False,
                     }
                     if want_logprobs:
-                        chunk["logprobs"] = inf.token_logprobs(turn.take_logprobs())
+                        chunk["logprobs"] = token_logprobs(turn.take_logprobs())
                     yield (json.dumps(chunk) + "\n").encode()
-            except (
-                Exception
-            ) as exc:  # after the first byte the status is sent: say it in the stream
-                log.warning("%s stream for %s failed: %s", endpoint, model_name, exc)
+            except Exception as exc:  # after the first byte the status is sent: say it here
+                log.warning("%s stream for %s failed: %s", request.url.path, model_name, exc)
                 yield (json.dumps({"error": f"generation failed: {exc}"}) + "\n").encode()
                 return
-            inf.record(metrics, turn)
+            pipe.record(metrics, turn)
             final = _final(turn, model_name)
             if want_logprobs:
-                final["logprobs"] = inf.token_logprobs(turn.take_logprobs())
+                final["logprobs"] = token_logprobs(turn.take_logprobs())
             yield (json.dumps({**final, **shape("content", "")}) + "\n").encode()
 
         return Stream(lines(), media_type=NDJSON)
-    await inf.collect(pieces, request)
-    inf.record(metrics, turn)
+    await pipe.collect(run.events, request)
+    pipe.record(metrics, turn)
     calls, broken = _tool_calls(turn.calls)
     full = shape("content", turn.content + broken)
     if calls:
         full["message"]["tool_calls"] = calls
-    if turn.thinking and think is not False:
+    if turn.thinking and _thinks(body.think) is not False:
         full = _merge_thinking(full, turn.thinking)
     if want_logprobs:
-        full["logprobs"] = inf.token_logprobs(turn.logprobs)
+        full["logprobs"] = token_logprobs(turn.logprobs)
     return Response({**_final(turn, model_name), **full})
 
 
@@ -157,12 +151,13 @@ async def _load_only(
     shape: Shape,
 ) -> Response:
     """ollama's idiom: an empty prompt loads the model (or, with keep_alive 0, unloads it)."""
-    model = await inf.resolve(scheduler, body.target)
-    if inf.keep_alive_secs(body.keep_alive) == 0:
+    model = await scheduler.resolve(body.target)
+    keep_alive = pipe.keep_alive_secs(body.keep_alive)
+    if keep_alive == 0:
         await scheduler.unload(model.name)
         reason = "unload"
     else:
-        lease, _ = await inf.claim(request, scheduler, model, "chat", body.keep_alive)
+        lease, _ = await pipe.claim(request, scheduler, model, "chat", keep_alive)
         await lease.release()
         reason = "load"
     return Response(
@@ -198,31 +193,22 @@ async def chat(
     metrics: NamedDependency[NodeMetrics],
     templates: NamedDependency[Templates],
 ) -> Response:
-    opts = data.gen_options()
     if not data.messages:
         return await _load_only(request, scheduler, data, _chat_shape)
-    turn = inf.Turn()
-    model = await inf.resolve(scheduler, data.target)
-    plan = await inf.plan_chat(
+    job = await pipe.prepare_chat(
+        scheduler,
         templates,
-        model,
-        inf.chat_messages(data.messages, model),
-        opts,
+        data.target,
+        data.messages,
+        data.gen_options(),
+        keep_alive=data.keep_alive,
         tools=data.tool_list,
         schema=data.schema,
         json_mode=data.json_mode,
         think=_thinks(data.think),
-        typed=data.target,
     )
-    lease, turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
-    backend = lease.backend
-
-    def produce():
-        return backend.chat(plan.messages, opts, turn.stats, plan.variables)
-
-    return await _respond(
-        metrics, "/api/chat", data, lease, produce, turn, _chat_shape, request, plan.parser()
-    )
+    run = await pipe.run(request, scheduler, job)
+    return await _respond(metrics, data, run, _chat_shape, request)
 
 
 @post("/api/generate", status_code=200)
@@ -233,53 +219,48 @@ async def generate(
     metrics: NamedDependency[NodeMetrics],
     templates: NamedDependency[Templates],
 ) -> Response:
-    opts = data.gen_options()
     if not data.prompt and not data.images:
         return await _load_only(request, scheduler, data, _generate_shape)
-    turn = inf.Turn()
-    model = await inf.resolve(scheduler, data.target)
-    messages: list[dict] | None = None
-    variables: dict[str, Any] = {}
-    if data.raw:
-        if data.images:
-            raise BadRequest("images cannot be sent with raw prompts")
-        await inf.check_think(templates, model, _thinks(data.think), data.target)
-        inf.plan_raw(opts, data.schema, data.json_mode)
+    if data.raw and data.images:
+        raise BadRequest("images cannot be sent with raw prompts")
+    opts, think = data.gen_options(), _thinks(data.think)
+    model = await scheduler.resolve(data.target)
+    # as ollama's default template {{ .Prompt }}: without a template, the prompt as it is
+    if data.raw or not (model.chat_template or data.images):
+        job = await pipe.prepare_raw(
+            scheduler,
+            templates,
+            data.target,
+            data.prompt,
+            opts,
+            keep_alive=data.keep_alive,
+            schema=data.schema,
+            json_mode=data.json_mode,
+            think=think,
+            context=None if data.raw else data.context,
+            model=model,
+        )
     else:
         wanted = [ChatMessage(role="user", content=data.prompt, images=data.images)]
         if data.system:
             wanted.insert(0, ChatMessage(role="system", content=data.system))
-        plan = await inf.plan_chat(
+        job = await pipe.prepare_chat(
+            scheduler,
             templates,
-            model,
-            inf.chat_messages(wanted, model),
+            data.target,
+            wanted,
             opts,
+            keep_alive=data.keep_alive,
             schema=data.schema,
             json_mode=data.json_mode,
-            think=_thinks(data.think),
-            typed=data.target,
-            needs_template=False,
+            think=think,
+            model=model,
         )
-        messages, variables = plan.messages, plan.variables
-    lease, turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
-    backend = lease.backend
-    prompt = data.prompt
-
-    if messages is not None and not data.images and not backend.has_chat_template:
-        messages = None  # as ollama's default template {{ .Prompt }}: the prompt as it is
-
     # as ollama: an answer's `context` continues the conversation (not in raw mode, nor
     # with images)
-    context = None if data.raw or data.images else (data.context or [])
-
-    def produce():
-        if messages is None:
-            return backend.complete(prompt, opts, turn.stats, context=context)
-        return backend.chat(messages, opts, turn.stats, variables, context=context)
-
-    return await _respond(
-        metrics, "/api/generate", data, lease, produce, turn, _generate_shape, request
-    )
+    back = None if data.raw or data.images else (data.context or [])
+    run = await pipe.run(request, scheduler, job, context=back)
+    return await _respond(metrics, data, run, _generate_shape, request)
 
 
 @post("/api/embed", status_code=200)
@@ -288,10 +269,9 @@ async def embed(
     data: JSONBody[OllamaEmbed],
     scheduler: NamedDependency[Scheduler],
 ) -> dict:
-    turn = inf.Turn()
-    model = await inf.resolve(scheduler, data.target)
-    vectors, tokens, load_ns = await inf.embed(
-        request, scheduler, model, data.inputs, data.keep_alive, data.dimensions
+    turn = pipe.Turn()
+    vectors, tokens, load_ns = await pipe.embed(
+        request, scheduler, data.target, data.inputs, data.keep_alive, data.dimensions
     )
     turn.load_ns = load_ns
     return {
@@ -309,8 +289,9 @@ async def embeddings_legacy(
     data: JSONBody[OllamaEmbeddings],
     scheduler: NamedDependency[Scheduler],
 ) -> dict:
-    model = await inf.resolve(scheduler, data.target)
-    vectors, _, _ = await inf.embed(request, scheduler, model, [data.prompt], data.keep_alive)
+    vectors, _, _ = await pipe.embed(
+        request, scheduler, data.target, [data.prompt], data.keep_alive
+    )
     return {"embedding": vectors[0]}
 
 
@@ -354,7 +335,7 @@ async def stop(
     data: JSONBody[ModelOnly],
     scheduler: NamedDependency[Scheduler],
 ) -> dict:
-    model = await inf.resolve(scheduler, data.target)
+    model = await scheduler.resolve(data.target)
     if not await scheduler.unload(model.name):
         raise NotFound(f"model '{data.target}' is not loaded")
     return {"status": f"stopped '{data.target}'"}

@@ -6,6 +6,7 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,8 +22,9 @@ from llmlb.engine.scheduler import Scheduler
 from llmlb.engine.templates import Templates
 from llmlb.engine.tool_calls import CallDelta, ToolCall
 from llmlb.server import choices
-from llmlb.server import inference as inf
+from llmlb.server import pipeline as pipe
 from llmlb.server.choices import Choice
+from llmlb.server.messages import token_logprobs
 from llmlb.server.metrics_api import NodeMetrics
 from llmlb.server.requests import OpenAIChat, OpenAICompletion, OpenAIEmbeddings
 from llmlb.store import catalog
@@ -33,7 +35,7 @@ SSE = "text/event-stream"
 
 def _chat_logprobs(lps: list[TokenLogprob]) -> dict[str, Any]:
     """OpenAI chat's shape: every token with its bytes and its top alternatives."""
-    return {"content": inf.token_logprobs(lps), "refusal": None}
+    return {"content": token_logprobs(lps), "refusal": None}
 
 
 def _completion_logprobs(lps: list[TokenLogprob], offset: int = 0) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def _completion_logprobs(lps: list[TokenLogprob], offset: int = 0) -> dict[str, 
     }
 
 
-def _finish(turn: inf.Turn) -> str:
+def _finish(turn: pipe.Turn) -> str:
     if turn.stats.finish_reason == "length":
         return "length"
     return "tool_calls" if turn.calls else "stop"
@@ -82,6 +84,37 @@ def _sse(obj: Any) -> bytes:
     return f"data: {json.dumps(obj)}\n\n".encode()
 
 
+async def _prepare(
+    data: OpenAIChat | OpenAICompletion, scheduler: Scheduler, templates: Templates
+) -> list[pipe.Prepared]:
+    """One prepared job per prompt (a chat has one)."""
+    opts = data.gen_options()
+    if isinstance(data, OpenAIChat):
+        tool_choice, forced = data.choice
+        job = await pipe.prepare_chat(
+            scheduler,
+            templates,
+            data.model,
+            data.messages,
+            opts,
+            keep_alive=data.keep_alive,
+            tools=data.tool_list,
+            choice=tool_choice,
+            forced=forced,
+            parallel=data.parallel_tool_calls,
+            schema=data.schema,
+            json_mode=data.json_mode,
+        )
+        return [job]
+    model = await scheduler.resolve(data.model)
+    return [
+        await pipe.prepare_raw(
+            scheduler, templates, data.model, p, opts, keep_alive=data.keep_alive, model=model
+        )
+        for p in data.prompts
+    ]
+
+
 async def _run(
     request: Request,
     data: OpenAIChat | OpenAICompletion,
@@ -89,64 +122,52 @@ async def _run(
     metrics: NodeMetrics,
     templates: Templates,
 ) -> Response:
-    kind = "chat" if isinstance(data, OpenAIChat) else "completion"
-    opts = data.gen_options()
-    name = data.model
-    model = await inf.resolve(scheduler, name)
-    plan = None
-    if isinstance(data, OpenAIChat):
-        tool_choice, forced = data.choice
-        plan = await inf.plan_chat(
-            templates,
-            model,
-            inf.chat_messages(data.messages, model),
-            opts,
-            tools=data.tool_list,
-            choice=tool_choice,
-            forced=forced,
-            parallel=data.parallel_tool_calls,
-            schema=data.schema,
-            json_mode=data.json_mode,
-            typed=name,
+    jobs = await _prepare(data, scheduler, templates)
+    picks = choices.choices(jobs, data.n)
+    await choices.start(request, scheduler, picks)
+    answer = _Answer(data, picks)
+    if data.stream:
+        return Stream(
+            _sse_body(answer, metrics), media_type=SSE, headers={"Cache-Control": "no-cache"}
         )
-    prompts = data.prompts if isinstance(data, OpenAICompletion) else [""]
-    echo = isinstance(data, OpenAICompletion) and data.echo
-    picks = [
-        Choice(i * data.n + k, o, prompt=p)
-        for i, p in enumerate(prompts)
-        for k, o in enumerate(choices.options(opts, data.n))
-    ]
+    await choices.collect(picks, request)
+    for c in picks:
+        pipe.record(metrics, c.turn)
+    return Response({**answer.head(whole=True), "choices": [answer.whole(c) for c in picks],
+                     "usage": answer.usage()})  # fmt: skip
 
-    async def begin(c: Choice):
-        lease, c.turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
-        backend = lease.backend
 
-        def produce():
-            if plan is not None:
-                return backend.chat(plan.messages, c.opts, c.turn.stats, plan.variables)
-            return backend.complete(c.prompt, c.opts, c.turn.stats)
+class _Answer:
+    """What chat and legacy completions answers share: ids, chunks, usage, log probabilities."""
 
-        c.parser = plan.parser() if plan is not None else None
-        return await inf.primed(inf.generate(lease, produce, c.turn, True, c.parser), request)
+    def __init__(self, data: OpenAIChat | OpenAICompletion, picks: list[Choice]):
+        self.data, self.picks = data, picks
+        self.chat = isinstance(data, OpenAIChat)
+        self.echo = isinstance(data, OpenAICompletion) and data.echo
+        self.logprobs = bool(data.logprobs)
+        self.ident = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex[:24]
+        self.created = int(time.time())
 
-    await choices.start(request, picks, begin)
-    ident = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
-    created = int(time.time())
-    obj = "chat.completion" if kind == "chat" else "text_completion"
+    def head(self, whole: bool = False) -> dict[str, Any]:
+        obj = "chat.completion" if self.chat else "text_completion"
+        if self.chat and not whole:
+            obj += ".chunk"
+        return {"id": self.ident, "object": obj, "created": self.created, "model": self.data.model}
 
-    def logprobs_of(c: Choice, lps: list[TokenLogprob]) -> dict[str, Any] | None:
-        if not opts.logprobs:
+    def logprobs_of(self, c: Choice, lps: list[TokenLogprob]) -> dict[str, Any] | None:
+        if not self.logprobs:
             return None
-        if kind == "chat":
+        if self.chat:
             return _chat_logprobs(lps)
         out = _completion_logprobs(lps, c.text_offset)
         c.text_offset += sum(len(lp.token) for lp in lps)
         return out
 
-    def usage() -> dict[str, Any]:
-        firsts = [c.turn.stats for c in picks if c.index % data.n == 0]  # one per prompt
+    def usage(self) -> dict[str, Any]:
+        n = self.data.n
+        firsts = [c.turn.stats for c in self.picks if c.index % n == 0]  # one per prompt
         prompt = sum(s.prompt_tokens for s in firsts)
-        completion = sum(c.turn.stats.completion_tokens for c in picks)
+        completion = sum(c.turn.stats.completion_tokens for c in self.picks)
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -154,116 +175,87 @@ async def _run(
             "prompt_tokens_details": {"cached_tokens": sum(s.cached_tokens for s in firsts)},
         }
 
-    def chunk(index: int, delta: dict | None, finish: str | None, text: str = "") -> dict:
+    def chunk(self, index: int, delta: dict | None, finish: str | None, text: str = "") -> dict:
         choice: dict[str, Any] = {"index": index, "finish_reason": finish, "logprobs": None}
-        if kind == "chat":
+        if self.chat:
             choice["delta"] = delta or {}
         else:
             choice["text"] = text
-        return {
-            "id": ident,
-            "object": obj + (".chunk" if kind == "chat" else ""),
-            "created": created,
-            "model": name,
-            "choices": [choice],
-        }
+        return {**self.head(), "choices": [choice]}
 
-    if data.stream:
-        return Stream(
-            _sse_body(kind, picks, chunk, logprobs_of, usage, metrics, data, echo),
-            media_type=SSE,
-            headers={"Cache-Control": "no-cache"},
-        )
-    await choices.collect(picks, request)
-    out = []
-    for c in picks:
+    def whole(self, c: Choice) -> dict[str, Any]:
+        """One choice of a non-streamed answer."""
         turn = c.turn
-        inf.record(metrics, turn)
         entry: dict[str, Any] = {
             "index": c.index,
             "finish_reason": _finish(turn),
-            "logprobs": logprobs_of(c, turn.logprobs),
+            "logprobs": self.logprobs_of(c, turn.logprobs),
         }
-        if kind == "chat":
-            content = turn.content if turn.content or not turn.calls else None
-            message: dict[str, Any] = {"role": "assistant", "content": content}
-            if turn.calls:
-                message["tool_calls"] = _tool_calls(turn.calls)
-            if turn.thinking:
-                message["reasoning_content"] = turn.thinking
-            entry["message"] = message
-        else:
-            entry["text"] = (c.prompt if echo else "") + turn.content
-        out.append(entry)
-    return Response(
-        {
-            "id": ident,
-            "object": obj,
-            "created": created,
-            "model": name,
-            "choices": out,
-            "usage": usage(),
-        }
-    )
+        if not self.chat:
+            entry["text"] = (c.job.prompt if self.echo else "") + turn.content
+            return entry
+        content = turn.content if turn.content or not turn.calls else None
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if turn.calls:
+            message["tool_calls"] = _tool_calls(turn.calls)
+        if turn.thinking:
+            message["reasoning_content"] = turn.thinking
+        entry["message"] = message
+        return entry
 
 
-async def _sse_body(kind, picks, chunk, logprobs_of, usage, metrics, data, echo):
+async def _sse_body(answer: _Answer, metrics: NodeMetrics) -> AsyncIterator[bytes]:
     """The streamed answer: each choice's events as they come, its finish when it ends."""
+    picks, chunk = answer.picks, answer.chunk
     one = len(picks) == 1
-    if kind == "chat":
-        for c in picks:
+    for c in picks:
+        if answer.chat:
             yield _sse(chunk(c.index, {"role": "assistant", "content": ""}, None))
-    elif echo:
-        for c in picks:
-            yield _sse(chunk(c.index, None, None, c.prompt))
+        elif answer.echo:
+            yield _sse(chunk(c.index, None, None, c.job.prompt))
     # the per-token event is the hot path: one choice's is formatted around a prebuilt prefix
-    head = json.dumps(chunk(0, {"content": ""}, None) if kind == "chat" else chunk(0, None, None))
-    if kind == "chat":
+    head = json.dumps(chunk(0, {"content": ""}, None) if answer.chat else chunk(0, None, None))
+    if answer.chat:
         prefix = "data: " + head[: head.rindex('"content": ""')]
         content_pre, reason_pre = prefix + '"content": ', prefix + '"reasoning_content": '
         tail = "}}]}\n\n"
     else:
         content_pre = "data: " + head[: head.rindex('"text": ""')] + '"text": '
         tail = "}]}\n\n"
-    logprobs = bool(data.logprobs)
     try:
         async for c, event in choices.events(picks):
             if event is choices.DONE:
                 last = chunk(c.index, {}, _finish(c.turn))
-                if logprobs:
+                if answer.logprobs:
                     rest = c.turn.take_logprobs()  # of text held back until the end
-                    last["choices"][0]["logprobs"] = logprobs_of(c, rest) if rest else None
+                    last["choices"][0]["logprobs"] = answer.logprobs_of(c, rest) if rest else None
                 yield _sse(last)
-                inf.record(metrics, c.turn)
-                continue
-            piece_kind, text = event
-            if isinstance(text, CallDelta):
-                delta = _call_delta(text)
+                pipe.record(metrics, c.turn)
+            elif isinstance(event, CallDelta):
+                delta = _call_delta(event)
                 if delta is not None:
                     yield _sse(chunk(c.index, delta, None))
-            elif logprobs or not one:  # not the hot path: build the whole chunk
-                if kind == "chat":
-                    key = "content" if piece_kind == "content" else "reasoning_content"
-                    part = chunk(c.index, {key: text}, None)
+            elif answer.logprobs or not one:  # not the hot path: build the whole chunk
+                if answer.chat:
+                    key = "content" if event.kind == "content" else "reasoning_content"
+                    part = chunk(c.index, {key: event.text}, None)
                 else:
-                    part = chunk(c.index, None, None, text)
-                if logprobs:
-                    part["choices"][0]["logprobs"] = logprobs_of(c, c.turn.take_logprobs())
+                    part = chunk(c.index, None, None, event.text)
+                if answer.logprobs:
+                    lps = c.turn.take_logprobs()
+                    part["choices"][0]["logprobs"] = answer.logprobs_of(c, lps)
                 yield _sse(part)
-            elif piece_kind == "content":
-                yield (content_pre + json.dumps(text) + tail).encode()
-            elif kind == "chat":
-                yield (reason_pre + json.dumps(text) + tail).encode()
+            elif event.kind == "content":
+                yield (content_pre + json.dumps(event.text) + tail).encode()
+            elif answer.chat:
+                yield (reason_pre + json.dumps(event.text) + tail).encode()
     except Exception as exc:  # after the first byte the status is sent: say it in the stream
         yield _sse(
             {"error": {"message": f"generation failed: {exc}", "type": "server_error", "code": 500}}
         )
         return
-    if data.include_usage:
-        body = chunk(0, None, None)
-        body["choices"] = []
-        body["usage"] = usage()
-        yield _sse(body)
+    if answer.data.include_usage:
+        yield _sse({**answer.head(), "choices": [], "usage": answer.usage()})
     yield b"data: [DONE]\n\n"
 
 
@@ -295,9 +287,8 @@ async def embeddings(
     data: JSONBody[OpenAIEmbeddings],
     scheduler: NamedDependency[Scheduler],
 ) -> dict:
-    model = await inf.resolve(scheduler, data.model)
-    vectors, tokens, _ = await inf.embed(
-        request, scheduler, model, data.inputs, data.keep_alive, data.dimensions
+    vectors, tokens, _ = await pipe.embed(
+        request, scheduler, data.model, data.inputs, data.keep_alive, data.dimensions
     )
     return {
         "object": "list",

@@ -1,8 +1,8 @@
 """OpenAI's Responses API on a node: POST /v1/responses (one object, or the typed events the
 openai clients' `responses.stream` reads), GET and DELETE /v1/responses/{id}.
 
-Built on the generation path every API shares (server/inference.py: plan_chat, claim,
-generate, primed, collect); responses_items turns input items into chat messages and the
+A writer over the generation pipeline every API shares (server/pipeline.py: prepare_chat,
+run, collect); responses_items turns input items into chat messages and the
 generation's events into output items. A response is stored (unless `store` is false) in the
 node's catalog, so `previous_response_id` continues its conversation: its input and output
 come before the new input. Its id names this node (`resp_` + 8 hex of the node's id), which
@@ -29,7 +29,7 @@ from litestar.response import Stream
 from llmlb.engine.scheduler import Scheduler
 from llmlb.engine.templates import Templates
 from llmlb.errors import BadRequest, NotFound
-from llmlb.server import inference as inf
+from llmlb.server import pipeline as pipe
 from llmlb.server.metrics_api import NodeMetrics
 from llmlb.server.node_services import NodeServices
 from llmlb.server.responses_items import Event, Output, chat_messages, read_items, stored_items
@@ -47,7 +47,7 @@ def new_id(node_id: str) -> str:
     return f"resp_{node}{uuid.uuid4().hex[:24]}"
 
 
-def _usage(turn: inf.Turn) -> dict[str, Any]:
+def _usage(turn: pipe.Turn) -> dict[str, Any]:
     s = turn.stats
     return {
         "input_tokens": s.prompt_tokens,
@@ -69,7 +69,7 @@ class _Answer:
         self,
         status: str,
         output: list[dict[str, Any]],
-        turn: inf.Turn | None = None,
+        turn: pipe.Turn | None = None,
         error: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         ended = status in ("completed", "incomplete")
@@ -91,7 +91,7 @@ class _Answer:
         }
 
 
-def _status(turn: inf.Turn) -> str:
+def _status(turn: pipe.Turn) -> str:
     return "incomplete" if turn.stats.finish_reason == "length" else "completed"
 
 
@@ -146,14 +146,14 @@ async def create_response(
     templates: NamedDependency[Templates],
 ) -> Response:
     items = await _conversation(node, data)
-    model = await inf.resolve(scheduler, data.model)
-    opts = data.gen_options()
     choice, forced = data.choice
-    plan = await inf.plan_chat(
+    job = await pipe.prepare_chat(
+        scheduler,
         templates,
-        model,
-        inf.chat_messages(chat_messages(data.instructions, items), model),
-        opts,
+        data.model,
+        chat_messages(data.instructions, items),
+        data.gen_options(),
+        keep_alive=data.keep_alive,
         tools=data.tool_list,
         choice=choice,
         forced=forced,
@@ -161,25 +161,17 @@ async def create_response(
         schema=data.schema,
         json_mode=data.json_mode,
         think=data.think,
-        typed=data.model,
     )
-    turn = inf.Turn()
-    lease, turn.load_ns = await inf.claim(request, scheduler, model, "chat", data.keep_alive)
-    backend = lease.backend
-
-    def produce():
-        return backend.chat(plan.messages, opts, turn.stats, plan.variables)
-
-    generated = inf.generate(lease, produce, turn, data.think, plan.parser())
-    pieces = await inf.primed(generated, request)
+    run = await pipe.run(request, scheduler, job)
+    turn, pieces, logprobs = run.turn, run.events, run.opts.logprobs
     answer = _Answer(new_id(node.node_id), data)
-    out = Output(opts.logprobs)
+    out = Output(logprobs)
 
-    def fed(kind: str, value) -> list[Event]:
-        return out.feed(kind, value, turn.take_logprobs() if opts.logprobs else [])
+    def fed(event: pipe.Event) -> list[Event]:
+        return out.feed(event, turn.take_logprobs() if logprobs else [])
 
     async def finished() -> dict[str, Any]:
-        inf.record(metrics, turn)
+        pipe.record(metrics, turn)
         body = answer.body(_status(turn), out.items, turn)
         if data.store:
             await _store(node, body, items)
@@ -187,12 +179,12 @@ async def create_response(
 
     if not data.stream:
 
-        async def feeding() -> AsyncIterator[inf.Event]:
+        async def feeding() -> AsyncIterator[pipe.Event]:
             async for piece in pieces:
-                fed(*piece)
+                fed(piece)
                 yield piece
 
-        await inf.collect(feeding(), request)
+        await pipe.collect(feeding(), request)
         out.finish(_status(turn), turn.calls, turn.take_logprobs())
         return Response(await finished())
 
@@ -207,8 +199,8 @@ async def create_response(
         yield sse("response.created", {"response": answer.body("in_progress", [])})
         yield sse("response.in_progress", {"response": answer.body("in_progress", [])})
         try:
-            async for kind, value in pieces:
-                for event in fed(kind, value):
+            async for piece in pieces:
+                for event in fed(piece):
                     yield sse(*event)
         except Exception as exc:  # the status is sent: say it in the stream
             error = {"code": "server_error", "message": f"generation failed: {exc}"}

@@ -2,9 +2,9 @@
 takes, and a generation's events into output items and the stream events that build them.
 
 The chat messages are the same typed `ChatMessage`s /v1/chat/completions decodes, so images
-are checked and tool calls rendered by the one path both APIs share (inference.chat_messages,
-plan_chat). An output is built by one `Output`, streamed or not: the streamed events are what
-it did, and its items are what the response object (and the store) hold.
+are checked and tool calls rendered by the one pipeline every API shares
+(pipeline.prepare_chat). An output is built by one `Output`, streamed or not: the streamed
+events are what it did, and its items are what the response object (and the store) hold.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import msgspec
 from llmlb.engine.base import TokenLogprob
 from llmlb.engine.tool_calls import CallDelta, ToolCall
 from llmlb.errors import BadRequest
-from llmlb.server import inference as inf
+from llmlb.server import pipeline as pipe
+from llmlb.server.messages import token_logprobs
 from llmlb.server.requests import (
     CalledFunction,
     ChatMessage,
@@ -196,7 +197,7 @@ class Output:
         where = self._where(current)
         if wanted == "reasoning":
             return [*events, ("response.reasoning_text.delta", {**where, "delta": text})]
-        shown = inf.token_logprobs(lps) if self.logprobs else []
+        shown = token_logprobs(lps) if self.logprobs else []
         part["logprobs"] += shown
         return [
             *events,
@@ -243,17 +244,17 @@ class Output:
             ("response.output_item.done", {"output_index": where["output_index"], "item": item}),
         ]
 
-    def feed(self, kind: str, value: str | CallDelta, lps: list[TokenLogprob]) -> list[Event]:
-        if isinstance(value, CallDelta):
-            return self._call(value)
-        return self._text(kind, value, lps) if value else []
+    def feed(self, event: pipe.Event, lps: list[TokenLogprob]) -> list[Event]:
+        if isinstance(event, CallDelta):
+            return self._call(event)
+        return self._text(event.kind, event.text, lps) if event.text else []
 
     def finish(self, status: str, calls: list[ToolCall], lps: list[TokenLogprob]) -> list[Event]:
         """Close what is open: the text (`status`: completed, or incomplete at the token
         limit) and any call, with the arguments the parser settled on."""
         events: list[Event] = []
         if lps and self.open is not None and self.open["type"] == "message" and self.logprobs:
-            self.open["content"][0]["logprobs"] += inf.token_logprobs(lps)
+            self.open["content"][0]["logprobs"] += token_logprobs(lps)
         events += self._close(status)
         for call in calls:
             item = self.calls.get(call.index)

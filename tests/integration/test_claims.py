@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from llmlb.server import inference, ollama_api, openai_api
+from llmlb.server import ollama_api, openai_api, pipeline
 from tests.support.fake_engine import FakeLoader
 from tests.support.node_inprocess import node_client
 from tests.support.procs import wait_for
@@ -80,10 +80,10 @@ def test_engine_failure_before_or_during_generation(node, loader, stream, fail_a
 AFTER_THE_CLAIM = [
     (ollama_api, "_respond", False, "500"),  # right after the claim, before generating
     (ollama_api, "_respond", True, "500"),
-    (inference, "primed", False, "500"),  # the generation made, not yet started
-    (inference, "primed", True, "500"),
-    (inference, "generate", False, "500"),  # starting the generation
-    (inference, "generate", True, "500"),
+    (pipeline, "primed", False, "500"),  # the generation made, not yet started
+    (pipeline, "primed", True, "500"),
+    (pipeline, "generate", False, "500"),  # starting the generation
+    (pipeline, "generate", True, "500"),
     (ollama_api, "_now", True, "stream"),  # mid-stream, between two chunks
 ]
 

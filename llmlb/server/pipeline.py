@@ -1,13 +1,20 @@
-"""The path every generation takes, whatever the API style: claim, stream, split thinking,
-count. Both API modules (ollama_api, openai_api) build on these; neither imports the other.
+"""One generation pipeline for every API style: prepare a request, then run it.
+
+`prepare_chat` / `prepare_raw` do what needs the model but not a claim on it (its resolution,
+the template's checks, thinking, tools, the reply's grammar, keep_alive in seconds) and give an
+immutable `Prepared`: a refusal there costs nothing. `run` claims the model (tied to the HTTP
+request: released whatever ends it), starts the generation and waits for its first event, so
+that a failure before the first token is a proper HTTP error; it gives a `Run`: the events as
+they come (`Text` and tool-call `CallDelta`s) and its `Turn`, the outcome, complete at the end.
+ollama's NDJSON, OpenAI's SSE (chat, completions, n choices) and the Responses API are writers
+over runs (ollama_api, openai_api, responses_api).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
@@ -23,15 +30,26 @@ from llmlb.engine.llama_template import NoChatTemplate
 from llmlb.engine.scheduler import Lease, Scheduler
 from llmlb.engine.templates import Templates
 from llmlb.engine.thinking import ThinkingSplitter
-from llmlb.engine.tool_calls import CallDelta, Parser, ToolCall
+from llmlb.engine.tool_calls import PARSERS, CallDelta, Parser, ToolCall
 from llmlb.errors import BadRequest, LlmlbError
 from llmlb.server.claims import hold
+from llmlb.server.messages import chat_messages
 from llmlb.server.metrics_api import NodeMetrics
-from llmlb.server.requests import ChatMessage, ImagePart, ImageURL, KeepAlive
+from llmlb.server.requests import ChatMessage, KeepAlive
 from llmlb.store.models import Model
 
 T = TypeVar("T")
-IMAGE_MAGIC = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Reply text: `kind` "content" or "thinking"."""
+
+    kind: str
+    text: str
+
+
+Event = Text | CallDelta
 
 
 @dataclass
@@ -60,6 +78,26 @@ class Turn:
         return max(int((time.perf_counter() - self.started) * 1e9), self.load_ns)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A generation, checked and resolved: all that `run` needs."""
+
+    model: Model
+    typed: str  # the model's name as the request gave it
+    opts: GenOptions  # with the reply's grammar; run() gives the engine a copy
+    keep_alive: float | None  # seconds; None: the model's current keep-alive
+    messages: list[dict[str, Any]] | None = None  # a chat (None: the raw `prompt`)
+    variables: dict[str, Any] = field(default_factory=dict)  # what the template gets besides
+    prompt: str = ""
+    context: list[int] | None = None  # an earlier answer's tokens to continue (ollama)
+    reply_format: str | None = None  # how tool calls are read (None: plain text)
+    parallel: bool = True  # several tool calls allowed
+    think: bool | None = None  # False: thinking is not shown
+
+    def parser(self) -> Parser | None:
+        return PARSERS[self.reply_format](self.parallel) if self.reply_format else None
+
+
 def keep_alive_secs(value: KeepAlive | None) -> float | None:
     if value is None:
         return None
@@ -69,8 +107,137 @@ def keep_alive_secs(value: KeepAlive | None) -> float | None:
         raise BadRequest(exc.message) from exc
 
 
-async def resolve(scheduler: Scheduler, name: str) -> Model:
-    return await scheduler.resolve(name)
+async def template_caps(templates: Templates, model: Model) -> TemplateCaps:
+    """What the model's chat template renders (none: nothing)."""
+    source = model.chat_template
+    return await templates.caps(source, model.name) if source else TemplateCaps()
+
+
+async def prepare_chat(
+    scheduler: Scheduler,
+    templates: Templates,
+    typed: str,
+    messages: list[ChatMessage],
+    opts: GenOptions,
+    *,
+    keep_alive: KeepAlive | None = None,
+    tools: list[chat_plan.Tool] | None = None,
+    choice: str = "auto",
+    forced: str | None = None,
+    parallel: bool = True,
+    schema: dict | None = None,
+    json_mode: bool = False,
+    think: bool | None = None,
+    needs_template: bool = True,
+    model: Model | None = None,
+) -> Prepared:
+    """A chat: what the template gets and how the reply is held and read (engine.chat_plan).
+    A model without a template is refused from its metadata (`needs_template=False`: the
+    caller sends the prompt as it is instead, see prepare_raw). `model`: when the caller has
+    resolved `typed` already."""
+    model = model or await scheduler.resolve(typed)
+    seconds = keep_alive_secs(keep_alive)
+    source = model.chat_template
+    uses_tools = bool(tools) and choice != "none"
+    if needs_template and not source and model.format == "GGUF" and not uses_tools:
+        raise NoChatTemplate(typed)
+    chat = chat_messages(messages, model)
+    caps = await template_caps(templates, model)
+    if think and not caps.thinking:
+        raise BadRequest(f"model '{typed}' does not support thinking")
+    chat = model_defaults.messages(model, chat)  # its Modelfile's SYSTEM and MESSAGEs
+    if uses_tools and not source:
+        raise BadRequest(f"model '{typed}' has no chat template, so it cannot be given tools")
+    if uses_tools and any(isinstance(m.get("content"), list) for m in chat):
+        raise BadRequest("tools cannot be used together with images")
+    plan = chat_plan.plan(
+        source,
+        caps,
+        chat,
+        tools=tools,
+        choice=choice,
+        forced=forced,
+        parallel=parallel,
+        schema=schema,
+        json_mode=json_mode,
+        think=think,
+    )
+    held = dataclasses.replace(opts, grammar=plan.grammar, grammar_trigger=plan.trigger)
+    return Prepared(
+        model,
+        typed,
+        held,
+        seconds,
+        messages=plan.messages,
+        variables=plan.variables,
+        reply_format=plan.format,
+        parallel=plan.parallel,
+        think=think,
+    )
+
+
+async def prepare_raw(
+    scheduler: Scheduler,
+    templates: Templates,
+    typed: str,
+    prompt: str,
+    opts: GenOptions,
+    *,
+    keep_alive: KeepAlive | None = None,
+    schema: dict | None = None,
+    json_mode: bool = False,
+    think: bool | None = None,
+    context: list[int] | None = None,
+    model: Model | None = None,
+) -> Prepared:
+    """A prompt sent as it is: its output format is a grammar alone."""
+    model = model or await scheduler.resolve(typed)
+    if think and not (await template_caps(templates, model)).thinking:
+        raise BadRequest(f"model '{typed}' does not support thinking")
+    grammar = chat_plan.format_grammar(schema, json_mode, "the JSON schema in 'format'")
+    return Prepared(
+        model,
+        typed,
+        dataclasses.replace(opts, grammar=grammar),
+        keep_alive_secs(keep_alive),
+        prompt=prompt,
+        context=context,
+        think=think,
+    )
+
+
+@dataclass
+class Run:
+    """A generation under way: its events (the first one already came) and its outcome."""
+
+    turn: Turn
+    events: AsyncIterator[Event]
+    opts: GenOptions
+
+
+async def run(
+    request: Request,
+    scheduler: Scheduler,
+    job: Prepared,
+    opts: GenOptions | None = None,
+    context: list[int] | None = None,
+) -> Run:
+    """Claim the model and start `job` (with `opts` instead of the job's own, for one of
+    several choices); `context`: ask for the conversation's tokens back (None: not)."""
+    opts = dataclasses.replace(opts or job.opts)  # the engine's own: it fills in defaults
+    turn = Turn()
+    lease, turn.load_ns = await claim(request, scheduler, job.model, "chat", job.keep_alive)
+    backend = lease.backend
+    assert backend is not None  # a lease holds a loaded model
+    ask = job.context if job.context is not None else context
+
+    def produce():
+        if job.messages is not None:
+            return backend.chat(job.messages, opts, turn.stats, job.variables, context=ask)
+        return backend.complete(job.prompt, opts, turn.stats, context=ask)
+
+    events = await primed(generate(lease, produce, turn, job.think, job.parser()), request)
+    return Run(turn, events, opts)
 
 
 async def claim(
@@ -78,15 +245,14 @@ async def claim(
     scheduler: Scheduler,
     model: Model,
     kind: str,
-    keep_alive: KeepAlive | None,
+    keep_alive: float | None,
 ) -> tuple[Lease, int]:
     """Claim a loaded model for this request: (lease, nanoseconds spent loading/waiting).
 
     The lease is tied to the request (claims.hold): whatever happens between here and the
     end of the response, it is released."""
-    secs = keep_alive_secs(keep_alive)
     started = time.perf_counter()
-    lease = await scheduler.acquire(model.name, kind, secs)
+    lease = await scheduler.acquire(model, kind, keep_alive)
     hold(request, lease)
     return lease, int((time.perf_counter() - started) * 1e9)
 
@@ -99,7 +265,7 @@ def record(metrics: NodeMetrics, turn: Turn) -> None:
 async def embed(
     request: Request,
     scheduler: Scheduler,
-    model: Model,
+    typed: str,
     inputs: list[str | list[int]],
     keep_alive: KeepAlive | None,
     dimensions: int | None = None,
@@ -107,8 +273,11 @@ async def embed(
     """(vectors, prompt tokens, load ns) for several inputs (texts or token arrays). A client
     that hangs up stops the work (the runner stops between two decodes). `dimensions`: the
     first that many of each vector, normalised again (as OpenAI and ollama shorten them)."""
-    lease, load_ns = await claim(request, scheduler, model, "embed", keep_alive)
+    model = await scheduler.resolve(typed)
+    seconds = keep_alive_secs(keep_alive)
+    lease, load_ns = await claim(request, scheduler, model, "embed", seconds)
     try:
+        assert lease.backend is not None
         vectors, tokens = await watched(lease.backend.embed(inputs), request)
     finally:
         await lease.release()
@@ -127,147 +296,14 @@ def _shortened(vector: list[float], dimensions: int, name: str) -> list[float]:
     return [x / norm for x in cut] if norm else cut
 
 
-def image_data_url(b64: str, field_name: str = "images") -> str:
-    """Check an image by its bytes and turn it into a data URL for llama.cpp."""
-    if b64.startswith("data:"):
-        b64 = b64.split(",", 1)[-1]
-    try:
-        raw = base64.b64decode(b64, validate=True)
-    except (ValueError, binascii.Error) as exc:
-        raise BadRequest(f"field '{field_name}' holds invalid base64") from exc
-    mime = next((m for magic, m in IMAGE_MAGIC.items() if raw.startswith(magic)), None)
-    if mime is None and raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
-        mime = "image/webp"
-    if mime is None:
-        raise BadRequest(
-            f"field '{field_name}' holds data that is not a PNG, JPEG, WebP or GIF image"
-        )
-    return f"data:{mime};base64,{b64}"
-
-
-def chat_messages(messages: list[ChatMessage], model: Model) -> list[dict]:
-    """Typed chat messages in llama-cpp-python's format; images checked by their bytes."""
-    out: list[dict] = []
-    for i, m in enumerate(messages):
-        role = "system" if m.role == "developer" else m.role
-        images: list[str] = []
-        content = m.content or ""
-        if isinstance(content, list):  # OpenAI content parts
-            texts = []
-            for part in content:
-                if isinstance(part, ImagePart):
-                    url = (
-                        part.image_url.url
-                        if isinstance(part.image_url, ImageURL)
-                        else part.image_url
-                    )
-                    if not url.startswith("data:"):
-                        raise BadRequest(
-                            "only data: URLs are accepted for images (no remote fetches)"
-                        )
-                    images.append(image_data_url(url, f"messages[{i}].content"))
-                else:
-                    texts.append(part.text)
-            content = "\n".join(texts)
-        for img in m.images or []:
-            images.append(image_data_url(img, f"messages[{i}].images"))
-        if images and not model.projector_path:
-            raise BadRequest(f"model '{model.name}' does not support images")
-        if images:
-            parts: list[dict] = [{"type": "image_url", "image_url": {"url": u}} for u in images]
-            out.append({"role": role, "content": [*parts, {"type": "text", "text": content}]})
-        else:
-            out.append({"role": role, "content": content})
-        if m.tool_calls:
-            out[-1]["tool_calls"] = [
-                {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
-                for c in m.tool_calls
-            ]
-        if role == "tool":
-            if m.tool_call_id:
-                out[-1]["tool_call_id"] = m.tool_call_id
-            if m.tool_name or m.name:
-                out[-1]["name"] = m.tool_name or m.name
-    return out
-
-
-async def template_caps(templates: Templates, model: Model) -> TemplateCaps:
-    """What the model's chat template renders (none: nothing)."""
-    source = model.chat_template
-    return await templates.caps(source, model.name) if source else TemplateCaps()
-
-
-async def check_think(
-    templates: Templates, model: Model, think: bool | None, typed: str | None = None
-) -> None:
-    """`think` on a model that cannot think is refused, as ollama does."""
-    if think and not (await template_caps(templates, model)).thinking:
-        raise BadRequest(f"model '{typed or model.name}' does not support thinking")
-
-
-def plan_raw(opts: GenOptions, schema: dict | None, json_mode: bool) -> None:
-    """A raw prompt's output format: the grammar alone."""
-    opts.grammar = chat_plan.format_grammar(schema, json_mode, "the JSON schema in 'format'")
-
-
-async def plan_chat(
-    templates: Templates,
-    model: Model,
-    messages: list[dict],
-    opts: GenOptions,
-    *,
-    tools: list[chat_plan.Tool] | None = None,
-    choice: str = "auto",
-    forced: str | None = None,
-    parallel: bool = True,
-    schema: dict | None = None,
-    json_mode: bool = False,
-    think: bool | None = None,
-    typed: str | None = None,
-    needs_template: bool = True,
-) -> chat_plan.ChatPlan:
-    """What the template gets and how the reply is held and read (engine.chat_plan), after
-    the checks that need the model: before it is claimed, so a refusal costs nothing (a
-    chat with a model that has no template is refused from its metadata, before any load;
-    `needs_template=False` where the prompt can go as it is). `typed`: the model's name as
-    the request gave it, for messages."""
-    source = model.chat_template
-    uses_tools = bool(tools) and choice != "none"
-    if needs_template and not source and model.format == "GGUF" and not uses_tools:
-        raise NoChatTemplate(typed or model.name)
-    caps = await template_caps(templates, model)
-    if think and not caps.thinking:
-        raise BadRequest(f"model '{typed or model.name}' does not support thinking")
-    messages = model_defaults.messages(model, messages)  # its Modelfile's SYSTEM and MESSAGEs
-    if uses_tools and not source:
-        name = typed or model.name
-        raise BadRequest(f"model '{name}' has no chat template, so it cannot be given tools")
-    if uses_tools and any(isinstance(m.get("content"), list) for m in messages):
-        raise BadRequest("tools cannot be used together with images")
-    plan = chat_plan.plan(
-        source,
-        caps,
-        messages,
-        tools=tools,
-        choice=choice,
-        forced=forced,
-        parallel=parallel,
-        schema=schema,
-        json_mode=json_mode,
-        think=think,
-    )
-    opts.grammar, opts.grammar_trigger = plan.grammar, plan.trigger
-    return plan
-
-
-Event = tuple[str, str] | tuple[str, CallDelta]
+# -- the events of one generation --------------------------------------------------------------
 
 
 def _content(text: str, turn: Turn, parser: Parser | None) -> list[Event]:
     """Reply text, through the tool-call parser when the request has tools."""
     if parser is None:
         turn.content += text
-        return [("content", text)] if text else []
+        return [Text("content", text)] if text else []
     return _parsed(parser.feed(text), turn)
 
 
@@ -276,19 +312,19 @@ def _parsed(events: list[str | CallDelta], turn: Turn) -> list[Event]:
     for e in events:
         if isinstance(e, str):
             turn.content += e
-            out.append(("content", e))
+            out.append(Text("content", e))
         else:
-            out.append(("call", e))
+            out.append(e)
     return out
 
 
 async def generate(
     lease: Lease, produce, turn: Turn, think: bool | None, parser: Parser | None = None
 ) -> AsyncGenerator[Event]:
-    """("thinking"|"content", text) and ("call", CallDelta) events; releases the lease when
-    done or abandoned. `produce()` starts the generation (backend.chat/complete). Log
-    probabilities, when asked for, collect in turn.logprobs (turn.take_logprobs() for each
-    streamed chunk); tool calls in turn.calls."""
+    """Text("thinking"|"content") and CallDelta events; releases the lease when done or
+    abandoned. `produce()` starts the generation (backend.chat/complete). Log probabilities,
+    when asked for, collect in turn.logprobs (turn.take_logprobs() for each streamed chunk);
+    tool calls in turn.calls."""
     splitter: ThinkingSplitter | None = None
     if parser is not None:
         turn.calls = parser.calls
@@ -303,14 +339,14 @@ async def generate(
             if thinking:
                 turn.thinking += thinking
                 if think is not False:
-                    yield "thinking", thinking
+                    yield Text("thinking", thinking)
             for event in _content(content, turn, parser):
                 yield event
         if splitter is not None:
             thinking, content = splitter.flush()
             turn.thinking += thinking
             if thinking and think is not False:
-                yield "thinking", thinking
+                yield Text("thinking", thinking)
             for event in _content(content, turn, parser):
                 yield event
         if parser is not None:
@@ -388,24 +424,8 @@ async def collect(pieces: AsyncIterator[Event], request: Request | None = None) 
     """Run a non-streamed generation to its end (the Turn gathers the text), or stop it when
     the client hangs up: nothing is written until the end, so only the connection tells."""
 
-    async def run() -> None:
+    async def drain() -> None:
         async for _ in pieces:
             pass
 
-    await watched(run(), request)
-
-
-def _token_logprob(token: str, logprob: float, raw: bytes) -> dict[str, Any]:
-    return {"token": token, "logprob": logprob, "bytes": list(raw or token.encode())}
-
-
-def token_logprobs(lps: list[TokenLogprob]) -> list[dict[str, Any]]:
-    """Each token with its bytes and its top alternatives: the shape ollama and OpenAI chat
-    share."""
-    return [
-        {
-            **_token_logprob(lp.token, lp.logprob, lp.raw),
-            "top_logprobs": [_token_logprob(t, v, raw) for t, v, raw in lp.top],
-        }
-        for lp in lps
-    ]
+    await watched(drain(), request)

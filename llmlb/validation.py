@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from pathlib import Path
 
 from llmlb.errors import ValidationError
 
-FORMATS = ("GGUF", "Safetensors")
-SOURCES = ("Local", "Ollama", "HuggingFace")
+
+class Format(StrEnum):
+    """A model file's format."""
+
+    GGUF = "GGUF"
+    SAFETENSORS = "Safetensors"
+
+
+class Source(StrEnum):
+    """Where a model came from."""
+
+    LOCAL = "Local"
+    OLLAMA = "Ollama"
+    HUGGINGFACE = "HuggingFace"
+
+
+FORMATS = tuple(f.value for f in Format)
+SOURCES = tuple(s.value for s in Source)
 _NAME = re.compile(r"^[A-Za-z0-9/._-]+$")
 MAX_NAME = 200
 

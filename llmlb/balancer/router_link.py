@@ -26,6 +26,7 @@ from llmlb import tasks
 from llmlb.balancer.wire import Heartbeat, ModelRef
 from llmlb.errors import BadRequest
 from llmlb.store import catalog
+from llmlb.validation import Format
 
 log = logging.getLogger("llmlb.node")
 TOKEN_HEADER = "x-llmlb-node-token"
@@ -104,7 +105,7 @@ class RouterLink:
         models = [
             ModelRef(m.name, m.alias, _seconds(m.created_at))
             for m in catalog.all_models(self.catalog)
-            if m.format == "GGUF"
+            if m.format == Format.GGUF
         ]
         models += [ModelRef(e.display, None, _seconds(e.modified)) for e in catalog.ollama_models()]
         snap = self.engine.snapshot()

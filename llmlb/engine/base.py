@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llmlb.errors import BadRequest, LlmlbError
+from llmlb.validation import Format
 
 
 def check_runnable(model: Any) -> None:
     """Only GGUF files run; a Safetensors model that could not be converted says why."""
-    if model.format == "GGUF":
+    if model.format == Format.GGUF:
         return
     why = (model.details or {}).get("convert_error")
     raise BadRequest(

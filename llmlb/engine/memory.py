@@ -16,6 +16,7 @@ from pathlib import Path
 from llmlb.engine.gpu import GpuInfo
 from llmlb.sources.gguf_header import HeaderError, read_header
 from llmlb.store.models import Model
+from llmlb.validation import Format
 
 log = logging.getLogger("llmlb.engine")
 KV_BYTES_PER_VALUE = 2  # f16
@@ -83,7 +84,9 @@ def estimate(model: Model, n_ctx: int, n_seq: int) -> int:
     total = int(model.size_bytes)
     if model.projector_path and Path(model.projector_path).exists():
         total += Path(model.projector_path).stat().st_size
-    shape = shape_of(model.path) if model.format == "GGUF" and Path(model.path).exists() else None
+    shape = (
+        shape_of(model.path) if model.format == Format.GGUF and Path(model.path).exists() else None
+    )
     if shape is not None:
         total += shape.kv_bytes(context_for(model, n_ctx) * n_seq)
     return total

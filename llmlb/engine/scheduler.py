@@ -32,6 +32,7 @@ from llmlb.engine.gpu import Gpus
 from llmlb.errors import LlmlbError, Unavailable
 from llmlb.store import catalog
 from llmlb.store.models import Model
+from llmlb.validation import Source
 
 log = logging.getLogger("llmlb.scheduler")
 REAP_EVERY = 0.25
@@ -199,7 +200,7 @@ class Scheduler:
         now = time.monotonic()
         try:
             if (
-                model.source != "Ollama"
+                model.source != Source.OLLAMA
                 and now - self._touched.get(model.name, -TOUCH_EVERY) >= TOUCH_EVERY
             ):
                 self._touched[model.name] = now

@@ -28,7 +28,8 @@ from llmlb.jobs.blobs import Blobs
 from llmlb.jobs.child import Cancelled, run_child
 from llmlb.jobs.create_plan import CreateRequest, Plan, Planner
 from llmlb.store import catalog
-from llmlb.store.models import Model, Source
+from llmlb.store.models import Model
+from llmlb.validation import Format, Source
 
 log = logging.getLogger("llmlb.create")
 Say = Callable[[dict[str, Any]], None]
@@ -181,7 +182,7 @@ class Creations:
 
 
 def _checkpoint_info(directory: Path, child: dict[str, Any]) -> dict[str, Any]:
-    info: dict[str, Any] = {"format": "Safetensors", "type": "F16"}
+    info: dict[str, Any] = {"format": Format.SAFETENSORS.value, "type": "F16"}
     try:
         cfg = json.loads((directory / "config.json").read_text())
         info["architecture"] = (cfg.get("architectures") or [""])[0]

@@ -30,6 +30,7 @@ from llmlb.sources import metadata
 from llmlb.store import catalog
 from llmlb.store.models import Model
 from llmlb.units import size
+from llmlb.validation import Format
 
 PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
 SAFETENSORS_FILES = (".safetensors", ".json", ".model", ".jinja", ".txt")
@@ -108,7 +109,7 @@ class Planner:
         if req.source:
             base_model = catalog.resolve(self.engine, req.source)
             fields = _inherited(base_model)
-            if base_model.format == "Safetensors":
+            if base_model.format == Format.SAFETENSORS:
                 checkpoint = Path(base_model.path)
                 inputs += [
                     (p, f"src/{p.name}") for p in sorted(checkpoint.iterdir()) if p.is_file()

@@ -20,6 +20,7 @@ from llmlb.jobs.child import run_child
 from llmlb.sources.hf_refs import Plan
 from llmlb.store import catalog
 from llmlb.units import size
+from llmlb.validation import Format, Source
 
 log = logging.getLogger("llmlb.pull")
 CONVERTED = "model-F16.gguf"  # a pulled checkpoint, converted
@@ -49,7 +50,7 @@ def install(engine: Engine, home: Path, plan: Plan, state: dict) -> None:
                 placed.append(dest)
             shutil.rmtree(staging, ignore_errors=True)
         catalog.prune_empty_parents(staging.parent, home / "partial")
-        if plan.format == "Safetensors":
+        if plan.format == Format.SAFETENSORS:
             _register_checkpoint(engine, plan.name, target)
         else:
             catalog.register_model(
@@ -57,7 +58,7 @@ def install(engine: Engine, home: Path, plan: Plan, state: dict) -> None:
                 name=plan.name,
                 path=target / main.path,
                 format=plan.format,
-                source="HuggingFace",
+                source=Source.HUGGINGFACE,
                 digest=state["files"][main.path].get("digest") or None,
             )
     except BaseException:
@@ -95,11 +96,15 @@ def _register_checkpoint(engine: Engine, name: str, directory: Path) -> None:
         out.unlink(missing_ok=True)
         log.warning("%s stays Safetensors: %s", name, why)
         catalog.register_model(
-            engine, name=name, path=directory, format="Safetensors", source="HuggingFace",
+            engine, name=name, path=directory, format=Format.SAFETENSORS, source=Source.HUGGINGFACE,
             details={"convert_error": why},
         )  # fmt: skip
         return
-    converted = {"format": "Safetensors", "type": "F16", "peak_rss": made.get("peak_rss")}
+    converted = {
+        "format": Format.SAFETENSORS.value,
+        "type": "F16",
+        "peak_rss": made.get("peak_rss"),
+    }
     try:
         cfg = json.loads((directory / "config.json").read_text())
         converted.update(
@@ -108,7 +113,7 @@ def _register_checkpoint(engine: Engine, name: str, directory: Path) -> None:
     except (OSError, ValueError, AttributeError):
         pass
     catalog.register_model(
-        engine, name=name, path=out, format="GGUF", source="HuggingFace",
+        engine, name=name, path=out, format="GGUF", source=Source.HUGGINGFACE,
         details={"converted_from": converted},
     )  # fmt: skip
     for p in [*shards, directory / "model.safetensors.index.json"]:

@@ -29,6 +29,7 @@ from llmlb.server.metrics_api import NodeMetrics
 from llmlb.server.requests import OpenAIChat, OpenAICompletion, OpenAIEmbeddings
 from llmlb.store import catalog
 from llmlb.store.catalog import resolve as resolve_model
+from llmlb.validation import Format
 
 SSE = "text/event-stream"
 
@@ -319,7 +320,9 @@ def model_object(name: str, created: datetime | None) -> dict:
 
 def _all(engine: Engine) -> list[dict]:
     out = [
-        model_object(m.name, m.created_at) for m in catalog.all_models(engine) if m.format == "GGUF"
+        model_object(m.name, m.created_at)
+        for m in catalog.all_models(engine)
+        if m.format == Format.GGUF
     ]
     out += [model_object(e.display, e.modified) for e in catalog.ollama_models()]
     return out

@@ -37,6 +37,7 @@ from llmlb.server.messages import chat_messages
 from llmlb.server.metrics_api import NodeMetrics
 from llmlb.server.requests import ChatMessage, KeepAlive
 from llmlb.store.models import Model
+from llmlb.validation import Format
 
 T = TypeVar("T")
 
@@ -139,7 +140,7 @@ async def prepare_chat(
     seconds = keep_alive_secs(keep_alive)
     source = model.chat_template
     uses_tools = bool(tools) and choice != "none"
-    if needs_template and not source and model.format == "GGUF" and not uses_tools:
+    if needs_template and not source and model.format == Format.GGUF and not uses_tools:
         raise NoChatTemplate(typed)
     chat = chat_messages(messages, model)
     caps = await template_caps(templates, model)

@@ -29,6 +29,7 @@ from llmlb.server.requests import ModelOnly, PullRequest, push_refused
 from llmlb.sources import huggingface as hf
 from llmlb.store import catalog
 from llmlb.store.models import DownloadStatus
+from llmlb.validation import Source
 
 NDJSON = "application/x-ndjson"
 POLL_SECS = 0.1
@@ -110,7 +111,9 @@ def _installed(engine: Engine, plan: hf.Plan) -> bool:
     """Already pulled at this revision: nothing to download."""
     m = catalog.find(engine, plan.name)
     main = plan.main
-    return bool(m and main and m.digest and m.digest == main.digest and m.source == "HuggingFace")
+    return bool(
+        m and main and m.digest and m.digest == main.digest and m.source == Source.HUGGINGFACE
+    )
 
 
 def _start(

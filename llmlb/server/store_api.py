@@ -27,6 +27,7 @@ from llmlb.store import catalog as store
 from llmlb.store import db
 from llmlb.store.catalog import resolve as resolve_model
 from llmlb.store.models import DownloadProgress, DownloadStatus, Model
+from llmlb.validation import Format, Source
 
 log = logging.getLogger("llmlb.server")
 
@@ -196,7 +197,7 @@ def show_body(m: Model, template_caps: TemplateCaps | None = None) -> dict[str, 
         "context_length": m.context_length,
         "parameter_count": m.parameters,
         "source": m.source,
-        "readonly": m.source == "Ollama",
+        "readonly": m.source == Source.OLLAMA,
         "tool_format": tool_format(m),
         "converted_from": extra.get("converted_from"),
         "adapters": [Path(str(a.get("path"))).name for a in m.adapters or []],
@@ -206,7 +207,7 @@ def show_body(m: Model, template_caps: TemplateCaps | None = None) -> dict[str, 
 
 def _file_info(m: Model) -> dict[str, Any]:
     """The GGUF's own metadata (ollama's model_info); nothing when the file cannot be read."""
-    if m.format != "GGUF":
+    if m.format != Format.GGUF:
         return {}
     try:
         return gguf_info(Path(m.path))

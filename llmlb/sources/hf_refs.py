@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from llmlb import settings, validation
 from llmlb.errors import BadRequest, NotFound, ValidationError
+from llmlb.validation import Format
 
 # GGUF quantizations, best default first (ollama's default is Q4_K_M: a good size/quality balance).
 QUANT_PREFERENCE = (
@@ -262,10 +263,10 @@ def choose_files(
         if ref.file.lower().endswith(".gguf"):
             if _is_projector(ref.file):
                 raise BadRequest(f"{ref.file} is a vision projector, not a model")
-            return "GGUF", _gguf_group(files, _group_key(ref.file)) + _projector(files)
+            return Format.GGUF, _gguf_group(files, _group_key(ref.file)) + _projector(files)
         if ref.file.lower().endswith(".safetensors"):
             extras = [_plan_file(files[p], "extra") for p in SAFETENSORS_EXTRAS if p in files]
-            return "Safetensors", [_plan_file(files[ref.file], "model"), *extras]
+            return Format.SAFETENSORS, [_plan_file(files[ref.file], "model"), *extras]
         raise BadRequest(f"{ref.file} is not a GGUF or safetensors file")
     groups: dict[str, str | None] = {}
     for p in files:
@@ -295,7 +296,7 @@ def choose_files(
                 f"{label} has several candidate files; pull one of them by path: "
                 + ", ".join(f"{ref.repo}/{m}" for m in matches)
             )
-        return "GGUF", _gguf_group(files, matches[0]) + _projector(files)
+        return Format.GGUF, _gguf_group(files, matches[0]) + _projector(files)
     if ref.tag:
         raise NotFound(f"no GGUF files in {label}, so there is no {ref.tag} to choose")
     index = "model.safetensors.index.json"
@@ -311,4 +312,4 @@ def choose_files(
     else:
         chosen = [_plan_file(files[p], "model") for p in shards]
     extras = [_plan_file(files[p], "extra") for p in SAFETENSORS_EXTRAS if p in files]
-    return "Safetensors", chosen + extras
+    return Format.SAFETENSORS, chosen + extras

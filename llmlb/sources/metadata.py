@@ -11,6 +11,7 @@ from typing import Any
 
 from llmlb.errors import BadRequest
 from llmlb.sources.gguf_header import GGUFHeader, HeaderError, read_header
+from llmlb.validation import Format
 
 GGUF_MAGIC = b"GGUF"
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
@@ -249,7 +250,7 @@ def read_safetensors(path: Path | str) -> ModelMeta:
     if not isinstance(template, str):
         template = None
     return ModelMeta(
-        format="Safetensors",
+        format=Format.SAFETENSORS,
         architecture=str(arch or ""),
         parameters=params or None,
         quantization=dtypes.most_common(1)[0][0] if dtypes else None,
@@ -262,6 +263,6 @@ def read_safetensors(path: Path | str) -> ModelMeta:
 
 def read_metadata(path: Path | str, format: str | None = None) -> ModelMeta:
     path = Path(path)
-    if format == "Safetensors" or path.is_dir() or path.suffix == ".safetensors":
+    if format == Format.SAFETENSORS or path.is_dir() or path.suffix == ".safetensors":
         return read_safetensors(path)
     return read_gguf(path)

@@ -22,7 +22,8 @@ from llmlb.sources import metadata as meta
 from llmlb.sources import ollama
 from llmlb.store import db, names
 from llmlb.store.alias import base_alias, unique_alias
-from llmlb.store.models import DownloadProgress, DownloadStatus, Model, Source, utcnow
+from llmlb.store.models import DownloadProgress, DownloadStatus, Model, utcnow
+from llmlb.validation import Source
 
 log = logging.getLogger("llmlb.store")
 TRASH_PREFIX = ".trash-"

@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import JSON, CheckConstraint, Column, ForeignKey, Index, String
 from sqlmodel import Field, SQLModel
 
+from llmlb.validation import Source
+
 
 def utcnow() -> datetime:
     """Aware UTC: sqlmodel's UTCDateTime columns store UTC and refuse naive values."""
@@ -18,17 +20,6 @@ def utcnow() -> datetime:
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-class Format(StrEnum):
-    GGUF = "GGUF"
-    SAFETENSORS = "Safetensors"
-
-
-class Source(StrEnum):
-    LOCAL = "Local"
-    OLLAMA = "Ollama"
-    HUGGINGFACE = "HuggingFace"
 
 
 class NodeStatus(StrEnum):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ollama
@@ -57,6 +59,32 @@ def smollm2() -> Path:
     from tests.support.real_models import smollm2 as fetch
 
     return fetch()
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """What a test module's `node` serves (its module-level NODE): model name -> the fixture
+    that gives its file, or a function (a folder) -> the file it makes there; and the node's
+    environment."""
+
+    models: dict[str, str | Callable[[Path], Path]]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def node(request, tmp_path_factory) -> ServerProcess:
+    """One node server for a test module, as its NODE says; it must stop cleanly."""
+    spec: NodeSpec | None = getattr(request.module, "NODE", None)
+    if spec is None:
+        pytest.fail(f"{request.module.__name__} uses `node` but says nothing of it (NODE)")
+    tmp = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    models = {
+        name: request.getfixturevalue(source) if isinstance(source, str) else source(tmp)
+        for name, source in spec.models.items()
+    }
+    server = start_node(tmp / "home", models, env=spec.env)
+    yield server
+    assert server.stop() == 0, server.log()
 
 
 @pytest.fixture

@@ -11,10 +11,9 @@ import math
 
 import httpx
 import ollama
-import pytest
 from pydantic import BaseModel, Field
 
-from tests.e2e.conftest import start_node
+from tests.e2e.conftest import NodeSpec
 from tests.support.procs import wait_for
 
 MODEL = "smollm2-135m-instruct"
@@ -24,12 +23,7 @@ FILLER = (
 )
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory, smollm2):
-    server = start_node(tmp_path_factory.mktemp("rest") / "home",
-                        {"HuggingFaceTB/SmolLM2-135M-Instruct-GGUF": smollm2})  # fmt: skip
-    yield server
-    assert server.stop() == 0, server.log()
+NODE = NodeSpec({"HuggingFaceTB/SmolLM2-135M-Instruct-GGUF": "smollm2"})
 
 
 def test_the_same_seed_gives_the_same_text_whether_or_not_the_prompt_was_cached(oai):

@@ -10,7 +10,7 @@ import socket
 import httpx
 import pytest
 
-from tests.e2e.conftest import start_node
+from tests.e2e.conftest import NodeSpec, start_node
 from tests.support.procs import wait_for
 from tests.support.tiny_model import TinySpec, make_tiny_gguf
 
@@ -37,16 +37,10 @@ def long_gguf(tmp_path_factory):
     return make_tiny_gguf(tmp_path_factory.mktemp("long") / "long.gguf", spec)
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory, tiny_gguf, base_gguf, long_gguf):
-    home = tmp_path_factory.mktemp("limits") / "home"
-    server = start_node(
-        home,
-        {"org/tiny": tiny_gguf, "org/base": base_gguf, "org/long": long_gguf},
-        env={"LLMLB_NUM_PARALLEL": "1", "LLMLB_CONTEXT_LENGTH": "8192"},
-    )
-    yield server
-    assert server.stop() == 0, server.log()
+NODE = NodeSpec(
+    {"org/tiny": "tiny_gguf", "org/base": "base_gguf", "org/long": "long_gguf"},
+    env={"LLMLB_NUM_PARALLEL": "1", "LLMLB_CONTEXT_LENGTH": "8192"},
+)
 
 
 def test_chat_on_a_model_without_a_chat_template_is_a_clear_400(node):

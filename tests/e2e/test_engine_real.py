@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import start_node
+from tests.e2e.conftest import NodeSpec
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -33,13 +33,7 @@ FILLER = (
 )
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory, smollm2):
-    home = tmp_path_factory.mktemp("real") / "home"
-    server = start_node(home, {"HuggingFaceTB/SmolLM2-135M-Instruct": smollm2},
-                        env={"LLMLB_NUM_PARALLEL": "8"})  # fmt: skip
-    yield server
-    assert server.stop() == 0, server.log()
+NODE = NodeSpec({"HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2"}, env={"LLMLB_NUM_PARALLEL": "8"})
 
 
 MODEL = "smollm2-135m-instruct"

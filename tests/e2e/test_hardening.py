@@ -10,19 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.e2e.conftest import start_node
+from tests.e2e.conftest import NodeSpec, start_node
 from tests.support.procs import ServerProcess, run_cli, wait_for
 
 CHAT = {"model": "org/tiny", "messages": [{"role": "user", "content": "hi"}]}
 BEAT = {"LLMLB_HEARTBEAT_MS": "200"}
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory, tiny_gguf):
-    home = tmp_path_factory.mktemp("hardening") / "home"
-    server = start_node(home, {"org/tiny": tiny_gguf})
-    yield server
-    assert server.stop() == 0, server.log()
+NODE = NodeSpec({"org/tiny": "tiny_gguf"})
 
 
 def chat(node, **extra) -> httpx.Response:

@@ -6,17 +6,9 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import start_node
+from tests.e2e.conftest import NodeSpec
 
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory, tiny_gguf, endless_gguf):
-    home = tmp_path_factory.mktemp("node") / "home"
-    server = start_node(
-        home, {"org/tiny": tiny_gguf, "org/endless": endless_gguf, "org/raw": endless_gguf}
-    )
-    yield server
-    assert server.stop() == 0, server.log()
+NODE = NodeSpec({"org/tiny": "tiny_gguf", "org/endless": "endless_gguf", "org/raw": "endless_gguf"})
 
 
 def test_ollama_chat_streaming(oll):

@@ -14,23 +14,21 @@ from llmlb import settings
 from llmlb.cli.chat import Chat, open_session
 from llmlb.cli.repl import Repl
 from llmlb.client import Client
-from tests.e2e.conftest import start_node
+from tests.e2e.conftest import NodeSpec
 from tests.support.procs import run_cli
 from tests.support.tiny_model import make_tiny_gguf
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    src = tmp_path_factory.mktemp("src")
-    chat = make_tiny_gguf(src / "chat.gguf", context_length=128)  # bounds every reply
-    base = make_tiny_gguf(src / "base.gguf", context_length=128, chat_template=None)
-    server = start_node(
-        tmp_path_factory.mktemp("msg") / "home", {"org/chat": chat, "org/base": base}
-    )
-    yield server
-    server.stop()
+NODE = NodeSpec(  # a 128-token context bounds every reply
+    {
+        "org/chat": lambda d: make_tiny_gguf(d / "chat.gguf", context_length=128),
+        "org/base": lambda d: make_tiny_gguf(
+            d / "base.gguf", context_length=128, chat_template=None
+        ),
+    }
+)
 
 
 def cli(node, *args):

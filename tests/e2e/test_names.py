@@ -8,7 +8,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.e2e.conftest import start_node
+from tests.e2e.conftest import NodeSpec
 from tests.support.hub_server import HubServer
 from tests.support.procs import LLMLB, ServerProcess, run_cli, wait_for
 from tests.support.tiny_model import TinySpec, make_tiny_gguf
@@ -17,14 +17,12 @@ pytestmark = pytest.mark.e2e
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    # A 128-token context bounds every reply of `run` (which has no token limit of its own).
-    short = make_tiny_gguf(tmp_path_factory.mktemp("short") / "short.gguf", context_length=128)
-    home = tmp_path_factory.mktemp("names") / "home"
-    server = start_node(home, {SMOL: short, "org/repo": short, "org/repo/Q4_1": short})
-    yield server
-    server.stop()
+# A 128-token context bounds every reply of `run` (which has no token limit of its own).
+def _short(d):
+    return make_tiny_gguf(d / "short.gguf", context_length=128)
+
+
+NODE = NodeSpec({SMOL: _short, "org/repo": _short, "org/repo/Q4_1": _short})
 
 
 def cli(node, *args, **kw):

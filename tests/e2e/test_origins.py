@@ -8,18 +8,10 @@ import ollama
 import openai
 import pytest
 
-from tests.e2e.conftest import start_node
+from tests.e2e.conftest import NodeSpec, start_node
 from tests.support.procs import run_cli
 
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory, tiny_gguf):
-    home = tmp_path_factory.mktemp("origins") / "home"
-    server = start_node(
-        home, {"org/tiny": tiny_gguf}, env={"LLMLB_ORIGINS": "https://app.example.com"}
-    )
-    yield server
-    assert server.stop() == 0, server.log()
+NODE = NodeSpec({"org/tiny": "tiny_gguf"}, env={"LLMLB_ORIGINS": "https://app.example.com"})
 
 
 def test_a_foreign_host_is_refused(node):

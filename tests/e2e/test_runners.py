@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.e2e.conftest import start_node
+from tests.e2e.conftest import NodeSpec, start_node
 from tests.support.procs import ServerProcess, run_cli, wait_for
 from tests.support.tiny_model import make_tiny_gguf
 
@@ -23,19 +22,18 @@ LOOPS = (
 )
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory, tiny_gguf, slow_gguf):
-    tmp = tmp_path_factory.mktemp("runners")
-    models = {
-        "org/tiny": tiny_gguf,
-        "org/slow": slow_gguf,
-        "org/other": tiny_gguf,
-        "org/bogus": make_tiny_gguf(tmp / "bogus.gguf", extra={"llama.rope.scaling.type": "bogus"}),
-        "org/loops": make_tiny_gguf(tmp / "loops.gguf", chat_template=LOOPS),
-    }
-    server = start_node(tmp / "home", models, env=ENV)
-    yield server
-    assert server.stop() == 0, server.log()
+NODE = NodeSpec(
+    {
+        "org/tiny": "tiny_gguf",
+        "org/slow": "slow_gguf",
+        "org/other": "tiny_gguf",
+        "org/bogus": lambda d: make_tiny_gguf(
+            d / "bogus.gguf", extra={"llama.rope.scaling.type": "bogus"}
+        ),
+        "org/loops": lambda d: make_tiny_gguf(d / "loops.gguf", chat_template=LOOPS),
+    },
+    env=ENV,
+)
 
 
 def chat(node, model: str, timeout: float = 60, **extra) -> httpx.Response:

@@ -13,11 +13,10 @@ import os
 
 import httpx
 import jsonschema
-import pytest
 from llama_cpp import Llama
 
 from llmlb.engine.llama_template import ChatTemplate
-from tests.e2e.conftest import start_node
+from tests.e2e.conftest import NodeSpec
 from tests.support import templates
 from tests.support.procs import run_cli
 from tests.support.tiny_model import TinySpec, make_tiny_gguf
@@ -32,21 +31,21 @@ ARGS = {"get_weather": UNIT, "get_time": ZONE}
 ASK = [{"role": "user", "content": "What is the weather?"}]
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    d = tmp_path_factory.mktemp("formats")
-    models = {
-        "test/hermes": make_tiny_gguf(
-            d / "hermes.gguf", TinySpec(chat_template=templates.HERMES, favourite="<tool_call>")
+def _tiny(name: str, spec: TinySpec):
+    return lambda d: make_tiny_gguf(d / f"{name}.gguf", spec)
+
+
+NODE = NodeSpec(
+    {
+        "test/hermes": _tiny(
+            "hermes", TinySpec(chat_template=templates.HERMES, favourite="<tool_call>")
         ),
-        "test/llama3": make_tiny_gguf(d / "llama3.gguf", chat_template=templates.LLAMA3),
-        "test/plain": make_tiny_gguf(d / "plain.gguf", chat_template=None),
-        "test/thinker": make_tiny_gguf(d / "thinker.gguf", chat_template=templates.THINKER),
-        "test/opens": make_tiny_gguf(d / "opens.gguf", chat_template=templates.OPENS_THINKING),
+        "test/llama3": _tiny("llama3", TinySpec(chat_template=templates.LLAMA3)),
+        "test/plain": _tiny("plain", TinySpec(chat_template=None)),
+        "test/thinker": _tiny("thinker", TinySpec(chat_template=templates.THINKER)),
+        "test/opens": _tiny("opens", TinySpec(chat_template=templates.OPENS_THINKING)),
     }
-    server = start_node(d / "home", models)
-    yield server
-    assert server.stop() == 0, server.log()
+)
 
 
 def calls_of(r) -> list[tuple[str, dict]]:

@@ -15,10 +15,9 @@ import threading
 
 import httpx
 import jsonschema
-import pytest
 from pydantic import BaseModel
 
-from tests.e2e.conftest import start_node
+from tests.e2e.conftest import NodeSpec
 
 MODEL = "smollm2-135m-instruct"
 PERSON = {
@@ -74,13 +73,7 @@ ARGS = {"get_weather": WEATHER_ARGS, "get_time": TIME_ARGS}
 LONDON = "Tell me the weather in London, please."
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory, smollm2):
-    home = tmp_path_factory.mktemp("tools") / "home"
-    server = start_node(home, {"HuggingFaceTB/SmolLM2-135M-Instruct": smollm2},
-                        env={"LLMLB_NUM_PARALLEL": "4"})  # fmt: skip
-    yield server
-    assert server.stop() == 0, server.log()
+NODE = NodeSpec({"HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2"}, env={"LLMLB_NUM_PARALLEL": "4"})
 
 
 def ask(oai, content: str, **kw):

@@ -35,16 +35,16 @@ from llmlb.jobs.downloader import (
     disk_full,
     free_bytes,
 )
-from llmlb.jobs.install import install, prune_empty
+from llmlb.jobs.install import install
 from llmlb.sources import huggingface as hf
-from llmlb.store import db
-from llmlb.store.catalog import prune_empty_parents
+from llmlb.store import db, downloads
+from llmlb.store.files import prune_empty, prune_empty_parents
 from llmlb.store.models import DownloadProgress, DownloadStatus, utcnow
 from llmlb.units import size
 
 log = logging.getLogger("llmlb.pull")
 
-ACTIVE = (DownloadStatus.PENDING.value, DownloadStatus.DOWNLOADING.value)
+ACTIVE = downloads.ACTIVE
 
 
 class NoSpace(LlmlbError):

@@ -27,7 +27,7 @@ from llmlb.jobs.lifecycle import Downloads
 from llmlb.jobs.pull import Pulls
 from llmlb.server.requests import PullRequest
 from llmlb.sources import huggingface as hf
-from llmlb.store import catalog
+from llmlb.store import catalog, downloads
 from llmlb.store.models import DownloadStatus
 
 NDJSON = "application/x-ndjson"
@@ -36,7 +36,7 @@ TOKEN_HEADER = "x-hf-token"  # the CLI forwards its HF_TOKEN; kept in memory onl
 ENDPOINT_HEADER = "x-hf-endpoint"  # the CLI forwards its HF_ENDPOINT (a mirror) for this pull
 NO_CHECKSUM = "no checksum published; size checked"
 STOPPED = "the download of '{name}' stopped; run `llmlb node pull {name}` to resume it"
-ACTIVE = (DownloadStatus.PENDING.value, DownloadStatus.DOWNLOADING.value)
+ACTIVE = downloads.ACTIVE
 
 
 def _file_event(f: hf.PlanFile, completed: int, total: int | None) -> dict:

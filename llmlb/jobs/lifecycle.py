@@ -22,7 +22,7 @@ from llmlb.jobs.board import Board, Progress, Stage
 from llmlb.jobs.pull import PullJob
 from llmlb.sources import huggingface as hf
 from llmlb.store import downloads
-from llmlb.store.models import DownloadProgress, DownloadStatus
+from llmlb.store.models import DownloadProgress
 
 log = logging.getLogger("llmlb.pull")
 WORKERS = (
@@ -75,7 +75,7 @@ class Downloads:
                     self.tokens[name] = token
                 return row.id, True
             state = row.plan if row is not None else None
-            reusable = row is not None and row.status != DownloadStatus.COMPLETED.value
+            reusable = row is not None and not downloads.is_completed(row)
             if not (reusable and state and state.get("plan") == plan.to_json()):
                 # Another plan (first pull, or the repo changed): stale partial data goes.
                 partial.drop(self.home, name)

@@ -24,6 +24,11 @@ def is_active(row: DownloadProgress | None) -> bool:
     return row is not None and row.status in ACTIVE
 
 
+def is_completed(row: DownloadProgress | None) -> bool:
+    """Its model was installed (a row left Failed or unfinished may resume instead)."""
+    return row is not None and row.status == DownloadStatus.COMPLETED.value
+
+
 def find(engine: Engine, name: str) -> DownloadProgress | None:
     """The row of the model `name` (one per model)."""
     with db.session(engine) as s:
@@ -80,7 +85,7 @@ def remove(engine: Engine, name: str) -> bool:
         row = s.exec(select(DownloadProgress).where(DownloadProgress.model_name == name)).first()
         if row is None:
             return False
-        unfinished = row.status != DownloadStatus.COMPLETED.value
+        unfinished = not is_completed(row)
         s.delete(row)
         s.commit()
         return unfinished

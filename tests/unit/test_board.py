@@ -26,9 +26,20 @@ def at(stage: Stage, done: int = 0, error: str | None = None) -> Progress:
 
 
 def in_thread(fn) -> None:
-    t = threading.Thread(target=fn)
+    """Run `fn` in a thread of its own (as a job does) and raise what it raised."""
+    failed: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            failed.append(exc)
+
+    t = threading.Thread(target=body)
     t.start()
     t.join()
+    if failed:
+        raise failed[0]
 
 
 async def lines(board: Board, publish=None) -> list[dict]:
@@ -120,13 +131,17 @@ def test_a_subscriber_that_leaves_is_forgotten():
 def test_a_feed_whose_loop_is_gone_does_not_hold_up_the_job():
     board = Board()
 
-    async def subscribe_and_keep() -> None:
+    async def subscribe_and_keep():
         cm = board.subscribe(NAME)
         cm.__enter__()  # never left: its loop closes under it
+        return cm
 
-    asyncio.run(subscribe_and_keep())
+    kept = asyncio.run(subscribe_and_keep())
+    assert board.subscribers(NAME) == 1
     in_thread(lambda: board.publish(at(Stage.DOWNLOADING, 5)))
     assert board.status(NAME) is not None and board.status(NAME).files[0].done == 5
+    kept.__exit__(None, None, None)
+    assert board.subscribers(NAME) == 0
 
 
 def test_a_failure_published_before_any_subscriber_is_what_it_is_told():

@@ -366,3 +366,13 @@ def history_buffer() -> int:
 def max_blob_gb() -> int:
     """The largest file a client may upload to /api/blobs (a model, a shard, an adapter), in GB."""
     return _int_env("LLMLB_MAX_BLOB_GB", 1024)
+
+
+def responses_days() -> int:
+    """How long a node keeps a stored response of /v1/responses (OpenAI keeps them 30 days)."""
+    return _int_env("LLMLB_RESPONSES_DAYS", 30)
+
+
+def responses_mb() -> int:
+    """The stored responses' total size a node keeps, in MB; past it, the oldest go."""
+    return _int_env("LLMLB_RESPONSES_MB", 256)

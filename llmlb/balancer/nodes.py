@@ -26,7 +26,7 @@ class NodeEntry:
     vram_used_bytes: int = 0
     gpu_temperature: float | None = None
     uptime_secs: int = 0
-    models: list[dict[str, Any]] = field(default_factory=list)  # [{"name", "alias"}]
+    models: list[dict[str, Any]] = field(default_factory=list)  # [{"name", "alias", "created"}]
     loaded: list[str] = field(default_factory=list)
     node_in_flight: int = 0
     node_queued: int = 0

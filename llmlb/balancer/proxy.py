@@ -24,6 +24,7 @@ import msgspec
 from llmlb.balancer import upstream as up
 from llmlb.balancer.cluster import Cluster
 from llmlb.balancer.nodes import Held
+from llmlb.balancer.stored import owner
 from llmlb.errors import BadRequest, LlmlbError, TooLarge, Unavailable, error_body
 from llmlb.jsonio import InvalidField, decode_as
 
@@ -41,6 +42,7 @@ PROXIED = frozenset(
         "/api/embed",
         "/api/embeddings",
         "/api/show",
+        "/v1/responses",
     }
 )
 # Cheap reads a node answers from its catalog: sent to any node with the model, without a claim,
@@ -62,8 +64,8 @@ DROPPED = {
     "accept-encoding",
     "expect",
 }
-_TOKENS_IN = re.compile(rb'"(?:prompt_eval_count|prompt_tokens)":\s*(\d+)')
-_TOKENS_OUT = re.compile(rb'"(?:eval_count|completion_tokens)":\s*(\d+)')
+_TOKENS_IN = re.compile(rb'"(?:prompt_eval_count|prompt_tokens|input_tokens)":\s*(\d+)')
+_TOKENS_OUT = re.compile(rb'"(?:eval_count|completion_tokens|output_tokens)":\s*(\d+)')
 MAX_TOKENS = 2**62  # what the history's BIGINT column holds; a node may send any digits
 
 
@@ -231,43 +233,65 @@ async def handle(cluster: Cluster, scope, receive, send) -> None:
 
 
 class _Target(msgspec.Struct):
-    """The one thing the router reads of a body; every other field is skipped unbuilt."""
+    """What the router reads of a body; every other field is skipped unbuilt."""
 
     model: str | None = None
     name: str | None = None  # older ollama clients
+    previous_response_id: str | None = None  # /v1/responses: the node that stored it
 
 
 BAD_MODEL = "field 'model' must be a non-empty string of at most 512 characters"
 
 
-def requested_model(body: bytes) -> str:
-    """The model a proxied body names (`model`, or `name` as older ollama clients send)."""
+def _target(body: bytes) -> _Target:
     try:
         target = decode_as(body or b"{}", _Target)
-    except InvalidField:
+    except InvalidField as exc:
+        if exc.where == "previous_response_id":
+            raise BadRequest("field 'previous_response_id' must be a string") from None
         raise BadRequest(BAD_MODEL) from None
     model = target.model or target.name
     if not model or len(model) > 512:
         raise BadRequest(BAD_MODEL)
-    return model
+    return target
+
+
+def requested_model(body: bytes) -> str:
+    """The model a proxied body names (`model`, or `name` as older ollama clients send)."""
+    target = _target(body)
+    return target.model or target.name or ""
+
+
+def _pinned(cluster: Cluster, response_id: str, model: str) -> set[str]:
+    """A continued response goes to the node that stored it: every other node is left out."""
+    node = owner(cluster.registry, response_id, "Previous response")
+    if model not in node.names().values():
+        raise BadRequest(
+            f"previous response '{response_id}' is kept by node {node.id[:8]}, "
+            f"which does not have model '{model}'"
+        )
+    return {n for n in cluster.registry.nodes if n != node.id}
 
 
 async def _forward(
     cluster: Cluster, path: str, headers: dict, key_id: str | None, body: bytes, send, outcome
 ) -> None:
-    model = cluster.registry.canonical(requested_model(body))
+    target = _target(body)
+    model = cluster.registry.canonical(target.model or target.name or "")
     forwarded = {k: v for k, v in headers.items() if k not in DROPPED}
     if path in READS:
         await _read(cluster, path, model, body, forwarded, send, outcome)
         return
     started = time.perf_counter()
     tried: set[str] = set()
+    if path == "/v1/responses" and target.previous_response_id:
+        tried = _pinned(cluster, target.previous_response_id, model)
     last_error = ""
     for _ in range(MAX_NODES):
         try:
             held = await cluster.registry.acquire(model, frozenset(tried))
         except Unavailable:
-            if tried:
+            if last_error:
                 raise Unavailable(f"every node with '{model}' failed: {last_error}") from None
             raise
         node = held.node

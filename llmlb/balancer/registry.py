@@ -199,7 +199,9 @@ class Registry:
     @staticmethod
     def _apply(node: NodeEntry, beat: Heartbeat) -> NodeEntry:
         node.host, node.port = beat.host, beat.port
-        node.models = [{"name": m.name, "alias": m.alias} for m in beat.models]
+        node.models = [
+            {"name": m.name, "alias": m.alias, "created": m.created} for m in beat.models
+        ]
         node.loaded = list(beat.loaded_models)
         node.node_in_flight, node.node_queued = beat.in_flight, beat.queued
         node.vram_total_bytes, node.vram_used_bytes = beat.vram_total_bytes, beat.vram_used_bytes

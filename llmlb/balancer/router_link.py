@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 import time
+from datetime import datetime
 from typing import Protocol
 from urllib.parse import urlparse
 
@@ -67,6 +68,10 @@ def router_urls(value: str) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
+def _seconds(when: datetime | None) -> int | None:
+    return max(0, int(when.timestamp())) if when is not None else None
+
+
 class RouterLink:
     """Registration and heartbeats of one node with its routers (one at a time)."""
 
@@ -97,11 +102,11 @@ class RouterLink:
 
     def heartbeat(self) -> Heartbeat:
         models = [
-            ModelRef(m.name, m.alias)
+            ModelRef(m.name, m.alias, _seconds(m.created_at))
             for m in catalog.all_models(self.catalog)
             if m.format == "GGUF"
         ]
-        models += [ModelRef(e.display) for e in catalog.ollama_models()]
+        models += [ModelRef(e.display, None, _seconds(e.modified)) for e in catalog.ollama_models()]
         snap = self.engine.snapshot()
         return Heartbeat(
             id=self.node_id,

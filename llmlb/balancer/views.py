@@ -61,12 +61,23 @@ def cluster_models(reg: Registry) -> list[dict[str, Any]]:
         for m in n.models:
             entry = out.setdefault(
                 m["name"],
-                {"model": m["name"], "alias": None, "nodes": [], "loaded_on": [], "known_on": []},
+                {
+                    "model": m["name"],
+                    "alias": None,
+                    "created": None,
+                    "nodes": [],
+                    "loaded_on": [],
+                    "known_on": [],
+                },
             )
             entry["alias"] = entry["alias"] or m.get("alias")
             entry["known_on"].append(n.id)
             if reg.online(n):
                 entry["nodes"].append(n.id)
+                # when it was made: the earliest an online node says (unix seconds)
+                created = m.get("created")
+                if created and (entry["created"] is None or created < entry["created"]):
+                    entry["created"] = created
                 if m["name"] in n.loaded:
                     entry["loaded_on"].append(n.id)
     for entry in out.values():

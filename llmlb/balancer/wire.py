@@ -28,6 +28,7 @@ Bytes = Annotated[int, Meta(ge=0, le=2**62)]
 class ModelRef(msgspec.Struct, frozen=True):
     name: ModelName
     alias: ModelName | None = None
+    created: Annotated[int, Meta(ge=0, le=2**40)] | None = None  # unix seconds (/v1/models)
 
 
 class Heartbeat(msgspec.Struct, kw_only=True):

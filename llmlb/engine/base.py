@@ -7,7 +7,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from llmlb.errors import LlmlbError
+from llmlb.errors import BadRequest, LlmlbError
+
+
+def check_runnable(model: Any) -> None:
+    """Only GGUF files run; a Safetensors model that could not be converted says why."""
+    if model.format == "GGUF":
+        return
+    why = (model.details or {}).get("convert_error")
+    raise BadRequest(
+        f"model '{model.name}' is {model.format} and could not be converted to GGUF: {why}"
+        if why
+        else f"model '{model.name}' is {model.format}; only GGUF models can be run"
+    )
 
 
 class Crashed(LlmlbError):

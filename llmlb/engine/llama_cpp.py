@@ -22,7 +22,7 @@ import llama_cpp as lc
 
 from llmlb import settings
 from llmlb.engine import llama_log, llama_sampling
-from llmlb.engine.base import GenOptions, GenStats, Piece, text_of
+from llmlb.engine.base import GenOptions, GenStats, Piece, check_runnable, text_of
 from llmlb.engine.llama_loop import DecodeLoop, Job, token_bytes
 from llmlb.engine.llama_template import ChatTemplate, NoChatTemplate, PromptTooLong
 from llmlb.engine.memory import context_for, shape_of
@@ -47,13 +47,7 @@ class LoadedModel:
     def __init__(self, model: Model, progress: Callable[[float], None] | None = None):
         """`progress(fraction)` is called while the weights load."""
         llama_log.install()
-        if model.format != "GGUF":
-            why = (model.details or {}).get("convert_error")
-            raise BadRequest(
-                f"model '{model.name}' is {model.format} and could not be converted to GGUF: {why}"
-                if why
-                else f"model '{model.name}' is {model.format}; only GGUF models can be run"
-            )
+        check_runnable(model)
         if not Path(model.path).exists():
             raise LlmlbError(f"its file is missing: {model.path}")
         lc.llama_backend_init()

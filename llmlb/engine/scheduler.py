@@ -26,12 +26,12 @@ from sqlalchemy.engine import Engine
 
 from llmlb import settings, tasks
 from llmlb.engine import memory
-from llmlb.engine.base import Backend, Crashed, Generation, Piece
+from llmlb.engine.base import Backend, Crashed, Generation, Piece, check_runnable
 from llmlb.engine.crashes import Crashes, HeldBack, fingerprint
 from llmlb.engine.gpu import Gpus
-from llmlb.errors import BadRequest, LlmlbError, Unavailable
+from llmlb.errors import LlmlbError, Unavailable
 from llmlb.store import catalog
-from llmlb.store.models import Format, Model
+from llmlb.store.models import Model
 
 log = logging.getLogger("llmlb.scheduler")
 REAP_EVERY = 0.25
@@ -158,10 +158,7 @@ class Scheduler:
         key = (model.name, kind)
         need = None
         if key not in self.slots:
-            if model.format != Format.GGUF:
-                raise BadRequest(
-                    f"model '{model.name}' is {model.format}; only GGUF models can be run"
-                )
+            check_runnable(model)
             hold = self.crashes.held(model.name, fingerprint(model))
             if hold is not None:
                 raise Unavailable(hold.reason)

@@ -232,13 +232,13 @@ async def plan_chat(
     `needs_template=False` where the prompt can go as it is). `typed`: the model's name as
     the request gave it, for messages."""
     source = model.chat_template
-    if needs_template and not source and model.format == "GGUF":
+    uses_tools = bool(tools) and choice != "none"
+    if needs_template and not source and model.format == "GGUF" and not uses_tools:
         raise NoChatTemplate(typed or model.name)
     caps = await template_caps(templates, model)
     if think and not caps.thinking:
         raise BadRequest(f"model '{typed or model.name}' does not support thinking")
     messages = model_defaults.messages(model, messages)  # its Modelfile's SYSTEM and MESSAGEs
-    uses_tools = bool(tools) and choice != "none"
     if uses_tools and not source:
         name = typed or model.name
         raise BadRequest(f"model '{name}' has no chat template, so it cannot be given tools")

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 # H200 with a CUDA 13 build, numpy 2.5's bundled OpenBLAS loaded first made every model load
 # segfault, even with no layers offloaded. tests/unit/test_imports.py keeps this order.
 import llama_cpp  # noqa: F401  (imported for the load order alone)
-from litestar import Litestar, MediaType, get
+from litestar import Litestar, MediaType, get, head
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
@@ -25,6 +25,7 @@ from llmlb.server import (
     ollama_api,
     openai_api,
     pull_api,
+    responses_api,
     sessions_api,
     store_api,
 )
@@ -41,6 +42,11 @@ MAX_BODY = 64 * 1024 * 1024  # base64 images make chat bodies large; anything pa
 @get("/", media_type=MediaType.TEXT, include_in_schema=False)
 async def root() -> str:
     return "llmlb is running"
+
+
+@head("/", media_type=MediaType.TEXT, include_in_schema=False)
+async def root_head() -> None:
+    """ollama's client checks a server with HEAD / before it sends anything."""
 
 
 @get("/api/version")
@@ -66,12 +72,14 @@ def create_node_app(config: NodeConfig, services: NodeServices | None = None) ->
     app = Litestar(
         route_handlers=[
             root,
+            root_head,
             version,
             *store_api.routes,
             *create_api.routes,
             *pull_api.routes,
             *ollama_api.routes,
             *openai_api.routes,
+            *responses_api.routes,
             *sessions_api.routes,
             *metrics_api.routes,
         ],

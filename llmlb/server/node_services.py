@@ -50,6 +50,9 @@ class NodeServices:
     started_at: float = field(default_factory=time.time)
     node_id: str = ""
     link: RouterLink | None = None
+    # how long and how much of /v1/responses' stored responses to keep (read at start)
+    responses_days: int = field(default_factory=settings.responses_days)
+    responses_bytes: int = field(default_factory=lambda: settings.responses_mb() << 20)
     creations: Creations = field(init=False)
 
     def __post_init__(self) -> None:

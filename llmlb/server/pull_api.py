@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from llmlb.jobs.board import Board, Stage
 from llmlb.jobs.downloader import DownloadError
 from llmlb.jobs.lifecycle import Downloads
-from llmlb.server.requests import PullRequest
+from llmlb.server.requests import ModelOnly, PullRequest, push_refused
 from llmlb.sources import huggingface as hf
 from llmlb.store import catalog
 
@@ -155,4 +155,10 @@ async def pull(
     return Response(last, media_type="application/json")
 
 
-routes = [pull]
+@post("/api/push", status_code=200)
+async def push(data: JSONBody[ModelOnly]) -> None:
+    """ollama's push; llmlb answers 400 with what to do instead."""
+    raise push_refused(data.target)
+
+
+routes = [pull, push]

@@ -16,6 +16,7 @@ from msgspec import Meta
 from llmlb import settings
 from llmlb.engine import chat_plan, llama_json
 from llmlb.engine.base import GenOptions
+from llmlb.errors import BadRequest
 
 MAX_MESSAGES = 10_000
 MAX_INPUT_TOKENS = 1_000_000
@@ -336,6 +337,16 @@ class ModelOnly(_Named, kw_only=True):
 class PullRequest(_Named, kw_only=True):
     stream: bool = True
     insecure: bool = False  # ollama's flag; downloads are always verified, so it changes nothing
+
+
+def push_refused(model: str) -> BadRequest:
+    """ollama's /api/push uploads to ollama's registry; llmlb has none to push to (a 400:
+    asking for it is the client's mistake, never a failure of the server)."""
+    return BadRequest(
+        f"llmlb does not push models: its models come from Hugging Face, and ollama's registry "
+        f"is not one it writes to; to publish '{model}', upload its files (the node's "
+        f"$LLMLB_HOME/models/<name>/) to a Hugging Face repo with `hf upload`"
+    )
 
 
 # -- OpenAI ---------------------------------------------------------------------------------

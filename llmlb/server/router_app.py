@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from litestar import Litestar, MediaType, Response, get, post
+from litestar import Litestar, MediaType, Response, get, head, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
@@ -34,7 +34,7 @@ from llmlb.balancer.metrics import CONTENT_TYPE, RouterMetrics
 from llmlb.balancer.registry import Registry
 from llmlb.balancer.wire import NODE_ID, Heartbeat
 from llmlb.errors import ModelNotFound
-from llmlb.server import dashboard, router_docs
+from llmlb.server import dashboard, router_docs, router_manage
 from llmlb.server.body import ApiRequest
 from llmlb.server.errors import exception_handlers
 from llmlb.server.origins import BrowserGuard, OriginPolicy
@@ -85,6 +85,11 @@ async def root() -> str:
     return "llmlb router is running"
 
 
+@head("/", media_type=MediaType.TEXT, include_in_schema=False, opt=access("public"))
+async def root_head() -> None:
+    """ollama's client checks a server with HEAD / before it sends anything."""
+
+
 @get("/api/version")
 async def version() -> dict:
     """The router's own version: what tools read to detect an ollama-compatible server."""
@@ -105,14 +110,15 @@ async def stopped(
     return {"id": node_id, "status": "Stopped"}
 
 
-def _model_object(name: str) -> dict:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "llmlb"}
+def _model_object(entry: dict) -> dict:
+    created = entry.get("created") or 0  # 0: only nodes of an older version have it
+    return {"id": entry["model"], "object": "model", "created": created, "owned_by": "llmlb"}
 
 
 @get("/v1/models")
 async def models(cluster: NamedDependency[Cluster]) -> dict:
     available = [m for m in views.cluster_models(cluster.registry) if m["status"] == "available"]
-    return {"object": "list", "data": [_model_object(m["model"]) for m in available]}
+    return {"object": "list", "data": [_model_object(m) for m in available]}
 
 
 @get("/v1/models/{model_id:path}")
@@ -120,12 +126,10 @@ async def model(
     model_id: Annotated[str, PathParameter(max_length=1024)], cluster: NamedDependency[Cluster]
 ) -> dict:
     name = cluster.registry.canonical(model_id.lstrip("/"))  # ModelNotFound when no node has it
-    if not any(
-        m["model"] == name and m["status"] == "available"
-        for m in views.cluster_models(cluster.registry)
-    ):
-        raise ModelNotFound(model_id.lstrip("/"))
-    return _model_object(name)
+    for entry in views.cluster_models(cluster.registry):
+        if entry["model"] == name and entry["status"] == "available":
+            return _model_object(entry)
+    raise ModelNotFound(model_id.lstrip("/"))
 
 
 @get("/api/tags")
@@ -216,6 +220,7 @@ def build_cluster(config: RouterConfig) -> Cluster:
 
 ROUTES = [
     root,
+    root_head,
     version,
     heartbeat,
     stopped,
@@ -231,6 +236,7 @@ ROUTES = [
     metrics_page,
     dashboard.page,
     *router_docs.ROUTES,
+    *router_manage.ROUTES,
 ]
 
 

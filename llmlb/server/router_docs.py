@@ -24,6 +24,7 @@ from llmlb.server.requests import (
     OpenAICompletion,
     OpenAIEmbeddings,
 )
+from llmlb.server.responses_requests import ResponsesRequest
 
 BODIES: dict[str, Any] = {
     "/api/chat": OllamaChat,
@@ -34,6 +35,7 @@ BODIES: dict[str, Any] = {
     "/v1/chat/completions": OpenAIChat,
     "/v1/completions": OpenAICompletion,
     "/v1/embeddings": OpenAIEmbeddings,
+    "/v1/responses": ResponsesRequest,
 }
 assert set(BODIES) == PROXIED, "every proxied route is documented"
 

@@ -145,3 +145,19 @@ class DownloadProgress(SQLModel, table=True):
     plan: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class StoredResponse(SQLModel, table=True):
+    """A response of /v1/responses kept for `previous_response_id` and GET, as OpenAI keeps
+    them (`store`, default true); bounded by age and total size (store/responses.py)."""
+
+    __tablename__ = "stored_response"
+
+    id: str = Field(primary_key=True)
+    model: str
+    # the response object as it was answered, and the conversation that led to it (the input
+    # items of its chain, oldest first): a continuation is input + output + its own input
+    body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    input: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    size_bytes: int = 0
+    created_at: datetime = Field(default_factory=utcnow, index=True)

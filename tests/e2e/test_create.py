@@ -450,8 +450,12 @@ def test_a_node_killed_mid_conversion_leaves_nothing_once_it_starts_again(
             found: list[psutil.Process] = []
 
             def converter() -> bool:
-                kids = server.children(recursive=True)
-                found.extend(c for c in kids if "llmlb.convert" in c.cmdline())
+                for c in server.children(recursive=True):
+                    try:  # (a child may end between the listing and the reading)
+                        if "llmlb.convert" in c.cmdline():
+                            found.append(c)
+                    except (psutil.Error, OSError):
+                        continue
                 return bool(found)
 
             assert wait_for(converter, timeout=60)

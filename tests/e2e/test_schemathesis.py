@@ -84,15 +84,16 @@ def test_no_request_makes_the_node_fail(tmp_path, tiny_gguf, hub):
         assert node.stop() == 0, node.log()
 
 
-def test_no_request_makes_the_router_fail(tmp_path, tiny_gguf):
+def test_no_request_makes_the_router_fail(tmp_path, tiny_gguf, hub):
     # With the node token set, fuzzed heartbeats are refused (401) instead of registering
-    # made-up nodes, to which requests would then rightly fail with 503.
+    # made-up nodes, to which requests would then rightly fail with 503. Pulls the router
+    # sends its node go to the empty Hub stand-in (404), as on the node.
     token = {"LLMLB_NODE_TOKEN": "fuzz-token"}
     router = ServerProcess(tmp_path / "router-home", kind="router", env=token).start()
     node = start_node(
         tmp_path / "node-home",
         {"org/tiny": tiny_gguf},
-        env={"LLMLB_HEARTBEAT_MS": "200", **token},
+        env={"LLMLB_HEARTBEAT_MS": "200", "HF_ENDPOINT": hub.url, **token},
         extra_args=("--router", router.url),
     )
     try:

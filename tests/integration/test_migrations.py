@@ -20,11 +20,12 @@ from llmlb.store.router_models import RequestLog, RouterNode
 from tests.support.legacy import make_legacy_db
 from tests.support.procs import run_cli
 
-NODE_TABLES = {"model", "node", "session", "message", "download_progress"}
+LEGACY_NODE_TABLES = {"model", "node", "session", "message", "download_progress"}
+NODE_TABLES = LEGACY_NODE_TABLES | {"stored_response"}
 ROUTER_TABLES = {"router_node", "request_log", "router_setting"}
 LEGACY_ROUTER_TABLES = {"router_node", "request_log"}  # what the former shared chain made
 OWN = {schema.NODE: NODE_TABLES, schema.ROUTER: ROUTER_TABLES}
-HEAD = {schema.NODE: "0005", schema.ROUTER: "0004"}
+HEAD = {schema.NODE: "0006", schema.ROUTER: "0004"}
 ENGINES = ("sqlite", "postgresql")
 
 
@@ -106,7 +107,7 @@ def test_the_former_chain_put_every_table_into_both_databases(tmp_path):
     """The stand-in for old databases is faithful: what this branch's chains split apart."""
     engine = db.make_engine(tmp_path / "old.db")
     make_legacy_db(tmp_path / "old.db")
-    assert _tables(engine) == NODE_TABLES | LEGACY_ROUTER_TABLES | {"alembic_version"}
+    assert _tables(engine) == LEGACY_NODE_TABLES | LEGACY_ROUTER_TABLES | {"alembic_version"}
     assert db.current_revision(engine) == "0002"
 
 
@@ -222,7 +223,7 @@ def test_foreign_tables_that_hold_rows_are_kept_with_a_warning(tmp_path, caplog)
 def test_db_upgrade_command_migrates_each_database(llmlb_env):
     r = run_cli("db", "upgrade")
     assert r.returncode == 0, r.stderr
-    assert r.stdout == f"node catalog {llmlb_env / 'llmlb.db'} is at revision 0005\n"
+    assert r.stdout == f"node catalog {llmlb_env / 'llmlb.db'} is at revision {HEAD[schema.NODE]}\n"
     assert not (llmlb_env / "router.db").exists()
     r = run_cli("db", "upgrade", "--router")
     assert r.returncode == 0, r.stderr

@@ -130,7 +130,7 @@ def test_db_upgrade_from_the_wheel(installed, tmp_path):
     home = tmp_path / "home"
     r = installed.run("db", "upgrade", home=home)
     assert r.returncode == 0, r.stderr
-    assert r.stdout == f"node catalog {home / 'llmlb.db'} is at revision 0005\n"
+    assert r.stdout == f"node catalog {home / 'llmlb.db'} is at revision 0006\n"
     r = installed.run("db", "upgrade", "--router", home=home)
     assert r.returncode == 0, r.stderr
     assert _tables(home / "llmlb.db") == NODE_TABLES

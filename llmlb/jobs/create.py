@@ -28,6 +28,7 @@ from llmlb.jobs.blobs import Blobs
 from llmlb.jobs.child import Cancelled, run_child
 from llmlb.jobs.create_plan import CreateRequest, Plan, Planner
 from llmlb.store import catalog
+from llmlb.store.files import model_dir, prune_empty_parents
 from llmlb.store.models import Model
 from llmlb.validation import Format, Source
 
@@ -148,7 +149,7 @@ class Creations:
         if existing is not None and existing.name == plan.name:
             unload(plan.name)
             catalog.delete_model(self.engine, plan.name, models)
-        target = catalog.model_dir(models, plan.name)
+        target = model_dir(models, plan.name)
         if target is None:
             raise LlmlbError(f"model '{plan.name}' would be stored outside {models}")
         files = [p for p in plan.staging.iterdir() if p.is_file()]
@@ -177,7 +178,7 @@ class Creations:
         except BaseException:
             for p in placed:
                 p.unlink(missing_ok=True)
-            catalog.prune_empty_parents(target, models)
+            prune_empty_parents(target, models)
             raise
 
 

@@ -1,10 +1,9 @@
 """The last step of a pull: verified files move from partial/<name>/ into models/<name>/ and
-are registered in the catalog, all or nothing; and the tidying that keeps no empty directory.
+are registered in the catalog, all or nothing (a pulled checkpoint converted to GGUF first).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from llmlb import validation
 from llmlb.errors import LlmlbError
 from llmlb.jobs.child import run_child
 from llmlb.sources.hf_refs import Plan
-from llmlb.store import catalog
+from llmlb.store import catalog, files
 from llmlb.units import size
 from llmlb.validation import Format, Source
 
@@ -49,7 +48,7 @@ def install(engine: Engine, home: Path, plan: Plan, state: dict) -> None:
                 os.replace(source, dest)
                 placed.append(dest)
             shutil.rmtree(staging, ignore_errors=True)
-        catalog.prune_empty_parents(staging.parent, home / "partial")
+        files.prune_empty_parents(staging.parent, home / "partial")
         if plan.format == Format.SAFETENSORS:
             _register_checkpoint(engine, plan.name, target)
         else:
@@ -67,7 +66,7 @@ def install(engine: Engine, home: Path, plan: Plan, state: dict) -> None:
         else:
             for p in placed:
                 p.unlink(missing_ok=True)
-        prune_empty(target, home / "models")
+        files.prune_empty(target, home / "models")
         raise
 
 
@@ -118,13 +117,3 @@ def _register_checkpoint(engine: Engine, name: str, directory: Path) -> None:
     )  # fmt: skip
     for p in [*shards, directory / "model.safetensors.index.json"]:
         p.unlink(missing_ok=True)
-
-
-def prune_empty(directory: Path, root: Path) -> None:
-    """Remove empty directories inside `directory` (bottom-up), then `directory` and its empty
-    parents up to `root`: a failed or cancelled pull leaves no empty folder behind."""
-    if directory.is_dir() and not directory.is_symlink():
-        for sub in sorted((p for p in directory.rglob("*") if p.is_dir()), reverse=True):
-            with contextlib.suppress(OSError):
-                sub.rmdir()
-    catalog.prune_empty_parents(directory, root)

@@ -21,7 +21,7 @@ from llmlb.jobs.create import Creations
 from llmlb.jobs.lifecycle import Downloads
 from llmlb.server.metrics_api import NodeMetrics
 from llmlb.store import db
-from llmlb.store.catalog import sweep_trash
+from llmlb.store.files import sweep_trash
 from llmlb.store.models import NodeStatus
 from llmlb.store.nodes import record_status
 

@@ -1,8 +1,9 @@
 """POST /api/pull: ollama-compatible NDJSON progress of a download that runs in the background.
 
 Resolving the repo (404, gated, bad name, disk space) happens before the first line, so those
-are plain HTTP errors. Then the handler only watches the DownloadProgress row: a client that
-goes away leaves the download running, and a second pull of the same model attaches to it.
+are plain HTTP errors. Then the handler only follows the pull on the board (jobs/board.py),
+which the job publishes to: a client that goes away leaves the download running, and a second
+pull of the same model attaches to it.
 
 Each line keeps ollama's fields (`status`, `digest`, `total`, `completed`), so ollama clients
 work; file lines add `file` (the name in the repo), which `llmlb node pull` shows.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-import anyio
 from anyio import to_thread
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
@@ -21,23 +21,20 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 from sqlalchemy.engine import Engine
 
-from llmlb.jobs import pull_state
+from llmlb.jobs.board import Board, Stage
 from llmlb.jobs.downloader import DownloadError
 from llmlb.jobs.lifecycle import Downloads
-from llmlb.jobs.pull import Pulls
 from llmlb.server.requests import ModelOnly, PullRequest, push_refused
 from llmlb.sources import huggingface as hf
 from llmlb.store import catalog
-from llmlb.store.models import DownloadStatus
 from llmlb.validation import Source
 
 NDJSON = "application/x-ndjson"
-POLL_SECS = 0.1
 TOKEN_HEADER = "x-hf-token"  # the CLI forwards its HF_TOKEN; kept in memory only
 ENDPOINT_HEADER = "x-hf-endpoint"  # the CLI forwards its HF_ENDPOINT (a mirror) for this pull
 NO_CHECKSUM = "no checksum published; size checked"
 STOPPED = "the download of '{name}' stopped; run `llmlb node pull {name}` to resume it"
-ACTIVE = (DownloadStatus.PENDING.value, DownloadStatus.DOWNLOADING.value)
+STEPS_REACHED = {Stage.VERIFYING: 1, Stage.WRITING: 2, Stage.DONE: 2}  # of _steps' two
 
 
 def _file_event(f: hf.PlanFile, completed: int, total: int | None) -> dict:
@@ -68,43 +65,34 @@ def _steps(plan: hf.Plan) -> list[str]:
     return [checksum_step(plan), "writing manifest"]
 
 
-async def _watch(pulls, name: str) -> AsyncIterator[dict]:
+async def _watch(board: Board, name: str) -> AsyncIterator[dict]:
+    """The board's news of `name`'s pull as ollama's lines: a file's line when its bytes
+    change, each step once, then success or an error."""
     sent: dict[str, int] = {}
     shown = 0
-    while True:
-        failure = pulls.failures.get(name)  # set even when the disk is too full to save it
-        row = await to_thread.run_sync(pulls.row, name)
-        if row is None:
-            yield {"error": failure or f"the download of '{name}' was cancelled"}
-            return
-        saved = row.plan or {}
-        plan = hf.Plan.from_json(saved["plan"])
-        for f in plan.files:
-            done = pull_state.file_done(saved, f.path, f.size)
-            if sent.get(f.path) != done:
-                sent[f.path] = done
-                yield _file_event(f, done, pull_state.file_size(saved, f.path, f.size))
-        if failure or row.status == DownloadStatus.FAILED.value:
-            yield {"error": failure or row.error or "download failed"}
-            return
-        if row.status in ACTIVE and not pulls.is_live(name):  # the job is gone: never wait on
-            row = await to_thread.run_sync(pulls.row, name)  # (unless it just finished)
-            if row is None or row.status in ACTIVE:
-                yield {"error": pulls.failures.get(name) or STOPPED.format(name=name)}
+    with board.subscribe(name) as feed:
+        async for progress in feed:
+            if progress is None or progress.stage is Stage.CANCELLED:
+                yield {"error": f"the download of '{name}' was cancelled"}
                 return
-            continue
-        phase = saved.get("phase")
-        reached = {"verifying": 1, "writing": 2, "done": 2}.get(str(phase), 0)
-        if row.status == DownloadStatus.COMPLETED.value:
-            reached = 2
-        steps = _steps(plan)
-        while shown < reached:
-            yield {"status": steps[shown]}
-            shown += 1
-        if row.status == DownloadStatus.COMPLETED.value:
-            yield {"status": "success"}
-            return
-        await anyio.sleep(POLL_SECS)
+            for f in progress.files:
+                if sent.get(f.file.path) != f.done:
+                    sent[f.file.path] = f.done
+                    yield _file_event(f.file, f.done, f.size)
+            if progress.stage is Stage.FAILED:
+                yield {"error": progress.error or "download failed"}
+                return
+            if progress.stage is Stage.STOPPED:  # the job is gone: never wait on
+                yield {"error": STOPPED.format(name=name)}
+                return
+            reached = STEPS_REACHED.get(progress.stage, 0)
+            steps = _steps(progress.plan)
+            while shown < reached:
+                yield {"status": steps[shown]}
+                shown += 1
+            if progress.stage is Stage.DONE:
+                yield {"status": "success"}
+                return
 
 
 def _installed(engine: Engine, plan: hf.Plan) -> bool:
@@ -117,33 +105,33 @@ def _installed(engine: Engine, plan: hf.Plan) -> bool:
 
 
 def _start(
-    pulls: Pulls, text: str, token: str | None, endpoint: str | None
+    downloads: Downloads, text: str, token: str | None, endpoint: str | None
 ) -> tuple[str, hf.Plan | None]:
     """(model name, plan) after starting or attaching to its download; plan None when installed."""
     if endpoint:
         endpoint = hf.allowed_endpoint(endpoint)
     ref = hf.parse_ref(text, endpoint)
-    running = pulls.under_way(ref.model_name)
+    running = downloads.under_way(ref.model_name)
     if running is not None:
-        return ref.model_name, running  # attach: no second download
+        return ref.model_name, running.plan  # attach: no second download
     plan = hf.plan_pull(ref, token, endpoint)
-    if _installed(pulls.engine, plan):
+    if _installed(downloads.catalog, plan):
         return plan.name, None
-    pulls.submit(plan, token)
+    downloads.submit(plan, token)
     return plan.name, plan
 
 
-async def _events(pulls: Pulls, name: str, plan: hf.Plan | None) -> AsyncIterator[dict]:
+async def _events(downloads: Downloads, name: str, plan: hf.Plan | None) -> AsyncIterator[dict]:
     yield {"status": "pulling manifest"}
     if plan is None:
-        m = await to_thread.run_sync(catalog.resolve, pulls.engine, name)
+        m = await to_thread.run_sync(catalog.resolve, downloads.catalog, name)
         main = hf.PlanFile(path=m.path.rsplit("/", 1)[-1], size=m.size_bytes, sha256=m.digest)
         yield _file_event(main, m.size_bytes, m.size_bytes)
         for status in ("verifying sha256 digest" if m.digest else NO_CHECKSUM, "writing manifest"):
             yield {"status": status}
         yield {"status": "success"}
         return
-    async for event in _watch(pulls, name):
+    async for event in _watch(downloads.board, name):
         yield event
 
 
@@ -153,8 +141,8 @@ async def pull(
 ) -> Response:
     token = request.headers.get(TOKEN_HEADER) or None
     endpoint = request.headers.get(ENDPOINT_HEADER) or None
-    name, plan = await to_thread.run_sync(_start, downloads.pulls, data.target, token, endpoint)
-    events = _events(downloads.pulls, name, plan)
+    name, plan = await to_thread.run_sync(_start, downloads, data.target, token, endpoint)
+    events = _events(downloads, name, plan)
     if data.stream:
 
         async def body() -> AsyncIterator[bytes]:

@@ -11,7 +11,6 @@ from litestar import Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
 
 from llmlb.engine import chat_plan, model_defaults
 from llmlb.engine.base import TemplateCaps
@@ -24,9 +23,9 @@ from llmlb.sources import modelfile
 from llmlb.sources.gguf_header import HeaderError
 from llmlb.sources.metadata import format_params, gguf_info
 from llmlb.store import catalog as store
-from llmlb.store import db
+from llmlb.store import downloads
 from llmlb.store.catalog import resolve as resolve_model
-from llmlb.store.models import DownloadProgress, DownloadStatus, Model
+from llmlb.store.models import Model
 from llmlb.validation import Format, Source
 
 log = logging.getLogger("llmlb.server")
@@ -81,14 +80,7 @@ def _tags(engine: Engine) -> dict:
                 "readonly": True,
             }
         )
-    with db.session(engine) as s:
-        active = s.exec(
-            select(DownloadProgress).where(
-                col(DownloadProgress.status).in_(
-                    [DownloadStatus.PENDING.value, DownloadStatus.DOWNLOADING.value]
-                )
-            )
-        ).all()
+    active = downloads.active(engine)
     listed = {m["name"] for m in models}
     coming = store.coming_aliases(engine, [d.model_name for d in active])
     for d in active:

@@ -5,10 +5,7 @@ Other parts use only these functions, never raw queries on the Model table.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,36 +17,12 @@ from llmlb import settings, validation
 from llmlb.errors import Conflict, LlmlbError, ValidationError
 from llmlb.sources import metadata as meta
 from llmlb.sources import ollama
-from llmlb.store import db, names
+from llmlb.store import db, downloads, files, names
 from llmlb.store.alias import base_alias, unique_alias
-from llmlb.store.models import DownloadProgress, DownloadStatus, Model, utcnow
+from llmlb.store.models import DownloadProgress, Model, utcnow
 from llmlb.validation import Source
 
 log = logging.getLogger("llmlb.store")
-TRASH_PREFIX = ".trash-"
-
-
-def _size_of(path: Path) -> int:
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _projector_beside(path: Path) -> str | None:
-    if path.is_dir():
-        return None
-    found = sorted(
-        p for p in path.parent.glob("*.gguf") if "mmproj" in p.name.lower() and p != path
-    )
-    return str(found[0]) if found else None
 
 
 def register_model(
@@ -77,10 +50,10 @@ def register_model(
     if info.is_projector:
         raise ValidationError(f"{path.name} is a vision projector, not a model")
     if size_bytes is None:
-        size_bytes = _size_of(path)
+        size_bytes = files.size_of(path)
     validation.check_size(size_bytes)
     if digest is None and path.is_file():
-        digest = _sha256(path)
+        digest = files.sha256(path)
     values: dict[str, Any] = dict(
         path=str(path),
         format=format,
@@ -93,7 +66,7 @@ def register_model(
         context_length=info.context_length,
         license=info.license,
         chat_template=info.chat_template,
-        projector_path=_projector_beside(path),
+        projector_path=files.projector_beside(path),
         details={k: v for k, v in info.extra.items() if v is not None},
     )
     if "details" in fields:  # what the caller adds to what the file says
@@ -177,12 +150,11 @@ def candidates(engine: Engine, typed: str) -> list[str]:
 
 def downloading(engine: Engine, wanted: list[str]) -> DownloadProgress | None:
     """An unfinished download of one of `wanted` (names, or the alias it will get)."""
-    active = [DownloadStatus.PENDING.value, DownloadStatus.DOWNLOADING.value]
+    rows = downloads.active(engine)
+    if not rows:
+        return None
     with db.session(engine) as s:
-        rows = list(
-            s.exec(select(DownloadProgress).where(col(DownloadProgress.status).in_(active)))
-        )
-        taken = _taken(s) if rows else set()
+        taken = _taken(s)
     for row in rows:
         aliases = {base_alias(row.model_name), unique_alias(row.model_name, taken)}
         if row.model_name in wanted or aliases & set(wanted):
@@ -253,19 +225,6 @@ def touch(engine: Engine, name: str) -> None:
             s.commit()
 
 
-def model_dir(models_root: Path, name: str) -> Path | None:
-    """The directory that holds a model's files, or None if it would not be inside models_root."""
-    root = models_root.resolve()
-    candidate = models_root / name
-    try:
-        resolved = candidate.resolve()
-    except OSError:
-        return None
-    if candidate.is_symlink() or resolved == root or root not in resolved.parents:
-        return None
-    return candidate
-
-
 def delete_model(engine: Engine, name: str, models_root: Path) -> Model:
     """Delete the row first (so no row ever points at missing files), then the files.
 
@@ -283,43 +242,12 @@ def delete_model(engine: Engine, name: str, models_root: Path) -> Model:
         row = s.get(Model, found.id)
         if row is None:  # deleted meanwhile
             raise missing(engine, name)
-        directory = model_dir(models_root, row.name)
-        if directory is not None:
-            home, file = directory.resolve(), Path(row.path).resolve()
-            if file != home and home not in file.parents:
-                directory = None  # the row's file lives elsewhere: never guess
+        directory = files.owned_dir(models_root, row.name, row.path)
         s.delete(row)
         s.commit()
-    if directory is not None and directory.exists():
-        nested = [d for d in directory.iterdir() if d.is_dir()]
-        if nested:  # `owner/repo` holds `owner/repo/Q8_0`, another model: take only our files
-            for f in directory.iterdir():
-                if f.is_file() or f.is_symlink():
-                    f.unlink()
-        else:
-            trash = models_root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
-            directory.rename(trash)  # atomic: the name is free at once, even before the bytes go
-            shutil.rmtree(trash, ignore_errors=True)
-            prune_empty_parents(directory.parent, models_root)
+    if directory is not None:
+        files.remove_model_files(directory, models_root)
     return row
-
-
-def prune_empty_parents(directory: Path, root: Path) -> None:
-    """Remove `directory` and its parents while they are empty, up to (never) `root`."""
-    root = root.resolve()
-    while root in directory.resolve().parents:
-        if directory.exists():
-            try:
-                directory.rmdir()
-            except OSError:  # not empty: it holds something else
-                return
-        directory = directory.parent
-
-
-def sweep_trash(models_root: Path) -> None:
-    """Finish deletions that a crash interrupted."""
-    for trash in models_root.glob(f"{TRASH_PREFIX}*"):
-        shutil.rmtree(trash, ignore_errors=True)
 
 
 def file_with_digest(engine: Engine, hexdigest: str) -> str | None:

@@ -1,8 +1,8 @@
-"""The pull job in-process (`Pulls` against the Hub stand-in, a real SQLite catalog), with the
-disk filling up.
+"""The pull job in-process (`Downloads` and its job against the Hub stand-in, a real SQLite
+catalog), with the disk filling up.
 
-Simulated, at the library boundaries only: the OS write of the download (Pulls.pwrite raises
-ENOSPC past a byte count) and, in the second test, SQLite refusing writes with its own
+Simulated, at the library boundaries only: the OS write of the download (the `pwrite` given to
+Downloads raises ENOSPC past a byte count) and, in the second test, SQLite refusing writes with its own
 SQLITE_FULL error ("database or disk is full") through a sqlite3.Connection subclass.
 tests/e2e/test_pull_disk_full.py fills a real (tmpfs) disk under a real server instead.
 """
@@ -17,9 +17,10 @@ import threading
 import pytest
 from sqlalchemy import create_engine
 
-from llmlb.jobs.pull import Pulls
+from llmlb.jobs.board import Stage
+from llmlb.jobs.lifecycle import Downloads
 from llmlb.sources import huggingface as hf
-from llmlb.store import catalog, db
+from llmlb.store import catalog, db, downloads
 from tests.support.hub_server import HubServer
 from tests.support.tiny_model import TinySpec, make_tiny_gguf
 
@@ -69,15 +70,23 @@ def engine(llmlb_env):
     eng.dispose()
 
 
-def disk_full_after(limit: int, also_database: bool = False):
-    def pwrite(fd: int, data, offset: int) -> int:
-        if offset + len(data) > limit:
-            if also_database:
+class Disk:
+    """The OS write of downloads: while `full`, ENOSPC past the first `limit` bytes of a file
+    (and, with `also_database`, SQLite refuses writes from then on)."""
+
+    def __init__(self, limit: int, also_database: bool = False):
+        self.limit, self.also_database, self.full = limit, also_database, True
+
+    def pwrite(self, fd: int, data, offset: int) -> int:
+        if self.full and offset + len(data) > self.limit:
+            if self.also_database:
                 DISK_FULL.set()
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return os.pwrite(fd, data, offset)
 
-    return pwrite
+    def free(self) -> None:
+        self.full = False
+        DISK_FULL.clear()
 
 
 def requested(hub) -> int:
@@ -90,28 +99,30 @@ def requested(hub) -> int:
 
 
 def test_disk_full_fails_the_pull_and_a_new_pull_resumes(hub, engine, llmlb_env, model_file):
-    pulls = Pulls(engine, llmlb_env)
+    disk = Disk(FULL_AT)
+    pulls = Downloads(engine, llmlb_env, pwrite=disk.pwrite)
     plan = hf.plan_pull(hf.parse_ref("acme/mid-GGUF"))
-    pulls.pwrite = disk_full_after(FULL_AT)
     download_id, attached = pulls.submit(plan)
     assert not attached
-    pulls.run(download_id)  # the huey task body, here in the test's thread
+    pulls.job.run(download_id)  # the huey task body, here in the test's thread
 
-    row = pulls.row(plan.name)
+    row = downloads.find(engine, plan.name)
     assert row is not None and row.status == "Failed"
     assert row.error.startswith("disk full while writing mid-F32.gguf (")
-    assert pulls.failures[plan.name] == row.error  # what waiting clients are told
+    told = pulls.board.status(plan.name)  # what waiting clients are told
+    assert told is not None and (told.stage, told.error) == (Stage.FAILED, row.error)
     assert pulls.under_way(plan.name) is None  # a new pull must not attach to a dead one
     partial = llmlb_env / "partial" / "acme" / "mid-GGUF" / "mid-F32.gguf"
     assert partial.exists()  # kept: the next pull resumes from it
     assert 0 < row.downloaded_bytes <= FULL_AT
 
-    pulls.pwrite = os.pwrite  # space was freed
+    disk.free()
     hub.reset_stats()
     download_id, attached = pulls.submit(plan)
-    assert not attached and plan.name not in pulls.failures
-    pulls.run(download_id)
-    assert pulls.row(plan.name).status == "Completed"
+    assert not attached and pulls.board.status(plan.name).stage is Stage.QUEUED
+    pulls.job.run(download_id)
+    assert downloads.find(engine, plan.name).status == "Completed"
+    assert pulls.board.status(plan.name).stage is Stage.DONE
     assert requested(hub) == model_file.stat().st_size - row.downloaded_bytes  # resumed
     model = catalog.find(engine, plan.name)
     assert model is not None and model.digest == plan.main.sha256
@@ -120,24 +131,25 @@ def test_disk_full_fails_the_pull_and_a_new_pull_resumes(hub, engine, llmlb_env,
 def test_disk_full_for_the_database_too_is_kept_in_memory_and_nothing_hangs(
     hub, engine, llmlb_env, model_file
 ):
-    pulls = Pulls(engine, llmlb_env)
+    disk = Disk(FULL_AT, also_database=True)
+    pulls = Downloads(engine, llmlb_env, pwrite=disk.pwrite)
     plan = hf.plan_pull(hf.parse_ref("acme/mid-GGUF"))
-    pulls.pwrite = disk_full_after(FULL_AT, also_database=True)
     download_id, _ = pulls.submit(plan)
-    pulls.run(download_id)  # returns: nothing waits on a write that cannot happen
+    pulls.job.run(download_id)  # returns: nothing waits on a write that cannot happen
 
-    assert pulls.failures[plan.name].startswith("disk full while writing ")
-    assert pulls.row(plan.name).status == "Downloading"  # the row could not be written ...
+    told = pulls.board.status(plan.name)
+    assert told is not None and told.stage is Stage.FAILED
+    assert told.error.startswith("disk full while writing ")
+    assert downloads.find(engine, plan.name).status == "Downloading"  # not written ...
     assert pulls.under_way(plan.name) is None  # ... but it is known to be dead
     assert not (llmlb_env / "partial" / "acme").exists()  # its data was freed for the retry
 
-    DISK_FULL.clear()
-    pulls.pwrite = os.pwrite
+    disk.free()
     hub.reset_stats()
     download_id, attached = pulls.submit(plan)
     assert not attached
-    pulls.run(download_id)
-    assert pulls.row(plan.name).status == "Completed"
+    pulls.job.run(download_id)
+    assert downloads.find(engine, plan.name).status == "Completed"
     assert requested(hub) == model_file.stat().st_size  # started over: no stale parts trusted
     path = llmlb_env / "models" / "acme" / "mid-GGUF" / "mid-F32.gguf"
     assert path.read_bytes() == model_file.read_bytes()

@@ -446,7 +446,10 @@ def test_a_node_killed_mid_conversion_leaves_nothing_once_it_starts_again(
         with httpx.stream(
             "POST", node.url + "/api/create", json={"model": "crashed", "files": files}, timeout=300
         ) as r:
-            assert json.loads(next(r.iter_lines())) == {"status": "converting model"}
+            # (the line iterator is kept: dropping it would close the stream, and a client
+            # that leaves cancels its create)
+            progress = r.iter_lines()
+            assert json.loads(next(progress)) == {"status": "converting model"}
             found: list[psutil.Process] = []
 
             def converter() -> bool:

@@ -23,12 +23,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmlb.store import schema
 from tests.conftest import ROOT
 from tests.support.procs import ServerProcess
 
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-NODE_TABLES = {"alembic_version", "model", "node", "session", "message", "download_progress"}
-ROUTER_TABLES = {"alembic_version", "router_node", "request_log", "router_setting"}
+# what the source tree's models declare: the wheel's migrations must create exactly these
+NODE_TABLES = {"alembic_version"} | {t.name for t in schema.tables(schema.NODE)}
+ROUTER_TABLES = {"alembic_version"} | {t.name for t in schema.tables(schema.ROUTER)}
 
 
 @dataclass

@@ -46,17 +46,24 @@ def keep_registered(router_url: str, ports: list[int], stop: threading.Event) ->
     """Heartbeats for the fake backends every second until `stop` is set."""
     while not stop.is_set():
         for p in ports:
-            httpx.post(
-                router_url + "/admin/nodes/heartbeat",
-                json={
-                    "id": f"fake-{p}",
-                    "host": "127.0.0.1",
-                    "port": p,
-                    "models": [{"name": MODEL, "alias": None}],
-                    "loaded_models": [MODEL],
-                },
-            )
+            try:
+                _beat(router_url, p)
+            except httpx.HTTPError:
+                pass  # the router is starting or gone: the next beat tries again
         stop.wait(1.0)
+
+
+def _beat(router_url: str, p: int) -> None:
+    httpx.post(
+        router_url + "/admin/nodes/heartbeat",
+        json={
+            "id": f"fake-{p}",
+            "host": "127.0.0.1",
+            "port": p,
+            "models": [{"name": MODEL, "alias": None}],
+            "loaded_models": [MODEL],
+        },
+    )
 
 
 @contextmanager

@@ -105,9 +105,9 @@ def installed(tmp_path_factory) -> Install:
 
 def test_the_wheel_carries_the_migrations_and_the_dashboard(installed):
     names = set(zipfile.ZipFile(installed.wheel).namelist())
-    for schema in ("node", "router"):
-        assert f"llmlb/migrations/{schema}/env.py" in names
-        assert f"llmlb/migrations/{schema}/script.py.mako" in names
+    for chain in schema.SCHEMAS:
+        assert f"llmlb/migrations/{chain}/env.py" in names
+        assert f"llmlb/migrations/{chain}/script.py.mako" in names
     assert "llmlb/migrations/node/versions/0001_initial_schema.py" in names
     assert "llmlb/migrations/router/versions/0002_router_tables.py" in names
     assert "llmlb/server/static/dashboard.html" in names

@@ -6,6 +6,7 @@ sends heartbeats for them as a node would.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -46,10 +47,8 @@ def keep_registered(router_url: str, ports: list[int], stop: threading.Event) ->
     """Heartbeats for the fake backends every second until `stop` is set."""
     while not stop.is_set():
         for p in ports:
-            try:
+            with contextlib.suppress(httpx.HTTPError):  # router starting or gone: beat again
                 _beat(router_url, p)
-            except httpx.HTTPError:
-                pass  # the router is starting or gone: the next beat tries again
         stop.wait(1.0)
 
 

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import llama_cpp as lc
 
@@ -57,6 +58,7 @@ class Job:
     stats: GenStats
     sink: Sink
     sampler: Sampler
+    hit: Any = None  # a saved prefix on disk to restore (engine/llama_kv.py)
 
 
 @dataclass
@@ -86,6 +88,7 @@ class DecodeLoop:
         n_ctx_seq: int,
         n_ubatch: int,
         outbox: Outbox,
+        kv: Any = None,  # llama_kv.KvTier: what sequences hold, and the disk tier
     ):
         self.ctx, self.vocab, self.name = ctx, vocab, name
         self.n_vocab = lc.llama_vocab_n_tokens(vocab)
@@ -102,6 +105,7 @@ class DecodeLoop:
         self._abort.attach(ctx)
         self._pieces: dict[int, bytes] = {}
         self._out = outbox  # filled by the loop thread only, flushed after every step
+        self.kv = kv
         self._thread = threading.Thread(target=self._run, name=f"decode {name}", daemon=True)
         self._thread.start()
 
@@ -186,6 +190,8 @@ class DecodeLoop:
         return seq, shared[seq.id]
 
     def _start(self, seq: Seq, prefix: int, job: Job) -> None:
+        if self.kv is not None:  # cells about to be lost are saved, a longer prefix restored
+            prefix = self.kv.take(seq, prefix, job)
         # (sliding-window layers keep the whole context: swa_full, llama.cpp's default, so
         # any cached prefix is still complete)
         keep = min(prefix, len(job.tokens) - 1)
@@ -229,6 +235,8 @@ class DecodeLoop:
             start = len(s.cached)
             chunk = s.job.tokens[start : start + room]
             last = start + len(chunk) == len(s.job.tokens)
+            if last and len(chunk) > 1 and self.kv is not None and self.kv.last_alone(s.job):
+                chunk, last = chunk[:-1], False  # its last token next, alone, as after a restore
             before[s.id] = start
             row = batch.add(s.id, chunk, start, last)
             s.cached.extend(chunk)

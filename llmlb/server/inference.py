@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from litestar import Request
 
-from llmlb import settings
+from llmlb import prefix, settings
 from llmlb.engine import chat_plan, model_defaults
 from llmlb.engine.base import GenOptions, GenStats, TemplateCaps, TokenLogprob
 from llmlb.engine.scheduler import Lease, Scheduler
@@ -92,6 +92,7 @@ async def claim(
 def record(metrics: NodeMetrics, turn: Turn) -> None:
     ttft = turn.first_token_at - turn.started if turn.first_token_at else None
     metrics.generation(turn.stats.prompt_tokens, turn.stats.completion_tokens, ttft)
+    metrics.prompt_cache(turn.stats)
 
 
 async def embed(
@@ -216,6 +217,8 @@ async def plan_chat(
     caps = await template_caps(templates, model)
     if think and not caps.thinking:
         raise BadRequest(f"model '{typed or model.name}' does not support thinking")
+    chat = prefix.messages_of(messages)  # the client's messages name the prefix, for the router
+    opts.prefix = [p.hash for p in prefix.chat_chain(model.name, chat)] if chat is not None else []
     messages = model_defaults.messages(model, messages)  # its Modelfile's SYSTEM and MESSAGEs
     uses_tools = bool(tools) and choice != "none"
     if uses_tools and not source:

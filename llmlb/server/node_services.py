@@ -76,6 +76,7 @@ class NodeServices:
                 self.scheduler,
                 settings.heartbeat_secs(),
                 settings.node_token(),
+                prompt_counts=lambda: dict(self.metrics.prompt_totals),
             )
             await self.link.start()
 
@@ -101,6 +102,7 @@ class NodeServices:
 
 
 def build_services(config: NodeConfig) -> NodeServices:
+    settings.prompt_cache_bytes()  # a bad value stops the start, not each model's load
     config.home.mkdir(parents=True, exist_ok=True)
     catalog = db.open_node_catalog(config.home / "llmlb.db")
     sweep_trash(config.home / "models")

@@ -42,7 +42,7 @@ from llmlb.store.models import Model
 log = logging.getLogger("llmlb.runner")
 STOP_SECS = 2.0  # a runner asked to leave (socket closed) gets this long, then SIGTERM
 TERM_SECS = 1.0  # and this long after SIGTERM, then SIGKILL
-SAVE_SECS = 3.0  # ... plus this long to save its prompt cache first (wire.Shutdown)
+SAVE_SECS = 3.0  # ... and this long more while it saves its prompt cache (wire.Shutdown)
 WATCH_EVERY = 0.5
 TAIL_LINES = 40
 # a native source path in an abort message, shortened to the file: `llama-model.cpp:1420`
@@ -166,30 +166,39 @@ class Runner:
         finally:
             self._waiter = None
 
-    async def stop(self, save: bool = True) -> None:
-        """Ask the runner to leave (save its prompt cache if `save`, then the socket's end),
-        then insist: SIGTERM, SIGKILL."""
+    async def stop(self) -> None:
+        """Ask the runner to leave: a loaded model saves its prompt cache first (the runner
+        says so at once, and then has SAVE_SECS more), then the socket's end; then insist:
+        SIGTERM, SIGKILL. A runner that says nothing gets STOP_SECS, as before."""
         if self.state is RunnerState.EXITED:
             return
-        was_ready = self.state is RunnerState.READY
+        asked = time.monotonic()
+        saving = self.state is RunnerState.READY
         self.state = RunnerState.STOPPING
-        grace = STOP_SECS
-        if save and was_ready:
+        if saving:
             self._send(wire.Shutdown(SAVE_SECS))
-            grace += SAVE_SECS
         self._eof = True
         if self._writer.can_write_eof():
             self._writer.write_eof()  # (its last events still come in)
         else:
             self._writer.close()
-        for wait, then in ((grace, self.proc.terminate), (TERM_SECS, self.proc.kill)):
-            try:
-                await asyncio.wait_for(asyncio.shield(self.exited), wait)
+        if await self._exits_within(STOP_SECS):
+            return
+        if saving and self.heard >= asked and await self._exits_within(SAVE_SECS):
+            return
+        for then in (self.proc.terminate, self.proc.kill):
+            with contextlib.suppress(ProcessLookupError):
+                then()
+            if await self._exits_within(TERM_SECS):
                 return
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    then()
         await asyncio.shield(self.exited)
+
+    async def _exits_within(self, secs: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(self.exited), secs)
+            return True
+        except TimeoutError:
+            return False
 
     async def kill(self) -> None:
         """End it now (its requests fail as if it had been stopped)."""

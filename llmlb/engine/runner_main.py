@@ -137,6 +137,7 @@ class Host:
         """The node unloads the model: the prompt cache saves what it keeps, within `secs`;
         the socket's end follows, and then the process."""
         if self.backend is not None:
+            self.send([wire.Progress()])  # saving: the node waits for it
             try:
                 self.backend.shutdown(secs)
             except Exception:

@@ -8,10 +8,13 @@ today's behaviour in the same run, on SmolLM2-135M-Instruct.
 - reuse: a node with 4 sequences; a conversation, then 4 unrelated requests that take every
   sequence, then the conversation's next turn. Target: <= 0.2x.
 - cluster: a router and three nodes; 24 conversations of 5 turns with about 1,000 tokens of
-  history each, 6 at a time: the median time to first token of turns 2-5 with prefix routing
-  and the disk tier against today's policy (LLMLB_PREFIX_ROUTING=0, no disk tier). Target:
-  <= 0.35x. Then a uniform load of unrelated prompts (about 300 tokens each, 12 at a time):
-  aggregate tokens/s, target >= 0.95x today's. `--redis`: the same with two routers sharing
+  history each, 8 at a time, 2 s between a reply and the next turn: the median time to first
+  token of turns 2-5 with prefix routing and the disk tier against today's policy
+  (LLMLB_PREFIX_ROUTING=0, no disk tier). Target: <= 0.35x. The same without think time
+  (12 conversations, each turn sent as the last one ends): today's policy then sends most
+  turns back to the node that just freed a place, which is theirs. Then a uniform load of
+  unrelated prompts (about 300 tokens each, 12 at a time): aggregate tokens/s, target >=
+  0.95x today's. `--redis`: the same with two routers sharing
   PostgreSQL and Redis, each turn of a conversation through the other router.
 
 Every figure is measured --rounds times, the two sides alternating; the table shows the
@@ -172,14 +175,14 @@ class Cluster:
             register_file(home, MODEL, smollm2())
             env = {**beat, "LLMLB_THREADS": "1", **side_env(self.side)}
             self.nodes.append(ServerProcess(home, env=env, extra_args=("--router", urls)).start())
-        for router in self.routers:
-            assert wait_for(lambda r=router: self._online(r) == 3, 60), router.log()
-        for n in self.nodes:
+        for n in self.nodes:  # loaded everywhere, as in a cluster that has run a while
             preload(n.url)
+        for router in self.routers:
+            assert wait_for(lambda r=router: self._ready(r) == 3, 60), router.log()
         return self
 
     @staticmethod
-    def _online(router: ServerProcess) -> int:
+    def _ready(router: ServerProcess) -> int:
         nodes = httpx.get(router.url + "/admin/cluster/nodes").json()["nodes"]
         return sum(n["status"] == "online" and bool(n["loaded_models"]) for n in nodes)
 
@@ -229,14 +232,22 @@ def uniform(cluster: Cluster, salt: str, n: int = 36, at_once: int = 12) -> floa
 
 def cluster_part(tmp: Path, rounds: int, redis: bool) -> dict[str, dict[str, list[float]]]:
     out: dict[str, dict[str, list[float]]] = {
-        s: {"turns 2-5 TTFT": [], "uniform tokens/s": []} for s in SIDES
-    }
+        s: {"turns 2-5 TTFT, 2 s think time": [], "turns 2-5 TTFT, no think time": [],
+            "uniform tokens/s": []}
+        for s in SIDES
+    }  # fmt: skip
     for r in range(rounds):
         for side in SIDES if r % 2 == 0 else reversed(SIDES):
-            c = Cluster(tmp / f"{'redis' if redis else 'cluster'}-{r}", side, redis).start()
+            c = Cluster(tmp / f"{'redis' if redis else 'cluster'}-{r}-{side}", side, redis).start()
             try:
-                out[side]["turns 2-5 TTFT"].append(statistics.median(conversations(c, f"c{r}")))
-                out[side]["uniform tokens/s"].append(uniform(c, f"u{r}"))
+                figures = out[side]
+                figures["turns 2-5 TTFT, 2 s think time"].append(
+                    statistics.median(conversations(c, f"t{r}", think=2.0))
+                )
+                figures["turns 2-5 TTFT, no think time"].append(
+                    statistics.median(conversations(c, f"c{r}", think=0.0, n=12))
+                )
+                figures["uniform tokens/s"].append(uniform(c, f"u{r}"))
             finally:
                 c.stop()
     return out

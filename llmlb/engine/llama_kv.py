@@ -64,6 +64,7 @@ class KvTier:
         self.name, self.ctx, self.cache, self.out = name, ctx, cache, outbox
         self.mem = lc.llama_get_memory(ctx)
         self.prefixes: dict[int, list[int]] = {}  # sequence id -> text-prefix hashes it holds
+        self._cold: set[int] = set()  # sequences whose prompt is evaluated from scratch
         self._read_ahead: weakref.WeakSet[Hit] = weakref.WeakSet()
 
     # -- the prepare thread --------------------------------------------------------------------
@@ -88,13 +89,14 @@ class KvTier:
         return hit
 
     # -- the decode loop's thread --------------------------------------------------------------
-    def last_alone(self, job: Job) -> bool:
+    def last_alone(self, seq: Seq) -> bool:
         """Whether a prompt's last token is decoded on its own. llama.cpp's numbers depend on
         the shape of the batch a token is computed in; a restored prompt computes only its
-        last token, so a prompt that could be restored one day computes it the same way, and
-        the restored prompt then answers exactly as this one (greedy tokens alike). One more
-        decode for a prompt of MIN_TOKENS or more."""
-        return self.cache is not None and len(job.tokens) >= MIN_TOKENS
+        last token, so a prompt evaluated from scratch (that could be restored one day)
+        computes it the same way, and the restored prompt then answers exactly as this one
+        (greedy tokens alike). One more decode, for a cold prompt of MIN_TOKENS or more."""
+        job = seq.job
+        return seq.id in self._cold and job is not None and len(job.tokens) >= MIN_TOKENS
 
     def take(self, seq: Seq, prefix: int, job: Job) -> int:
         """`job` takes `seq`, which holds `prefix` of its tokens: save what would be lost,
@@ -106,6 +108,10 @@ class KvTier:
             if restored is not None:
                 prefix = restored
         self.save(seq, prefix)
+        if self.cache is not None and prefix < BLOCK:
+            self._cold.add(seq.id)
+        else:
+            self._cold.discard(seq.id)
         self.prefixes[seq.id] = job.opts.prefix
         self.out.note(wire.Holds(seq=seq.id, prefix=job.opts.prefix))
         return prefix

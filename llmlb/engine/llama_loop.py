@@ -235,7 +235,7 @@ class DecodeLoop:
             start = len(s.cached)
             chunk = s.job.tokens[start : start + room]
             last = start + len(chunk) == len(s.job.tokens)
-            if last and len(chunk) > 1 and self.kv is not None and self.kv.last_alone(s.job):
+            if last and len(chunk) > 1 and self.kv is not None and self.kv.last_alone(s):
                 chunk, last = chunk[:-1], False  # its last token next, alone, as after a restore
             before[s.id] = start
             row = batch.add(s.id, chunk, start, last)

@@ -53,7 +53,9 @@ MAGIC = b"LLMLBKV1"
 SUFFIX = ".kv"
 _LEN = struct.Struct("<I")
 MAX_HEADER = 16 * 1024 * 1024  # tokens of a 1M context, with room
-WRITE_QUEUE_BYTES = 1 << 30  # cells copied and waiting for the writer; past it, a save is skipped
+# cells copied and waiting for the writer (memory); past it a save is skipped, unless the
+# writer has nothing queued (an entry larger than this is saved alone)
+WRITE_QUEUE_BYTES = 512 << 20
 Notify = Callable[[str, list[int]], None]  # (entry name, text-prefix hashes; [] = gone)
 
 
@@ -71,7 +73,6 @@ class Entry:
     path: Path
     tokens: list[int]
     prefix: list[int]
-    size: int  # of the file
 
 
 class Damaged(Exception):
@@ -196,7 +197,7 @@ class PromptCache:
             elif found.identity != self.identity:
                 self._drop_file(path, "it was saved for another model")
             else:
-                entry = Entry(path.stem, path, _tokens(found), found.prefix, _size(path))
+                entry = Entry(path.stem, path, _tokens(found), found.prefix)
                 self._index(entry, tell=False)
                 found_entries.append(entry)
         return found_entries
@@ -224,9 +225,11 @@ class PromptCache:
         """An entry's cells, checked; None (and the entry dropped) when they cannot be had."""
         try:
             with open(entry.path, "rb") as fh:
-                header, _ = read_header(fh)
+                header, start = read_header(fh)
                 if header.identity != self.identity:
                     raise Damaged("it was saved for another model")
+                if header.size != os.fstat(fh.fileno()).st_size - start:
+                    raise Damaged("it is not as long as its header says")
                 data = bytearray(header.size)
                 if fh.readinto(data) != header.size or fh.read(1):
                     raise Damaged("it is not as long as its header says")
@@ -234,26 +237,23 @@ class PromptCache:
             self._forget(entry.key)
             return None
         except OSError as exc:
-            self._drop(entry, f"it cannot be read ({exc.strerror})")
+            self.drop(entry, f"it cannot be read ({exc.strerror})")
             return None
         except Damaged as exc:
-            self._drop(entry, str(exc))
+            self.drop(entry, str(exc))
             return None
         if hashlib.sha256(data).digest() != header.sha256:
-            self._drop(entry, "its checksum does not match: it is damaged")
+            self.drop(entry, "its checksum does not match: it is damaged")
             return None
         _touch(entry.path)
         return data
-
-    def drop(self, entry: Entry, why: str) -> None:
-        self._drop(entry, why)
 
     # -- saving --------------------------------------------------------------------------------
     def save_later(self, tokens: list[int], prefix: list[int], data: Any) -> bool:
         """Queue a write of `data` (a buffer); False when the writer is too far behind."""
         size = len(data)
         with self._lock:
-            if self._pending + size > WRITE_QUEUE_BYTES:
+            if self._pending and self._pending + size > WRITE_QUEUE_BYTES:
                 return False
             self._pending += size
         self._queue.put((tokens, prefix, data))
@@ -318,7 +318,7 @@ class PromptCache:
         if self._failing:
             log.info("prompt cache: saving works again (%s)", self.dir)
             self._failing = False
-        self._index(Entry(key, path, list(tokens), list(prefix), _size(path)))
+        self._index(Entry(key, path, list(tokens), list(prefix)))
         self.evict()
         return True
 
@@ -384,20 +384,14 @@ class PromptCache:
                     self._by_block.setdefault(k, other.key)
         self.notify(self.name(key), [])
 
-    def _drop(self, entry: Entry, why: str) -> None:
+    def drop(self, entry: Entry, why: str) -> None:
+        """Remove an entry that cannot be used, saying why (once)."""
         self._forget(entry.key)
         self._drop_file(entry.path, why)
 
     def _drop_file(self, path: Path, why: str) -> None:
         log.warning("prompt cache: removed %s: %s", path, why)
         path.unlink(missing_ok=True)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _touch(path: Path) -> None:

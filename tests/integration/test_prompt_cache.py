@@ -128,3 +128,15 @@ def test_a_broken_header_and_a_foreign_file_are_dropped_when_found(tmp_path, cap
         f"prompt cache: removed {foreign}: it was saved for another model",
     ]
     assert list(tmp_path.glob("*/*")) == []
+
+
+def test_a_node_that_starts_knows_what_its_files_hold_before_any_model_loads(tmp_path):
+    from llmlb.engine.holdings import saved_on_disk
+    from llmlb.engine.prompt_cache import DIR_NAME
+
+    root = tmp_path / DIR_NAME
+    PromptCache(root, ID_A, 1 << 30).write(list(range(300)), [11, 12], cells(100))
+    PromptCache(root, ID_B, 1 << 30).write(list(range(300)), [21], cells(100))
+    (root / ID_B[:32] / "junk.kv").write_bytes(b"not an entry")
+    found = dict(saved_on_disk(tmp_path))
+    assert sorted(found.values()) == [[11, 12], [21]]  # the junk is skipped (its runner drops it)

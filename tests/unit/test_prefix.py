@@ -108,3 +108,18 @@ def test_a_request_sent_to_a_node_counts_as_held_there_for_a_while():
     assert node_matched(node, chain) == chain[-1].chars
     remember(node, chain, secs=-1)  # expired
     assert node_matched(node, chain) == 0
+
+
+def test_a_node_reports_its_sequences_first_then_its_newest_files_within_the_bound():
+    from llmlb.engine.holdings import Holdings
+    from llmlb.engine.wire import Holds
+
+    held = Holdings()
+    held.add_saved([("m/old", [1, 2]), ("m/new", [3, 4])])
+    held.apply(100, Holds(seq=0, prefix=[5, 6]))
+    held.apply(100, Holds(entry="m/newest", prefix=[7]))
+    assert prefix.unpack(held.summary()) == [5, 6, 7, 3, 4, 1, 2]
+    assert prefix.unpack(held.summary(limit=4)) == [5, 6, 7, 3]
+    held.apply(100, Holds(entry="m/new", prefix=[]))  # evicted
+    held.forget_runner(100)  # unloaded: its sequences hold nothing, its files stay
+    assert prefix.unpack(held.summary()) == [7, 1, 2]

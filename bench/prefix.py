@@ -197,15 +197,18 @@ class Cluster:
 
 
 def conversations(
-    cluster: Cluster, salt: str, n: int = 24, turns: int = 5, at_once: int = 6
+    cluster: Cluster, salt: str, think: float, n: int = 24, turns: int = 5, at_once: int = 8
 ) -> list[float]:
-    """TTFT of turns 2.. of `n` conversations run `at_once` at a time."""
+    """TTFT of turns 2.. of `n` conversations, `at_once` at a time; `think` seconds between a
+    reply and the next turn (a person reading and typing)."""
     ttfts: list[float] = []
     lock = threading.Lock()
 
     def one(c: int) -> None:
         conv = history(f"{salt}-{c}", 1000)
         for t in range(turns):
+            if t:
+                time.sleep(think)
             result, reply = chat(cluster.url(t + c), MODEL, conv, 8)
             if t:
                 with lock:

@@ -3,7 +3,7 @@
 The node learns what every sequence holds (the text-prefix hashes of the request that filled
 it, llmlb/prefix.py) from a `Holds` event, so that the router can send a conversation's next
 turn here. With a disk tier (engine/prompt_cache.py), cells about to be lost are saved
-first: when a request takes a sequence and keeps less than a block of it, and when the model
+first: when a request takes a sequence and would cut a full block of it, and when the model
 is unloaded or the node stops (`save_all`). A request that no sequence serves well gets the
 longest saved prefix restored into its sequence (llama.cpp's per-sequence state API) before
 the rest of its prompt is evaluated; the prepare thread reads the file ahead (`lookup`)

@@ -363,6 +363,38 @@ def history_buffer() -> int:
     return _int_env("LLMLB_HISTORY_BUFFER", 10_000)
 
 
+def _float_env(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number (got {raw!r})") from None
+    if not 0 <= value < math.inf:
+        raise SettingsError(f"{name} must be 0 or more (got {raw!r})")
+    return value
+
+
+# -- the prompt cache (issue 26) ---------------------------------------------------------------
+def prompt_cache_bytes() -> int:
+    """The prompt cache's files on disk, all models together (LLMLB_PROMPT_CACHE_GB, in GiB;
+    decimals allowed; 0: no disk tier). Past it, the least recently used go."""
+    return int(_float_env("LLMLB_PROMPT_CACHE_GB", 4.0) * (1 << 30))
+
+
+def prefix_routing() -> bool:
+    """Whether the router sends a request to the node that holds the longest prefix of it."""
+    raw = _env("LLMLB_PREFIX_ROUTING")
+    return True if raw is None else _flag(raw)
+
+
+def prefix_balance() -> int:
+    """The node holding a request's prefix gets it unless it has more than this many requests
+    in flight beyond the least loaded node that could take it (then balance wins)."""
+    return _int_env("LLMLB_PREFIX_BALANCE", 2, low=0)
+
+
 def max_blob_gb() -> int:
     """The largest file a client may upload to /api/blobs (a model, a shard, an adapter), in GB."""
     return _int_env("LLMLB_MAX_BLOB_GB", 1024)

@@ -24,6 +24,7 @@ from typing import Any
 from llmlb import tasks
 from llmlb.balancer.resp import Pipe
 from llmlb.errors import LlmlbError
+from llmlb.prefix import Point
 from llmlb.store.engine import shown_url
 
 log = logging.getLogger("llmlb.router")
@@ -32,30 +33,81 @@ PREFIX = "llmlb:{claims}:"  # one hash tag: every key in one slot, as a script's
 CHANNEL = PREFIX + "released"
 TIMEOUT_SECS = 1.0  # a Redis slower than this counts as down for the request that waited
 
-# KEYS: the candidates' sets, in the policy's order; ARGV: capacity, lease (ms), the claim's id,
-# then each candidate's tier (the policy's preference before in-flight counts: healthy before
-# cooling down, loaded before not). The claim goes to the best tier's least busy node with room,
-# counted across all routers; ties keep the policy's order.
+# KEYS: the candidates' claim sets, in the policy's order; with prefix routing (a chain in
+# ARGV), then their `held` sets (what each node's heartbeat says its prompt cache holds) and
+# their `recent` sets (prefixes of requests routers sent them lately, scored by expiry).
+# ARGV: capacity, lease (ms), the claim's id, the chain's length, the balance threshold, how
+# long a sent prefix counts (ms), then each candidate's tier (the policy's preference before
+# in-flight counts: healthy before cooling down, loaded before not), then the chain's hashes
+# and their lengths in characters. The claim goes to the best tier's least busy node with
+# room, counted across all routers (ties keep the policy's order); with a chain, to the node
+# of that tier with room holding the longest prefix, unless it has more than `balance`
+# requests beyond the least busy one there (balancer/policy.py's rule, with Redis's counts).
 CLAIM = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local capacity, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
-local best, best_tier, best_n, counts = 0, 0, 0, {}
-for i, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  local n = redis.call('ZCARD', key)
-  local tier = tonumber(ARGV[3 + i])
-  counts[i] = n
-  if n < capacity and (best == 0 or tier < best_tier or (tier == best_tier and n < best_n)) then
-    best, best_tier, best_n = i, tier, n
+local n_chain, balance, recent = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local n = #KEYS
+if n_chain > 0 then n = n / 3 end
+local tiers, chain, chars = 6, 6 + n, 6 + n + n_chain
+local best, best_tier, best_n, counts, matched = 0, 0, 0, {}, {}
+for i = 1, n do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  local c = redis.call('ZCARD', KEYS[i])
+  local tier = tonumber(ARGV[tiers + i])
+  counts[i], matched[i] = c, 0
+  for j = n_chain, 1, -1 do
+    local h = ARGV[chain + j]
+    local until_ms = redis.call('ZSCORE', KEYS[2 * n + i], h)
+    if redis.call('SISMEMBER', KEYS[n + i], h) == 1 or (until_ms and tonumber(until_ms) > now) then
+      matched[i] = tonumber(ARGV[chars + j])
+      break
+    end
+  end
+  if c < capacity and (best == 0 or tier < best_tier or (tier == best_tier and c < best_n)) then
+    best, best_tier, best_n = i, tier, c
+  end
+end
+if n_chain > 0 and best > 0 then
+  local holder = 0
+  for i = 1, n do
+    if counts[i] < capacity and tonumber(ARGV[tiers + i]) == best_tier and matched[i] > 0 and
+       (holder == 0 or matched[i] > matched[holder] or
+        (matched[i] == matched[holder] and counts[i] < counts[holder])) then
+      holder = i
+    end
+  end
+  if holder > 0 and counts[holder] - best_n <= balance then
+    best = holder
   end
 end
 if best > 0 then
   redis.call('ZADD', KEYS[best], now + lease, ARGV[3])
   redis.call('PEXPIRE', KEYS[best], 2 * lease)
   counts[best] = counts[best] + 1
+  if n_chain > 0 then
+    local key = KEYS[2 * n + best]
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    for j = 1, n_chain do
+      redis.call('ZADD', key, now + recent, ARGV[chain + j])
+    end
+    redis.call('PEXPIRE', key, recent)
+  end
 end
-return {best, counts}
+return {best, counts, matched}
+"""
+
+# KEYS: a node's `held` set; ARGV: how long it lives (ms), then the hashes its heartbeat holds
+PUBLISH_HELD = """
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 1000 do
+  redis.call('SADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if #ARGV > 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 0
 """
 
 RELEASE = """
@@ -94,6 +146,14 @@ def node_key(node_id: str) -> str:
     return PREFIX + "node:" + node_id
 
 
+def held_key(node_id: str) -> str:
+    return PREFIX + "held:" + node_id
+
+
+def recent_key(node_id: str) -> str:
+    return PREFIX + "recent:" + node_id
+
+
 class SharedClaims:
     def __init__(self, url: str, capacity: int, lease_secs: float):
         try:
@@ -115,6 +175,8 @@ class SharedClaims:
         )
         self.pipe = Pipe(url, TIMEOUT_SECS)  # the request path's two calls (balancer/resp.py)
         self._renew = self.redis.register_script(RENEW)
+        self._publish = self.redis.register_script(PUBLISH_HELD)
+        self._publishing: dict[str, asyncio.Task] = {}  # node id -> its set being written
         self.up = False
         self.errors = 0  # Redis calls that failed (each fell back to local counters)
         self.held: dict[str, str] = {}  # claim id -> node id: what this router holds now
@@ -142,6 +204,8 @@ class SharedClaims:
 
     async def stop(self) -> None:
         await tasks.stop(*self._loops)
+        for task in self._publishing.values():
+            task.cancel()
         if self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
         await self.pipe.close()
@@ -160,26 +224,65 @@ class SharedClaims:
 
     # -- the two calls of a request ------------------------------------------------------------
     async def claim(
-        self, node_ids: Sequence[str], tiers: Sequence[int] | None = None
-    ) -> tuple[int, str | None]:
-        """Claim a place on one of `node_ids` (the policy's order, with its `tiers`): (its
-        index, the claim id), or (-1, None) when all are full. Raises ClaimsDown when Redis
-        does not answer."""
+        self,
+        node_ids: Sequence[str],
+        tiers: Sequence[int] | None = None,
+        chain: Sequence[Point] = (),
+        balance: int = 0,
+        recent_secs: float = 0.0,
+    ) -> tuple[int, str | None, list[int] | None]:
+        """Claim a place on one of `node_ids` (the policy's order, with its `tiers`; with a
+        `chain`, preferring the holder of its longest prefix): (its index, the claim id, how
+        much of the chain each candidate holds, when a chain was given), or (-1, None, ...)
+        when all are full. Raises ClaimsDown when Redis does not answer."""
         self._seq += 1
         member = f"{self.router}:{self._seq}"
-        args = [self.capacity, self.lease_ms, member, *(tiers or [0] * len(node_ids))]
+        keys = [node_key(n) for n in node_ids]
+        if chain:
+            keys += [held_key(n) for n in node_ids] + [recent_key(n) for n in node_ids]
+        args: list[Any] = [
+            self.capacity,
+            self.lease_ms,
+            member,
+            len(chain),
+            balance,
+            int(recent_secs * 1000),
+            *(tiers or [0] * len(node_ids)),
+            *(p.hash for p in chain),
+            *(p.chars for p in chain),
+        ]
         try:
-            chosen, counts = await self.pipe.evalsha(CLAIM, [node_key(n) for n in node_ids], args)
+            chosen, counts, matched = await self.pipe.evalsha(CLAIM, keys, args)
         except Exception as exc:
             self._down(exc)
             raise ClaimsDown() from exc
         for node_id, count in zip(node_ids, counts, strict=False):
             self.counts[node_id] = int(count)
+        held = [int(m) for m in matched] if chain else None
         if not chosen:
-            return -1, None
+            return -1, None, held
         node_id = node_ids[int(chosen) - 1]
         self.held[member] = node_id
-        return int(chosen) - 1, member
+        return int(chosen) - 1, member, held
+
+    def publish_held(self, node_id: str, hashes: Sequence[int]) -> None:
+        """What a node's heartbeat says its prompt cache holds, for every router (in a task:
+        a heartbeat does not wait for it; one at a time per node, the newest wins)."""
+        if not self.up:
+            return
+        running = self._publishing.get(node_id)
+        if running is not None and not running.done():
+            running.cancel()
+        ttl = int(self.lease_ms * 2)
+        task = asyncio.get_running_loop().create_task(
+            self._publish(keys=[held_key(node_id)], args=[ttl, *hashes])
+        )
+        self._publishing[node_id] = task
+        task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._down(task.exception() or Exception("publish failed"))
 
     def release(self, member: str) -> None:
         """Synchronous, for the `finally` of a cancelled request: the script runs in a task.

@@ -47,6 +47,17 @@ class _RegistryGauges(Collector):
             in_flight.add_metric([n.id[:8]], n.in_flight)
         yield errors
         yield in_flight
+        if self.registry.balance is not None:
+            routed = CounterMetricFamily(
+                "llmlb_router_prefix_requests",
+                "Requests with a text prefix, by where prefix routing sent them: to a node "
+                "holding the longest prefix any node held (hit), elsewhere for load or health "
+                "(balanced), or no node held any of it (miss).",
+                labels=["result"],
+            )
+            for result, count in self.registry.prefix_outcomes.items():
+                routed.add_metric([result], count)
+            yield routed
         yield GaugeMetricFamily(
             "llmlb_router_queue_depth", "Requests waiting for a free node.", self.registry.waiting
         )

@@ -42,6 +42,10 @@ class NodeEntry:
     failed_probes: int = 0
     failures: int = 0  # failed requests in a row
     cool_until: float = 0.0  # time.monotonic()
+    prefixes: frozenset[int] = frozenset()  # what its prompt cache holds (its heartbeat)
+    # prefixes of requests this router sent it, until its heartbeats can say: hash -> expiry
+    recent: dict[int, float] = field(default_factory=dict)
+    prompt_tokens: tuple[int, int, int] = (0, 0, 0)  # cached, restored, computed (heartbeat)
 
     @property
     def url(self) -> str:

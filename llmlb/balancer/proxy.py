@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from llmlb.balancer import upstream as up
+from llmlb.balancer.affinity import request_chain
 from llmlb.balancer.cluster import Cluster
 from llmlb.balancer.nodes import Held
 from llmlb.balancer.stored import owner
@@ -283,13 +284,14 @@ async def _forward(
         await _read(cluster, path, model, body, forwarded, send, outcome)
         return
     started = time.perf_counter()
+    chain = request_chain(path, model, body) if cluster.registry.balance is not None else []
     tried: set[str] = set()
     if path == "/v1/responses" and target.previous_response_id:
         tried = _pinned(cluster, target.previous_response_id, model)
     last_error = ""
     for _ in range(MAX_NODES):
         try:
-            held = await cluster.registry.acquire(model, frozenset(tried))
+            held = await cluster.registry.acquire(model, frozenset(tried), chain)
         except Unavailable:
             if last_error:
                 raise Unavailable(f"every node with '{model}' failed: {last_error}") from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from datetime import datetime
@@ -22,11 +23,23 @@ from typing import Any
 
 import msgspec
 
+from llmlb import prefix
+from llmlb.balancer import affinity
 from llmlb.balancer.claims import ClaimsDown, SharedClaims
 from llmlb.balancer.nodes import Held, NodeEntry, heartbeat_of, now_utc
-from llmlb.balancer.policy import NodeView, Saturated, any_node, choose, ranked, tier
+from llmlb.balancer.policy import (
+    NodeView,
+    Saturated,
+    any_node,
+    candidates,
+    choose,
+    outcome,
+    ranked,
+    tier,
+)
 from llmlb.balancer.wire import Heartbeat
 from llmlb.errors import ModelNotFound, TooManyRequests, Unavailable
+from llmlb.prefix import Point
 from llmlb.store.router_models import RouterNode
 from llmlb.store.router_state import NodeWrite
 
@@ -46,8 +59,13 @@ class Registry:
         max_queue: int,
         queue_timeout: float,
         claims: SharedClaims | None = None,
+        balance: int | None = None,
     ):
+        """`balance`: prefix routing's threshold (balancer/policy.py); None: no prefix routing."""
         self.capacity = capacity
+        self.balance = balance
+        self.recent_secs = 2 * timeout  # what a request leaves on its node, until beats tell
+        self.prefix_outcomes = {"hit": 0, "balanced": 0, "miss": 0}
         self.timeout = timeout
         self.max_queue = max_queue
         self.queue_timeout = queue_timeout
@@ -81,8 +99,9 @@ class Registry:
             return None
         return self.claims.counts.get(node.id, 0)
 
-    def views(self, shared: bool = False) -> list[NodeView]:
+    def views(self, shared: bool = False, chain: list[Point] | None = None) -> list[NodeView]:
         counts = self.claims.counts if shared and self.claims is not None else None
+        now = time.monotonic()
         return [
             NodeView(
                 n.id,
@@ -94,6 +113,7 @@ class Registry:
                 n.last_used,
                 max(0, n.vram_total_bytes - n.vram_used_bytes),
                 self.cooling(n),
+                affinity.matched(n, chain, now) if chain else 0,
             )
             for n in self.nodes.values()
         ]
@@ -189,6 +209,15 @@ class Registry:
         node.status = "Running"
         node.last_seen, node.last_seen_at, node.failed_probes = time.monotonic(), now_utc(), 0
         self.unwritten[node.id] = "beat"
+        held = prefix.unpack(beat.prefixes)
+        node.prefixes = frozenset(held)
+        node.prompt_tokens = (
+            beat.prompt_tokens_cached,
+            beat.prompt_tokens_restored,
+            beat.prompt_tokens_computed,
+        )
+        if self.claims is not None and self.balance is not None:
+            self.claims.publish_held(node.id, held)
         return node
 
     def alive(self, node: NodeEntry) -> None:
@@ -283,41 +312,63 @@ class Registry:
         return False
 
     # -- claims -------------------------------------------------------------
-    def _claim_here(self, model: str, exclude: frozenset[str]) -> Held | None:
+    def _claim_here(self, model: str, exclude: frozenset[str], chain: list[Point]) -> Held | None:
         """Claim with this router's counters: synchronous, so the check and the claim are one
         step on the event loop. None when every candidate is full."""
+        views = self.views(chain=chain)
+        balance = self.balance if chain else None
         try:
-            view = choose(self.views(), model, exclude)
+            view = choose(views, model, exclude, balance)
         except Saturated:
             return None
         if view is None:
             raise Unavailable(f"no online node has model '{model}'")
-        node = self.nodes[view.id]
+        return self._held(view.id, chain, candidates(views, model, exclude), view)
+
+    def _held(
+        self, node_id: str, chain: list[Point], pool: list[NodeView], chosen: NodeView
+    ) -> Held:
+        node = self.nodes[node_id]
         node.in_flight += 1
         node.last_used = time.monotonic()
+        if chain and self.balance is not None:
+            self.prefix_outcomes[outcome(pool, chosen)] += 1
+            affinity.remember(node, chain, self.recent_secs)
         return Held(node)
 
-    async def _claim_shared(self, model: str, exclude: frozenset[str]) -> Held | None:
+    async def _claim_shared(
+        self, model: str, exclude: frozenset[str], chain: list[Point]
+    ) -> Held | None:
         """Claim in Redis: one script call takes the first candidate with room across all
-        routers. Falls back to this router's counters when Redis does not answer."""
+        routers (with prefix routing, the holder of the longest prefix by the sets every
+        router publishes there). Falls back to this router's counters when Redis does not
+        answer."""
         assert self.claims is not None
-        pool = ranked(self.views(shared=True), model, exclude)
+        pool = ranked(self.views(shared=True, chain=chain), model, exclude)
         if not pool:
             raise Unavailable(f"no online node has model '{model}'")
+        balance = self.balance if chain else None
         try:
-            index, claim_id = await self.claims.claim(
-                [v.id for v in pool], [tier(v, model) for v in pool]
+            index, claim_id, held = await self.claims.claim(
+                [v.id for v in pool],
+                [tier(v, model) for v in pool],
+                chain if balance is not None else [],
+                balance or 0,
+                self.recent_secs,
             )
         except ClaimsDown:
-            return self._claim_here(model, exclude)
+            return self._claim_here(model, exclude, chain)
         if claim_id is None:
             return None
-        node = self.nodes[pool[index].id]
-        node.in_flight += 1
-        node.last_used = time.monotonic()
-        return Held(node, claim_id)
+        if held is not None:  # what every router knows, as Redis counted it
+            pool = [dataclasses.replace(v, matched=m) for v, m in zip(pool, held, strict=True)]
+        result = self._held(pool[index].id, chain if balance is not None else [], pool, pool[index])
+        result.claim_id = claim_id
+        return result
 
-    async def acquire(self, model: str, exclude: frozenset[str] = frozenset()) -> Held:
+    async def acquire(
+        self, model: str, exclude: frozenset[str] = frozenset(), chain: list[Point] | None = None
+    ) -> Held:
         """Claim a node for `model`, waiting in a bounded queue while every candidate is full.
 
         A waiter notes the release generation before it tries; when a release came in between
@@ -330,9 +381,9 @@ class Registry:
             while True:
                 seen = self._generation
                 if self.claims is not None and self.claims.up:
-                    held = await self._claim_shared(model, exclude)
+                    held = await self._claim_shared(model, exclude, chain or [])
                 else:
-                    held = self._claim_here(model, exclude)
+                    held = self._claim_here(model, exclude, chain or [])
                 if held is not None:
                     return held
                 if not queued:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 from urllib.parse import urlparse
@@ -86,6 +87,7 @@ class RouterLink:
         engine: Snapshot,
         interval: float,
         token: str | None = None,
+        prompt_counts: Callable[[], dict[str, int]] | None = None,
     ):
         self.urls = router_urls(url)
         self.current = 0  # the router the heartbeats go to
@@ -95,6 +97,7 @@ class RouterLink:
         self.catalog = catalog_engine
         self.engine = engine
         self.interval = interval
+        self.prompt_counts = prompt_counts or dict  # cached/restored/computed prompt tokens
         self.started_at = time.time()
         headers = {TOKEN_HEADER: token} if token else {}
         self.client = httpx.AsyncClient(timeout=5, headers=headers)
@@ -109,6 +112,7 @@ class RouterLink:
         ]
         models += [ModelRef(e.display, None, _seconds(e.modified)) for e in catalog.ollama_models()]
         snap = self.engine.snapshot()
+        counts = self.prompt_counts()
         return Heartbeat(
             id=self.node_id,
             host=self.host,
@@ -122,6 +126,10 @@ class RouterLink:
             gpu_name=snap.get("gpu_name"),
             gpu_temperature=snap.get("gpu_temperature"),
             uptime_secs=int(time.time() - self.started_at),
+            prefixes=snap.get("prefixes", b""),
+            prompt_tokens_cached=counts.get("cached", 0),
+            prompt_tokens_restored=counts.get("restored", 0),
+            prompt_tokens_computed=counts.get("computed", 0),
         )
 
     @property

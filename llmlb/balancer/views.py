@@ -45,6 +45,31 @@ def node_json(
         "errors_last_hour": last_hour[1] if last_hour else None,
         "cooling_down": registry.cooling(n),
         "last_seen": n.last_seen_at.isoformat() if n.last_seen_at else None,
+        "prefixes_held": len(n.prefixes),
+        "prompt_tokens": dict(zip(SOURCES, n.prompt_tokens, strict=True)),
+    }
+
+
+SOURCES = ("cached", "restored", "computed")
+
+
+def prompt_cache_status(reg: Registry) -> dict[str, Any]:
+    """The hit rates: requests prefix routing sent to the node holding their prefix, and the
+    prompt tokens online nodes did not have to evaluate (their counts since they started)."""
+    outcomes = reg.prefix_outcomes
+    routed = sum(outcomes.values())
+    tokens = [
+        sum(n.prompt_tokens[i] for n in reg.nodes.values() if reg.online(n)) for i in range(3)
+    ]
+    total = sum(tokens)
+    return {
+        "routing": reg.balance is not None,
+        "balance": reg.balance,
+        **outcomes,
+        "hit_rate": outcomes["hit"] / routed if routed else None,
+        "prompt_tokens": dict(zip(SOURCES, tokens, strict=True)),
+        "reused_rate": (tokens[0] + tokens[1]) / total if total else None,
+        "restored_rate": tokens[1] / total if total else None,
     }
 
 
@@ -129,4 +154,5 @@ def cluster_status(cluster: Cluster) -> dict[str, Any]:
         "claims": claims_status(cluster),
         "history_pending": len(cluster.history.pending),
         "history_dropped": cluster.history.dropped,
+        "prompt_cache": prompt_cache_status(reg),
     }

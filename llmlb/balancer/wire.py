@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from llmlb import prefix
+
 MAX_MODELS = 10_000
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
@@ -23,6 +25,8 @@ NodeId = Annotated[str, Meta(pattern=NODE_ID)]
 ModelName = Annotated[str, Meta(min_length=1, max_length=512)]
 Count = Annotated[int, Meta(ge=0, le=2**31)]
 Bytes = Annotated[int, Meta(ge=0, le=2**62)]
+Total = Annotated[int, Meta(ge=0, le=2**62)]
+MAX_PREFIX_BYTES = prefix.MAX_HELD * prefix.HASH_BYTES
 
 
 class ModelRef(msgspec.Struct, frozen=True):
@@ -47,10 +51,18 @@ class Heartbeat(msgspec.Struct, kw_only=True):
     gpu_name: Annotated[str, Meta(max_length=200)] | None = None
     gpu_temperature: Annotated[float, Meta(ge=-100, le=250)] | None = None
     uptime_secs: Annotated[int, Meta(ge=0, le=2**40)] = 0
+    # what its prompt cache holds: packed text-prefix hashes (llmlb/prefix.py), base64 in JSON
+    prefixes: Annotated[bytes, Meta(max_length=MAX_PREFIX_BYTES)] = b""
+    # prompt tokens since it started, by where their cells came from
+    prompt_tokens_cached: Total = 0
+    prompt_tokens_restored: Total = 0
+    prompt_tokens_computed: Total = 0
 
     def __post_init__(self) -> None:
         if not valid_host(self.host):
             raise ValueError(f"'{self.host}' is not a host name or IP address")
+        if len(self.prefixes) % prefix.HASH_BYTES:
+            raise ValueError(f"'prefixes' must hold whole {prefix.HASH_BYTES}-byte hashes")
 
 
 def valid_host(host: str) -> bool:

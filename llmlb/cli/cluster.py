@@ -44,7 +44,38 @@ def show_status() -> None:
         f"Requests:   {render.count(requests) + ' (last hour)' if requests is not None else '-'}",
         f"VRAM:       {vram}",
     ]
-    click.echo("\n".join(lines + _shared_state(s)))
+    click.echo("\n".join(lines + _prompt_cache(s) + _shared_state(s)))
+
+
+def _percent(rate: float) -> str:
+    return f"{100 * rate:.0f}%"
+
+
+def _prompt_cache(s: dict) -> list[str]:
+    """The hit rates of prefix routing and of the nodes' prompt caches (absent from older
+    routers' answers)."""
+    cache = s.get("prompt_cache")
+    if not isinstance(cache, dict):
+        return []
+    lines = []
+    if cache.get("routing"):
+        routed = sum(cache.get(k, 0) for k in ("hit", "balanced", "miss"))
+        rate = cache.get("hit_rate")
+        lines.append(
+            f"Prefixes:   {_percent(rate)} of {render.count(routed)} requests sent to the node "
+            "holding their prefix"
+            if rate is not None
+            else "Prefixes:   no request with a prefix yet"
+        )
+    else:
+        lines.append("Prefixes:   prefix routing is off (LLMLB_PREFIX_ROUTING=0)")
+    reused, restored = cache.get("reused_rate"), cache.get("restored_rate")
+    if reused is not None:
+        lines.append(
+            f"Prompt:     {_percent(reused)} of prompt tokens reused ({_percent(restored or 0)} "
+            "restored from disk)"
+        )
+    return lines
 
 
 def _shared_state(s: dict) -> list[str]:

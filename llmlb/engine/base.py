@@ -62,6 +62,9 @@ class GenOptions:
     grammar_trigger: str | None = None
     # the fields the request set itself: a model's default parameters fill only the others
     given: frozenset[str] = frozenset()
+    # the request's text-prefix hashes (llmlb/prefix.py): once its prompt is in a sequence,
+    # the node tells the router it holds them
+    prefix: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -94,6 +97,7 @@ class GenStats:
 
     prompt_tokens: int = 0  # the whole prompt, cached part included
     cached_tokens: int = 0  # prompt tokens whose KV cache was reused (not evaluated again)
+    restored_tokens: int = 0  # ... of them, restored from the prompt cache on disk
     completion_tokens: int = 0  # every sampled token, an end-of-turn token included (as llama.cpp)
     finish_reason: str = "stop"  # stop, length or cancelled
     prompt_ns: int = 0  # from taking up the request to the first sampled token

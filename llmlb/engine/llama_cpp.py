@@ -23,6 +23,7 @@ import llama_cpp as lc
 from llmlb import settings
 from llmlb.engine import llama_log, llama_sampling
 from llmlb.engine.base import GenOptions, GenStats, Piece, check_runnable, text_of
+from llmlb.engine.llama_kv import KvTier, open_cache
 from llmlb.engine.llama_loop import DecodeLoop, Job, token_bytes
 from llmlb.engine.llama_template import ChatTemplate, NoChatTemplate, PromptTooLong
 from llmlb.engine.memory import context_for, shape_of
@@ -188,8 +189,9 @@ class LlamaBackend:
             self.weights.close()
             raise
         self.template = self._template()
+        self.kv = KvTier(self.name, self.ctx, open_cache(model, outbox), outbox)
         self.loop: DecodeLoop | None = DecodeLoop(
-            self.ctx, self.weights.vocab, self.name, parallel, self.n_ctx, N_UBATCH, outbox
+            self.ctx, self.weights.vocab, self.name, parallel, self.n_ctx, N_UBATCH, outbox, self.kv
         )
         self.supports_images = bool(model.projector_path)
         self._vision: Any = None  # llama_vision.Vision, made on the first image
@@ -270,9 +272,12 @@ class LlamaBackend:
         return llama_sampling.build(self.weights.vocab, self.n_ctx, opts)
 
     def submit(self, job: Job) -> None:
-        if self.loop is None:
+        loop = self.loop
+        if loop is None:
             raise LlmlbError(f"model '{self.name}' was unloaded")
-        self.loop.submit(job)
+        if job.opts.seed is None:  # a seeded prompt is computed whole (llama_loop._chunk)
+            job.hit = self.kv.lookup(job.tokens, loop.seqs)  # (this is the prepare thread)
+        loop.submit(job)
 
     @staticmethod
     def _thinking(text: str, opts: GenOptions) -> tuple[str, bool]:
@@ -368,6 +373,14 @@ class LlamaBackend:
                 self._vision = Vision(self.model, self.n_ctx, self.gpu)
             vision = self._vision
         return vision.chat(self.fit(messages, opts), opts, cancel, stats)
+
+    def shutdown(self, secs: float) -> None:
+        """Unloading: stop the loop, then save what the prompt cache keeps, within `secs`.
+        The process leaves next, so nothing is freed by hand."""
+        loop, self.loop = self.loop, None
+        if loop is not None:
+            loop.close()
+            self.kv.save_all(loop.seqs, secs)
 
     def close(self) -> None:
         loop, self.loop = self.loop, None

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import llama_cpp as lc
 
@@ -59,6 +60,7 @@ class Job:
     sampler: Sampler
     keep_tokens: bool = False  # stats.context gets the prompt's and the reply's tokens
     generated: list[int] = field(default_factory=list)
+    hit: Any = None  # a saved prefix on disk to restore (engine/llama_kv.py)
 
 
 @dataclass
@@ -88,6 +90,7 @@ class DecodeLoop:
         n_ctx_seq: int,
         n_ubatch: int,
         outbox: Outbox,
+        kv: Any = None,  # llama_kv.KvTier: what sequences hold, and the disk tier
     ):
         self.ctx, self.vocab, self.name = ctx, vocab, name
         self.n_vocab = lc.llama_vocab_n_tokens(vocab)
@@ -104,6 +107,7 @@ class DecodeLoop:
         self._abort.attach(ctx)
         self._pieces: dict[int, bytes] = {}
         self._out = outbox  # filled by the loop thread only, flushed after every step
+        self.kv = kv
         self._thread = threading.Thread(target=self._run, name=f"decode {name}", daemon=True)
         self._thread.start()
 
@@ -191,6 +195,8 @@ class DecodeLoop:
         return seq, shared[seq.id]
 
     def _start(self, seq: Seq, prefix: int, job: Job) -> None:
+        if self.kv is not None:  # cells about to be lost are saved, a longer prefix restored
+            prefix = self.kv.take(seq, prefix, job)
         # (sliding-window layers keep the whole context: swa_full, llama.cpp's default, so
         # any cached prefix is still complete)
         keep = min(prefix, len(job.tokens) - 1)
@@ -237,6 +243,8 @@ class DecodeLoop:
                 continue  # a seeded prompt waits for room for its whole chunk
             chunk = s.job.tokens[start:end]
             last = start + len(chunk) == len(s.job.tokens)
+            if last and len(chunk) > 1 and self.kv is not None and self.kv.last_alone(s):
+                chunk, last = chunk[:-1], False  # its last token next, alone, as after a restore
             before[s.id] = start
             row = batch.add(s.id, chunk, start, last)
             s.cached.extend(chunk)

@@ -31,16 +31,18 @@ from typing import Any
 
 import msgspec
 
-from llmlb import settings
+from llmlb import prefix, settings
 from llmlb.engine import model_defaults, wire
 from llmlb.engine.base import Crashed, GenOptions, GenStats, Piece, TemplateCaps
 from llmlb.engine.generation import Stream
+from llmlb.engine.holdings import Holdings
 from llmlb.errors import LlmlbError, Unavailable, from_status
 from llmlb.store.models import Model
 
 log = logging.getLogger("llmlb.runner")
 STOP_SECS = 2.0  # a runner asked to leave (socket closed) gets this long, then SIGTERM
 TERM_SECS = 1.0  # and this long after SIGTERM, then SIGKILL
+SAVE_SECS = 3.0  # ... and this long more while it saves its prompt cache (wire.Shutdown)
 WATCH_EVERY = 0.5
 TAIL_LINES = 40
 # a native source path in an abort message, shortened to the file: `llama-model.cpp:1420`
@@ -69,8 +71,16 @@ def _signal_name(returncode: int | None) -> str:
 class Runner:
     """One runner process. `label` names it in errors (the model's name)."""
 
-    def __init__(self, label: str, proc: asyncio.subprocess.Process, reader, writer):
+    def __init__(
+        self,
+        label: str,
+        proc: asyncio.subprocess.Process,
+        reader,
+        writer,
+        holdings: Holdings | None = None,
+    ):
         self.label = label
+        self.holdings = holdings  # what its prompt cache holds, for the router
         self.proc = proc
         self.pid = proc.pid
         self._reader: asyncio.StreamReader = reader
@@ -84,6 +94,7 @@ class Runner:
         self._calls: dict[int, asyncio.Future] = {}
         self._waiter: asyncio.Future | None = None  # a Ready (or LoadFailed) awaited
         self._stalled = False
+        self._eof = False  # our end is shut for writing (stop)
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[str | None] = loop.create_future()  # crash reason
         self._tasks = [
@@ -94,7 +105,7 @@ class Runner:
 
     # -- life ------------------------------------------------------------------------------
     @classmethod
-    async def start(cls, label: str) -> Runner:
+    async def start(cls, label: str, holdings: Holdings | None = None) -> Runner:
         """A runner process, up and waiting for its model (or for template probes)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = {**os.environ, "GGML_NO_BACKTRACE": "1"}  # no gdb attach on an abort
@@ -120,7 +131,7 @@ class Runner:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 20)
-        runner = cls(label, proc, reader, writer)
+        runner = cls(label, proc, reader, writer, holdings)
         try:
             await runner._await_ready()
         except BaseException:
@@ -156,19 +167,38 @@ class Runner:
             self._waiter = None
 
     async def stop(self) -> None:
-        """Ask the runner to leave (close its socket), then insist: SIGTERM, SIGKILL."""
+        """Ask the runner to leave: a loaded model saves its prompt cache first (the runner
+        says so at once, and then has SAVE_SECS more), then the socket's end; then insist:
+        SIGTERM, SIGKILL. A runner that says nothing gets STOP_SECS, as before."""
         if self.state is RunnerState.EXITED:
             return
+        asked = time.monotonic()
+        saving = self.state is RunnerState.READY
         self.state = RunnerState.STOPPING
-        self._writer.close()
-        for wait, then in ((STOP_SECS, self.proc.terminate), (TERM_SECS, self.proc.kill)):
-            try:
-                await asyncio.wait_for(asyncio.shield(self.exited), wait)
+        if saving:
+            self._send(wire.Shutdown(SAVE_SECS))
+        self._eof = True
+        if self._writer.can_write_eof():
+            self._writer.write_eof()  # (its last events still come in)
+        else:
+            self._writer.close()
+        if await self._exits_within(STOP_SECS):
+            return
+        if saving and self.heard >= asked and await self._exits_within(SAVE_SECS):
+            return
+        for then in (self.proc.terminate, self.proc.kill):
+            with contextlib.suppress(ProcessLookupError):
+                then()
+            if await self._exits_within(TERM_SECS):
                 return
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    then()
         await asyncio.shield(self.exited)
+
+    async def _exits_within(self, secs: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(self.exited), secs)
+            return True
+        except TimeoutError:
+            return False
 
     async def kill(self) -> None:
         """End it now (its requests fail as if it had been stopped)."""
@@ -232,7 +262,7 @@ class Runner:
             self._calls.pop(id, None)
 
     def _send(self, command: msgspec.Struct) -> None:
-        if not self._writer.is_closing():
+        if not self._writer.is_closing() and not self._eof:
             self._writer.write(wire.frame(command))
 
     # -- what the runner says --------------------------------------------------------------
@@ -271,6 +301,9 @@ class Runner:
                 future.set_result(event)
         elif isinstance(event, wire.Log):
             logging.getLogger(event.name).log(event.level, "%s", event.message)
+        elif isinstance(event, wire.Holds):
+            if self.holdings is not None:
+                self.holdings.apply(self.pid, event)
         elif isinstance(event, wire.Ready | wire.LoadFailed):
             waiter = self._waiter
             if waiter is None or waiter.done():
@@ -338,6 +371,8 @@ class Runner:
             await asyncio.wait_for(self._tasks[1], 1.0)  # its last words
         requested = self.state is RunnerState.STOPPING and not self._stalled
         self.state = RunnerState.EXITED
+        if self.holdings is not None:
+            self.holdings.forget_runner(self.pid)
         self._writer.close()
         crash = None if requested else self._death_words()
         error = self._gone_error(crash)
@@ -415,6 +450,8 @@ class RunnerBackend:
         self, prompt: str, opts: GenOptions, stats: GenStats, context: list[int] | None = None
     ) -> Stream:
         model_defaults.apply(self.model, opts)
+        if not opts.prefix:  # (a chat sent as a raw prompt keeps its messages' chain)
+            opts.prefix = [p.hash for p in prefix.prompt_chain(self.name, prompt)]
         return self.runner.generate(opts, stats, prompt=prompt, context=context)
 
     async def embed(self, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
@@ -424,9 +461,15 @@ class RunnerBackend:
         await self.runner.stop()
 
 
-async def load(model: Model, n_ctx: int, embedding: bool, parallel: int) -> RunnerBackend:
+async def load(
+    model: Model,
+    n_ctx: int,
+    embedding: bool,
+    parallel: int,
+    holdings: Holdings | None = None,
+) -> RunnerBackend:
     """The scheduler's loader: `model` in a runner of its own."""
-    runner = await Runner.start(model.name)
+    runner = await Runner.start(model.name, holdings)
     kind = "embed" if embedding else "chat"
     try:
         ready = await runner.load(model, kind, n_ctx, parallel)

@@ -127,9 +127,21 @@ class Host:
             elif isinstance(command, wire.Embed):
                 self._sink(command.id)
                 self._embeds.put(command)
+            elif isinstance(command, wire.Shutdown):
+                self.shutdown(command.secs)
             else:
                 self._sink(command.id)
                 self._prepare.put(command)
+
+    def shutdown(self, secs: float) -> None:
+        """The node unloads the model: the prompt cache saves what it keeps, within `secs`;
+        the socket's end follows, and then the process."""
+        if self.backend is not None:
+            self.send([wire.Progress()])  # saving: the node waits for it
+            try:
+                self.backend.shutdown(secs)
+            except Exception:
+                log.exception("saving the prompt cache of %s failed", self.backend.name)
 
     def _sink(self, id: int) -> Sink:
         sink = Sink(id, self.send, self._forget)

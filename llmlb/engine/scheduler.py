@@ -29,6 +29,7 @@ from llmlb.engine import memory
 from llmlb.engine.base import Backend, Crashed, Generation, Piece, check_runnable
 from llmlb.engine.crashes import Crashes, HeldBack, fingerprint
 from llmlb.engine.gpu import Gpus
+from llmlb.engine.holdings import Holdings, saved_on_disk
 from llmlb.errors import LlmlbError, Unavailable
 from llmlb.store import catalog
 from llmlb.store.models import Model
@@ -108,6 +109,7 @@ class Scheduler:
         n_ctx: int | None = None,
         num_parallel: int | None = None,
         gpu_offload: bool = False,
+        holdings: Holdings | None = None,
     ):
         """`await loader(model, n_ctx, embedding, parallel)` loads a model (in a runner); the
         settings values come as arguments (None: read the environment)."""
@@ -128,10 +130,13 @@ class Scheduler:
         self._touched: dict[str, float] = {}
         self.crashes = Crashes()
         self.runner_base = RUNNER_BASE
+        self.holdings = holdings or Holdings()  # what the prompt cache holds, for the router
 
     # -- life -------------------------------------------------------------
     async def start(self) -> None:
         self._reaper = tasks.start("model reaper", self._reap_forever)
+        if settings.prompt_cache_bytes() > 0:
+            self.holdings.add_saved(await to_thread.run_sync(saved_on_disk, settings.home()))
 
     def drain(self) -> None:
         """Shutting down: every running generation ends at its next step."""
@@ -144,8 +149,8 @@ class Scheduler:
         pending = [g.done for g in self._running if not g.done.done()]
         if pending:
             await asyncio.wait(pending, timeout=30)
-        for key in list(self.slots):
-            await self._unload(self.slots[key])
+        # together: each runner saves its prompt cache before it leaves
+        await asyncio.gather(*(self._unload(slot) for slot in list(self.slots.values())))
         self.gpus.close()
 
     # -- claiming a model -----------------------------------------------------
@@ -448,5 +453,6 @@ class Scheduler:
             ],
             "in_flight": self.in_flight,
             "queued": self.queued(),
+            "prefixes": self.holdings.summary(),
             **gpu.as_dict(),
         }

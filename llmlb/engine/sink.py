@@ -60,7 +60,8 @@ class Sink:
 
 
 class Outbox:
-    """One decode step's events, sent in one frame. Used by the decode loop's thread only."""
+    """One decode step's events, sent in one frame. Used by the decode loop's thread only,
+    except `now`."""
 
     def __init__(self, send: Send):
         self._send = send
@@ -68,6 +69,14 @@ class Outbox:
 
     def put(self, sink: Sink, piece: Piece) -> None:
         self._items.append(wire.Piece(sink.id, piece.text, piece.logprobs))
+
+    def note(self, event: wire.Event) -> None:
+        """An event of the step that belongs to no request (what the cache holds)."""
+        self._items.append(event)
+
+    def now(self, items: list[wire.Event]) -> None:
+        """Send at once, from any thread (the channel's send takes a lock)."""
+        self._send(items)
 
     def finish(self, sink: Sink, stats: GenStats, error: BaseException | None = None) -> None:
         if sink.claim_end():

@@ -67,7 +67,14 @@ class Cancel(msgspec.Struct, tag=True):
     id: int
 
 
-Command = Load | Generate | Embed | Probe | Cancel
+class Shutdown(msgspec.Struct, tag=True):
+    """The model is being unloaded: save what the prompt cache should keep, within `secs`,
+    then leave when the socket closes."""
+
+    secs: float
+
+
+Command = Load | Generate | Embed | Probe | Cancel | Shutdown
 
 
 # -- runner -> node ----------------------------------------------------------------------------
@@ -133,7 +140,16 @@ class Log(msgspec.Struct, tag=True):
     message: str
 
 
-Event = Started | Piece | Done | Vectors | Caps | Progress | LoadFailed | Ready | Log
+class Holds(msgspec.Struct, tag=True):
+    """What the prompt cache holds now, by text-prefix hashes (llmlb/prefix.py): a sequence
+    (`seq`) or a file on disk (`entry`); an empty `prefix` when it holds nothing any more."""
+
+    seq: int = -1
+    entry: str = ""
+    prefix: list[int] = []
+
+
+Event = Started | Piece | Done | Vectors | Caps | Progress | LoadFailed | Ready | Log | Holds
 
 
 class Events(msgspec.Struct, tag=True):

@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from llmlb.engine.base import GenStats
+
 prometheus_client.disable_created_metrics()  # no *_created series: nobody reads them
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -60,6 +62,14 @@ class NodeMetrics:
         self.tokens_prompt = Counter(
             "llmlb_prompt_tokens", "Prompt tokens evaluated.", registry=self.registry
         )
+        self.prompt_totals = {"cached": 0, "restored": 0, "computed": 0}  # for the heartbeat
+        self.prompt_sources = Counter(
+            "llmlb_prompt_cache_tokens",
+            "Prompt tokens by where their KV cells came from: kept in a sequence (cached), "
+            "restored from the prompt cache on disk (restored), or evaluated (computed).",
+            ["source"],
+            registry=self.registry,
+        )
         self.ttft = Histogram(
             "llmlb_time_to_first_token_seconds",
             "Time from a request's arrival to its first generated token.",
@@ -76,6 +86,18 @@ class NodeMetrics:
         self.tokens_generated.inc(completion_tokens)
         if ttft is not None:
             self.ttft.observe(ttft)
+
+    def prompt_cache(self, stats: GenStats) -> None:
+        if not stats.prompt_tokens:
+            return  # (it never started: nothing came from anywhere)
+        counts = {
+            "cached": stats.cached_tokens - stats.restored_tokens,
+            "restored": stats.restored_tokens,
+            "computed": stats.prompt_tokens - stats.cached_tokens,
+        }
+        for source, n in counts.items():
+            self.prompt_sources.labels(source).inc(max(0, n))
+            self.prompt_totals[source] += max(0, n)
 
     def render(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)

@@ -3,6 +3,7 @@ built once by `build_services`, started in order and stopped in reverse."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from llmlb import settings
 from llmlb.balancer.router_link import RouterLink
 from llmlb.engine import runner
 from llmlb.engine.gpu import Gpus
+from llmlb.engine.holdings import Holdings
 from llmlb.engine.llama_cpp import gpu_offload_supported
 from llmlb.engine.scheduler import Scheduler
 from llmlb.engine.templates import Templates
@@ -82,6 +84,7 @@ class NodeServices:
                 self.scheduler,
                 settings.heartbeat_secs(),
                 settings.node_token(),
+                prompt_counts=lambda: dict(self.metrics.prompt_totals),
             )
             await self.link.start()
 
@@ -107,6 +110,7 @@ class NodeServices:
 
 
 def build_services(config: NodeConfig) -> NodeServices:
+    settings.prompt_cache_bytes()  # a bad value stops the start, not each model's load
     config.home.mkdir(parents=True, exist_ok=True)
     catalog = db.open_node_catalog(config.home / "llmlb.db")
     sweep_trash(config.home / "models")
@@ -114,7 +118,9 @@ def build_services(config: NodeConfig) -> NodeServices:
     # the engine: every model in a runner process (engine/runner.py), on llama.cpp
     gpus = Gpus()
     offload = gpu_offload_supported() and gpus.read().available
-    scheduler = Scheduler(catalog, runner.load, gpus=gpus, gpu_offload=offload)
+    holdings = Holdings()  # what each runner's prompt cache holds, for the router
+    load = functools.partial(runner.load, holdings=holdings)
+    scheduler = Scheduler(catalog, load, gpus=gpus, gpu_offload=offload, holdings=holdings)
     return NodeServices(
         config=config,
         catalog=catalog,

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from litestar import Request
 
-from llmlb import settings
+from llmlb import prefix, settings
 from llmlb.engine import chat_plan, model_defaults
 from llmlb.engine.base import GenOptions, GenStats, TemplateCaps, TokenLogprob
 from llmlb.engine.llama_template import NoChatTemplate
@@ -143,6 +143,8 @@ async def prepare_chat(
     if needs_template and not source and model.format == Format.GGUF and not uses_tools:
         raise NoChatTemplate(typed)
     chat = chat_messages(messages, model)
+    said = prefix.messages_of(chat)  # the client's messages name the prefix, for the router
+    chain = [p.hash for p in prefix.chat_chain(model.name, said)] if said is not None else []
     caps = await template_caps(templates, model)
     if think and not caps.thinking:
         raise BadRequest(f"model '{typed}' does not support thinking")
@@ -163,7 +165,9 @@ async def prepare_chat(
         json_mode=json_mode,
         think=think,
     )
-    held = dataclasses.replace(opts, grammar=plan.grammar, grammar_trigger=plan.trigger)
+    held = dataclasses.replace(
+        opts, grammar=plan.grammar, grammar_trigger=plan.trigger, prefix=chain
+    )
     return Prepared(
         model,
         typed,
@@ -261,6 +265,7 @@ async def claim(
 def record(metrics: NodeMetrics, turn: Turn) -> None:
     ttft = turn.first_token_at - turn.started if turn.first_token_at else None
     metrics.generation(turn.stats.prompt_tokens, turn.stats.completion_tokens, ttft)
+    metrics.prompt_cache(turn.stats)
 
 
 async def embed(

@@ -202,6 +202,7 @@ def build_cluster(config: RouterConfig) -> Cluster:
         settings.router_queue(),
         settings.router_queue_timeout(),
         claims,
+        balance=settings.prefix_balance() if settings.prefix_routing() else None,
     )
     history = History(engine, settings.history_days(), settings.history_buffer(), database)
     return Cluster(

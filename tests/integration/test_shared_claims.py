@@ -9,6 +9,7 @@ import asyncio
 import msgspec
 import pytest
 
+from llmlb import prefix
 from llmlb.balancer.claims import SharedClaims, node_key
 from llmlb.balancer.registry import Registry
 from llmlb.balancer.wire import Heartbeat
@@ -171,3 +172,72 @@ def test_an_unreachable_redis_at_start_is_a_warning_not_a_failure(caplog):
 
     asyncio.run(scenario())
     assert "cannot be reached" in caplog.text
+
+
+# -- prefix routing across routers ---------------------------------------------------------------
+def prefix_router(url: str) -> Registry:
+    """A router with prefix routing on (capacity 4 per node, balance 2)."""
+    return Registry(4, 30.0, 10, 5, SharedClaims(url, 4, 30), balance=2)
+
+
+def beat_holding(registry: Registry, node_id: str, held: bytes = b"") -> None:
+    body = {"id": node_id, "host": "127.0.0.1", "port": 1, "models": [{"name": "org/m"}]}
+    registry.heartbeat(
+        msgspec.convert({**body, "prefixes": held}, Heartbeat, builtin_types=(bytes,))
+    )
+
+
+def test_a_router_that_heard_no_heartbeat_sends_a_prefix_to_the_node_holding_it(redis_url):
+    """Node n3's heartbeats go to router a; router b, which hears only that the nodes exist,
+    still sends the conversation to n3: a published what n3 holds in Redis."""
+    chain = prefix.chat_chain("org/m", [("user", "x" * 3000)])
+    a, b = prefix_router(redis_url), prefix_router(redis_url)
+    for node_id in ("n1", "n2"):
+        beat_holding(a, node_id)
+        beat_holding(b, node_id)
+    beat_holding(b, "n3")
+
+    async def scenario() -> None:
+        await a.claims.start()
+        await b.claims.start()
+        try:
+            beat_holding(a, "n3", prefix.pack(p.hash for p in chain[:2]))
+            assert await until(lambda: all(t.done() for t in a.claims._publishing.values()))
+            got = await b.acquire("org/m", chain=chain)
+            assert got.node.id == "n3"  # without the prefix: n1, the first of equals
+            assert b.prefix_outcomes == {"hit": 1, "balanced": 0, "miss": 0}
+            b.release(got, ok=True)
+            plain = await b.acquire("org/m")
+            assert plain.node.id == "n1"
+            b.release(plain, ok=True)
+        finally:
+            await a.claims.stop()
+            await b.claims.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_next_turn_finds_the_node_another_router_sent_the_last_one_to(redis_url):
+    """Before any heartbeat can tell, the claim script remembers where a prefix went."""
+    turn1 = [("user", "y" * 3000)]
+    turn2 = [*turn1, ("assistant", "ok"), ("user", "and then?")]
+    a, b = prefix_router(redis_url), prefix_router(redis_url)
+    for r in (a, b):
+        for node_id in ("n1", "n2", "n3"):
+            beat_holding(r, node_id)
+
+    async def scenario() -> None:
+        await a.claims.start()
+        await b.claims.start()
+        try:
+            first = await a.acquire("org/m", frozenset({"n1"}), prefix.chat_chain("org/m", turn1))
+            assert first.node.id == "n2"
+            a.release(first, ok=True)
+            again = await b.acquire("org/m", chain=prefix.chat_chain("org/m", turn2))
+            assert again.node.id == "n2"  # b never sent anything there itself
+            b.release(again, ok=True)
+        finally:
+            await a.claims.stop()
+            await b.claims.stop()
+
+    asyncio.run(scenario())

@@ -13,6 +13,7 @@ def node(
     vram_free=0,
     online=True,
     cooling=False,
+    matched=0,
 ):
     return NodeView(
         f"n{i}",
@@ -24,6 +25,7 @@ def node(
         last_used,
         vram_free,
         cooling,
+        matched,
     )
 
 
@@ -85,3 +87,56 @@ def test_ranked_puts_the_chosen_node_first_and_full_ones_last():
     assert order == ["n3", "n2", "n1"] and order[0] == choose(nodes, "m").id
     assert ranked(nodes, "m", frozenset({"n3"}))[0].id == "n2"
     assert ranked(nodes, "other") == []
+
+
+# -- prefix routing: SGLang's cache-aware rule ---------------------------------------------------
+BALANCE = 2
+
+
+def test_the_node_holding_the_longest_prefix_wins_over_a_less_busy_one():
+    nodes = [node(1), node(2, in_flight=2, matched=900), node(3, in_flight=1, matched=300)]
+    assert choose(nodes, "m", balance=BALANCE).id == "n2"
+    assert choose(nodes, "m").id == "n1"  # without prefix routing: the least busy
+
+
+def test_balance_wins_once_the_holder_is_loaded_past_the_threshold():
+    nodes = [node(1), node(2, in_flight=3, matched=900)]
+    assert choose(nodes, "m", balance=BALANCE).id == "n1"  # 3 more than the least busy
+    assert choose(nodes, "m", balance=3).id == "n2"
+    assert (
+        choose([node(1, in_flight=1), node(2, in_flight=3, matched=900)], "m", balance=BALANCE).id
+        == "n2"
+    )
+
+
+def test_a_holder_without_room_is_passed_over():
+    nodes = [node(1, in_flight=1), node(2, in_flight=4, matched=900)]  # capacity 4
+    assert choose(nodes, "m", balance=10).id == "n1"
+
+
+def test_equal_prefixes_go_to_the_less_busy_holder():
+    nodes = [node(1), node(2, in_flight=1, matched=500), node(3, matched=500)]
+    assert choose(nodes, "m", balance=BALANCE).id == "n3"
+
+
+def test_the_prefix_counts_within_the_best_tier_only():
+    cooling = [node(1), node(2, matched=900, cooling=True)]
+    assert choose(cooling, "m", balance=BALANCE).id == "n1"
+    not_loaded = [node(1, loaded=("m",)), node(2, matched=900)]
+    assert choose(not_loaded, "m", balance=BALANCE).id == "n1"
+    nowhere_loaded = [node(1), node(2, matched=900)]
+    assert choose(nowhere_loaded, "m", balance=BALANCE).id == "n2"
+
+
+def test_nobody_holding_anything_leaves_the_usual_choice():
+    nodes = [node(1, in_flight=2), node(2, in_flight=1, last_used=5.0), node(3, in_flight=1)]
+    assert choose(nodes, "m", balance=BALANCE).id == choose(nodes, "m").id == "n3"
+
+
+def test_outcomes_for_the_metrics():
+    from llmlb.balancer.policy import outcome
+
+    holder, other = node(1, matched=900), node(2, matched=100)
+    assert outcome([holder, other], holder) == "hit"
+    assert outcome([holder, other], other) == "balanced"
+    assert outcome([node(1), node(2)], node(2)) == "miss"

@@ -150,3 +150,36 @@ def test_a_bad_redis_url_is_an_error(monkeypatch, value):
     monkeypatch.setenv("LLMLB_REDIS_URL", value)
     with pytest.raises(settings.SettingsError, match="LLMLB_REDIS_URL"):
         settings.redis_url()
+
+
+def test_prompt_cache_and_prefix_routing_settings(monkeypatch):
+    for name in ("LLMLB_PROMPT_CACHE_GB", "LLMLB_PREFIX_ROUTING", "LLMLB_PREFIX_BALANCE"):
+        monkeypatch.delenv(name, raising=False)
+    assert settings.prompt_cache_bytes() == 4 << 30
+    assert settings.prefix_routing() is True and settings.prefix_balance() == 2
+    monkeypatch.setenv("LLMLB_PROMPT_CACHE_GB", "0.5")
+    assert settings.prompt_cache_bytes() == 1 << 29
+    monkeypatch.setenv("LLMLB_PROMPT_CACHE_GB", "0")
+    assert settings.prompt_cache_bytes() == 0
+    monkeypatch.setenv("LLMLB_PREFIX_ROUTING", "0")
+    assert settings.prefix_routing() is False
+    monkeypatch.setenv("LLMLB_PREFIX_BALANCE", "0")
+    assert settings.prefix_balance() == 0
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("LLMLB_PROMPT_CACHE_GB", "lots"),
+        ("LLMLB_PROMPT_CACHE_GB", "-1"),
+        ("LLMLB_PROMPT_CACHE_GB", "inf"),
+        ("LLMLB_PROMPT_CACHE_GB", "nan"),
+        ("LLMLB_PREFIX_BALANCE", "-1"),
+    ],
+)
+def test_bad_prompt_cache_settings_are_clear_errors(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    read = settings.prompt_cache_bytes if "CACHE" in name else settings.prefix_balance
+    with pytest.raises(settings.SettingsError) as err:
+        read()
+    assert name in err.value.message

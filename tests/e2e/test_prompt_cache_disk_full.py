@@ -1,0 +1,95 @@
+"""A full disk under the prompt cache, for real: the node runs in its own mount namespace
+(`unshare`) with $LLMLB_HOME/prompt-cache on a 1 MB tmpfs, which the test fills (through
+/proc/<pid>/root, the node's view of the file system). Saving a sequence then fails as it
+does on a full disk: the node says so once, and prompts are evaluated as if nothing had been
+saved. Skipped where unprivileged user namespaces (or unshare) are not available."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llmlb.engine.prompt_cache import BLOCK, DIR_NAME
+from tests.e2e.test_pull_disk_full import _can_mount_tmpfs
+from tests.support.catalog import register_file
+from tests.support.procs import LLMLB, ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+if not sys.platform.startswith("linux") or not _can_mount_tmpfs():
+    pytest.skip("needs unshare and user namespaces to mount a small tmpfs", allow_module_level=True)
+
+FULL = "WARNING llmlb.engine: prompt cache: could not save a sequence: the disk is full"
+
+
+class CacheOnTmpfs(ServerProcess):
+    """`llmlb node serve` with its prompt cache on a tmpfs of its own."""
+
+    def start(self, timeout: float = 60) -> CacheOnTmpfs:
+        cache = self.home / DIR_NAME
+        cache.mkdir(parents=True, exist_ok=True)
+        script = f'mount -t tmpfs -o size=1m tmpfs "{cache}" && exec "$@"'
+        serve = [*LLMLB, "node", "serve", "--port", str(self.port)]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                ["unshare", "-rm", "sh", "-c", script, "sh", *serve],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_ready(timeout)
+        return self
+
+    def cache_dir(self) -> Path:
+        """The prompt cache's directory as the node sees it."""
+        assert self.proc is not None
+        return Path(f"/proc/{self.proc.pid}/root") / str(self.home).lstrip("/") / DIR_NAME
+
+
+def generate(node, text: str) -> int:
+    """Prompt tokens evaluated for a raw prompt of `text`."""
+    body = {"model": "org/tiny", "prompt": text, "raw": True, "stream": False}
+    r = httpx.post(
+        node.url + "/api/generate", json={**body, "options": {"num_predict": 2}}, timeout=120
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["prompt_eval_count"]
+
+
+def restored(node) -> float:
+    for line in httpx.get(node.url + "/metrics").text.splitlines():
+        if line.startswith('llmlb_prompt_cache_tokens_total{source="restored"}'):
+            return float(line.split()[1])
+    raise AssertionError("no llmlb_prompt_cache_tokens_total{source=restored}")
+
+
+def test_a_full_disk_falls_back_to_a_cold_prompt_with_one_warning(tmp_path, tiny_gguf):
+    home = tmp_path / "home"
+    register_file(home, "org/tiny", tiny_gguf)
+    one = "".join(f"first {i}: the quick brown fox jumps over the lazy dog\n" for i in range(10))
+    two = "".join(f"second {i}: pack my box with five dozen liquor jugs\n" for i in range(10))
+    node = CacheOnTmpfs(home, env={"LLMLB_NUM_PARALLEL": "1"}).start()
+    try:
+        with (
+            open(node.cache_dir() / "filler", "wb", buffering=0) as fh,
+            contextlib.suppress(OSError),
+        ):
+            while True:  # something else takes the whole disk
+                fh.write(bytes(64 << 10))
+        cold = generate(node, one)
+        generate(node, two)  # takes the only sequence: saving the first fails
+        # evaluated again (but for the sequence's first tokens, which the two share)
+        assert generate(node, one) > cold - BLOCK
+        assert restored(node) == 0
+        generate(node, two)  # fails to save again: no second warning
+    finally:
+        assert node.stop() == 0, node.log()  # and once more while unloading
+    log = node.log()
+    assert log.count(FULL) == 1, log
+    assert "Traceback" not in log

@@ -10,15 +10,23 @@ newcomers (at most n_ubatch tokens, so a long prompt never stalls the others for
 the node hears from the runner after every compute graph). A finished, stopped or cancelled
 request frees its sequence at once; its cells keep their tokens for the next request that
 starts the same way.
+
+A token its grammar refuses makes a request filter the whole vocabulary through the grammar:
+for a grammar of thousands of alternatives (a long enum) that is half a second of llama.cpp's
+time. It runs on the loop's grammar thread, on a copy of the logits, while the loop decodes
+the other sequences; the request's sequence sits out the steps until its token is drawn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +41,7 @@ from llmlb.errors import LlmlbError, Unavailable
 
 log = logging.getLogger("llmlb.engine")
 REUSE_SIMILARITY = 0.1  # llama-server's --slot-prompt-similarity
+GRAMMAR_NICE = 19
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -78,6 +87,7 @@ class Seq:
     started_ns: int = 0
     first_ns: int = 0
     last_used: float = 0.0
+    drawing: Future[int] | None = None  # its token, being drawn on the grammar thread
 
 
 class DecodeLoop:
@@ -108,6 +118,8 @@ class DecodeLoop:
         self._pieces: dict[int, bytes] = {}
         self._out = outbox  # filled by the loop thread only, flushed after every step
         self.kv = kv
+        self._grammar_thread: ThreadPoolExecutor | None = None  # started on first use
+        self._woken = threading.Event()  # a job came, or a token was drawn off the loop
         self._thread = threading.Thread(target=self._run, name=f"decode {name}", daemon=True)
         self._thread.start()
 
@@ -117,6 +129,7 @@ class DecodeLoop:
         with self._lock:
             if not self._closed:
                 self._inbox.put(job)
+                self._woken.set()
                 return
         job.sampler.close()
         job.sink.done(job.stats, Unavailable(f"model '{self.name}' was unloaded"))
@@ -140,8 +153,12 @@ class DecodeLoop:
     def _run(self) -> None:
         try:
             while self._take_new():
+                self._drawn()
                 decoded = self._step()
                 self._out.flush(alive=decoded)
+                if not decoded and self._drawing():
+                    self._woken.wait(0.5)  # only tokens being drawn: for one, or a new job
+                    self._woken.clear()
         except Exception as exc:  # a bug or a llama.cpp failure: fail loudly, not silently
             log.exception("decode loop of %s failed", self.name)
             self._fail_all(LlmlbError(f"the engine failed: {exc}"))
@@ -160,7 +177,7 @@ class DecodeLoop:
             self._waiting.append(job)
             idle = False
         for s in self.seqs:  # a client that left frees its sequence now, for whoever waits
-            if s.job is not None and s.job.sink.cancelled.is_set():
+            if s.job is not None and s.job.sink.cancelled.is_set() and s.drawing is None:
                 self._finish(s, "cancelled")
         while self._waiting:
             job = self._waiting[0]
@@ -315,7 +332,46 @@ class DecodeLoop:
         if job.sink.cancelled.is_set():
             self._finish(s, "cancelled")
             return
-        token = job.sampler.sample(self.ctx, row)
+        if job.opts.logprobs:  # (they read the row in the context's buffer)
+            token = job.sampler.sample(self.ctx, row)
+        else:
+            drawn = job.sampler.quick(self.ctx, row)
+            if drawn is None:  # the grammar refused it: filter the vocabulary off the loop
+                logits = job.sampler.row(self.ctx, row).copy()
+                s.drawing = self._grammar_pool().submit(job.sampler.filtered, logits)
+                s.drawing.add_done_callback(lambda _: self._woken.set())
+                return
+            token = drawn
+        self._take(s, token, row)
+
+    def _grammar_pool(self) -> ThreadPoolExecutor:
+        if self._grammar_thread is None:
+            self._grammar_thread = ThreadPoolExecutor(1, f"grammar {self.name}", _yield_cpu)
+        return self._grammar_thread
+
+    def _drawing(self) -> list[Future[int]]:
+        return [s.drawing for s in self.seqs if s.drawing is not None]
+
+    def _drawn(self) -> None:
+        """Take the tokens drawn off the loop."""
+        for s in self.seqs:
+            drawing = s.drawing
+            if drawing is None or not drawing.done():
+                continue
+            s.drawing = None
+            token = drawing.result()  # (filtered() raises nothing of its own)
+            if s.job is None:
+                continue
+            if s.job.sink.cancelled.is_set():
+                self._finish(s, "cancelled")
+            else:
+                self._take(s, token, -1)
+
+    def _take(self, s: Seq, token: int, row: int) -> None:
+        """A drawn token: the reply's next piece, or its end. (`row`: its logits, for the
+        log probabilities; -1 when it was drawn off the loop, which they never are.)"""
+        job = s.job
+        assert job is not None
         if token == NO_TOKEN:  # the grammar admits no token here: the reply ends, cleanly
             log.info("%s: the reply's grammar admits no further token; ending it", self.name)
             self._finish(s, "stop")
@@ -372,6 +428,11 @@ class DecodeLoop:
         self._out.finish(job.sink, job.stats, error)
 
     def _fail_all(self, error: BaseException) -> None:
+        if self._grammar_thread is not None:  # a sampler is freed once no thread uses it
+            self._grammar_thread.shutdown()
+            self._grammar_thread = None
+        for s in self.seqs:
+            s.drawing = None
         for s in self.seqs:
             if s.job is not None:
                 self._finish(s, "error", error)
@@ -393,6 +454,14 @@ class DecodeLoop:
             data = token_bytes(self.vocab, token)
             self._pieces[token] = data
         return data
+
+
+def _yield_cpu() -> None:
+    """The grammar thread runs at the lowest priority (Linux sets it per thread): where it
+    would take a core from the decode threads, the request that needs it waits, not the
+    streams beside it."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), GRAMMAR_NICE)
 
 
 def token_bytes(vocab, token: int, special: bool = False) -> bytes:

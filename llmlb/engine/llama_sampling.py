@@ -47,18 +47,38 @@ class Sampler:
         """Sample from the logits of batch row `index`; the chain (and grammar) accept it.
         NO_TOKEN when the grammar rules out every token (an end of text included): llama.cpp
         aborts the process if told to accept a token its grammar refuses, so nothing is."""
+        token = self.quick(ctx, index)
+        return self.filtered(self.row(ctx, index)) if token is None else token
+
+    def quick(self, ctx, index: int) -> int | None:
+        """The chain's draw from batch row `index` when the grammar allows it (accepted), or
+        when there is no grammar; None when the grammar refuses it: then the whole
+        vocabulary must be filtered (`filtered`, on a copy of the row), which can take a
+        grammar of thousands of alternatives half a second, so the decode loop does not."""
         if not self.grammar:
             return int(lc.llama_sampler_sample(self.chain, ctx, index))
-        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
-        token = self._draw(logits, with_grammar=False)
+        token = self._draw(self.row(ctx, index), with_grammar=False)
         if not self._allowed(token):
-            token = self._draw(logits, with_grammar=True)
-            # every candidate ruled out: the draw still picks one, with -inf odds
-            if token == NO_TOKEN or not self._allowed(token):
-                return NO_TOKEN
+            return None
         lc.llama_sampler_accept(self.grammar, token)
         lc.llama_sampler_accept(self.chain, token)
         return token
+
+    def filtered(self, logits: np.ndarray) -> int:
+        """The draw after the grammar filtered the whole vocabulary (accepted); NO_TOKEN when
+        it rules out every token."""
+        token = self._draw(logits, with_grammar=True)
+        # every candidate ruled out: the draw still picks one, with -inf odds
+        if token == NO_TOKEN or not self._allowed(token):
+            return NO_TOKEN
+        lc.llama_sampler_accept(self.grammar, token)
+        lc.llama_sampler_accept(self.chain, token)
+        return token
+
+    def row(self, ctx, index: int) -> np.ndarray:
+        """The logits of batch row `index`, in the context's buffer (the next decode overwrites
+        them: copy to keep)."""
+        return np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
 
     def _draw(self, logits: np.ndarray, with_grammar: bool) -> int:
         if self._cands is None or self._ids is None:

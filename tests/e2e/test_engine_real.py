@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
+import string
 import threading
 
 import httpx
@@ -91,6 +93,35 @@ def test_same_seed_same_text_also_after_other_requests(oai):
     assert again == first
     other_seed = ask(oai, "Write a poem about the sea.", **{**kw, "seed": 99})
     assert other_seed.choices[0].message.content != first
+
+
+def _enum(n: int) -> list[str]:
+    rng = random.Random(n)
+    return sorted({"".join(rng.choices(string.ascii_lowercase, k=10)) for _ in range(2 * n)})[:n]
+
+
+def test_replies_held_to_a_4096_value_enum_beside_a_stream(oai):
+    # A random word at temperature 1 is a token the grammar refuses at first: the vocabulary
+    # is filtered on the grammar thread while the loop decodes the stream beside it.
+    values = _enum(4096)
+    fmt = {"type": "json_schema", "json_schema": {"name": "w", "schema": {"enum": values}}}
+    alone = ask(oai, QUESTIONS[0], temperature=0, max_tokens=32).choices[0].message.content
+    held: list[str] = []
+
+    def hold(seed: int) -> None:
+        r = ask(oai, "Pick a word.", temperature=1.0, seed=seed, response_format=fmt)
+        held.append(json.loads(r.choices[0].message.content))
+
+    threads = [threading.Thread(target=hold, args=(seed,)) for seed in (1, 2, 3, 1)]
+    for t in threads:
+        t.start()
+    beside = ask(oai, QUESTIONS[0], temperature=0, max_tokens=32).choices[0].message.content
+    for t in threads:
+        t.join(300)
+    assert beside == alone
+    assert len(held) == 4 and all(v in values for v in held), held
+    again = ask(oai, "Pick a word.", temperature=1.0, seed=1, response_format=fmt)
+    assert held.count(json.loads(again.choices[0].message.content)) >= 2  # seed 1, thrice
 
 
 def test_each_penalty_changes_the_output(oll):

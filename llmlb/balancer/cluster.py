@@ -1,4 +1,4 @@
-"""The router's services in one typed object: registry, database, history, shared claims,
+"""The router's services in one typed object: node table, admission, claims, database, history,
 metrics, keys, the upstream HTTP client, and the background loops that watch nodes. The router
 app builds one and hands it to both its Litestar handlers and the proxy.
 
@@ -22,8 +22,9 @@ import aiohttp
 import msgspec
 
 from llmlb import tasks
+from llmlb.balancer.admission import Admission
 from llmlb.balancer.auth import ApiKeys, NodeGate
-from llmlb.balancer.claims import SharedClaims
+from llmlb.balancer.claims import Claims
 from llmlb.balancer.database import Database, NodeRows
 from llmlb.balancer.history import History
 from llmlb.balancer.metrics import RouterMetrics
@@ -67,6 +68,8 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
 @dataclass
 class Cluster:
     registry: Registry
+    admission: Admission
+    claims: Claims
     database: Database
     rows: NodeRows
     history: History
@@ -74,7 +77,6 @@ class Cluster:
     keys: ApiKeys
     gate: NodeGate
     probe_every: float
-    claims: SharedClaims | None = None
     first_byte_secs: float = 10.0
     started_at: float = field(default_factory=time.time)
     upstream: aiohttp.ClientSession | None = None
@@ -97,8 +99,7 @@ class Cluster:
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
-        if self.claims is not None:
-            await self.claims.start()
+        await self.claims.start()
         await self.rows.start()
         await self.history.start()
         self._watch = tasks.start("node watch", self.watch_forever)
@@ -115,8 +116,7 @@ class Cluster:
                 "%d requests of the history could not be written: the database is unreachable",
                 len(self.history.pending),
             )
-        if self.claims is not None:
-            await self.claims.stop()
+        await self.claims.stop()
         if self.upstream is not None:
             await self.upstream.close()
 

@@ -108,16 +108,16 @@ class NodeRows:
         await self.write()  # a goodbye that came last
 
     async def write(self) -> None:
-        rows, errors, taken = self.registry.take_writes()
+        rows, errors, taken = self.registry.writes.take(self.registry.nodes)
         if not taken:
             return
         try:
             await to_thread.run_sync(self._write, rows, errors)
         except Exception as exc:
-            self.registry.untake(taken)
+            self.registry.writes.untake(taken)
             self.db.failed("writing node heartbeats", exc)
             return
-        self.registry.written(taken)
+        self.registry.writes.written(self.registry.nodes, taken)
         self.db.worked()
 
     def _write(self, rows: list[router_state.NodeWrite], errors: list[str]) -> None:

@@ -16,7 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from llmlb.balancer.claims import SharedClaims
+    from llmlb.balancer.admission import Admission
+    from llmlb.balancer.claims import Claims
     from llmlb.balancer.database import Database
     from llmlb.balancer.history import History
     from llmlb.balancer.registry import Registry
@@ -29,8 +30,8 @@ NO_NODE = "none"
 
 
 class _RegistryGauges(Collector):
-    def __init__(self, registry: Registry):
-        self.registry = registry
+    def __init__(self, registry: Registry, admission: Admission):
+        self.registry, self.admission = registry, admission
 
     def collect(self) -> Iterator[Metric]:
         nodes = list(self.registry.nodes.values())
@@ -47,7 +48,7 @@ class _RegistryGauges(Collector):
             in_flight.add_metric([n.id[:8]], n.in_flight)
         yield errors
         yield in_flight
-        if self.registry.balance is not None:
+        if self.admission.balance is not None:
             routed = CounterMetricFamily(
                 "llmlb_router_prefix_requests",
                 "Requests with a text prefix, by where prefix routing sent them: to a node "
@@ -55,11 +56,11 @@ class _RegistryGauges(Collector):
                 "(balanced), or no node held any of it (miss).",
                 labels=["result"],
             )
-            for result, count in self.registry.prefix_outcomes.items():
+            for result, count in self.admission.prefix_outcomes.items():
                 routed.add_metric([result], count)
             yield routed
         yield GaugeMetricFamily(
-            "llmlb_router_queue_depth", "Requests waiting for a free node.", self.registry.waiting
+            "llmlb_router_queue_depth", "Requests waiting for a free node.", self.admission.waiting
         )
         yield GaugeMetricFamily(
             "llmlb_router_nodes_online",
@@ -71,7 +72,7 @@ class _RegistryGauges(Collector):
 class _SharedStateGauges(Collector):
     """The database, Redis and the history's backlog: what a cluster's routers depend on."""
 
-    def __init__(self, database: Database, history: History, claims: SharedClaims | None):
+    def __init__(self, database: Database, history: History, claims: Claims):
         self.database, self.history, self.claims = database, history, claims
 
     def collect(self) -> Iterator[Metric]:
@@ -95,36 +96,17 @@ class _SharedStateGauges(Collector):
             "Request-history rows dropped: the database was unreachable and the buffer full.",
             self.history.dropped,
         )
-        if self.claims is None:
-            return
-        yield GaugeMetricFamily(
-            "llmlb_router_redis_up",
-            "1 when in-flight claims are shared through Redis, 0 while it cannot be reached "
-            "and this router counts on its own.",
-            int(self.claims.up),
-        )
-        yield CounterMetricFamily(
-            "llmlb_router_redis_errors",
-            "Redis calls that failed (the router then used its own counters).",
-            self.claims.errors,
-        )
-        shared = GaugeMetricFamily(
-            "llmlb_router_cluster_in_flight",
-            "Requests every router of the cluster has on each node now (Redis's count).",
-            labels=["node"],
-        )
-        for node_id, count in sorted(self.claims.counts.items()):
-            shared.add_metric([node_id[:8]], count)
-        yield shared
+        yield from self.claims.gauges()  # Redis's health and counts, when it keeps them
 
 
 class RouterMetrics:
     def __init__(
         self,
         registry: Registry,
+        admission: Admission,
         database: Database,
         history: History,
-        claims: SharedClaims | None,
+        claims: Claims,
     ):
         self.prom = CollectorRegistry()
         self.requests = Counter(
@@ -140,7 +122,7 @@ class RouterMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.prom,
         )
-        self.prom.register(_RegistryGauges(registry))
+        self.prom.register(_RegistryGauges(registry, admission))
         self.prom.register(_SharedStateGauges(database, history, claims))
 
     def observe(self, node_id: str | None, status: int, seconds: float | None) -> None:

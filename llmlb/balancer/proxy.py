@@ -102,7 +102,7 @@ class Claim(up.Tally):
         self.done = True
         if ok and self.status < 400 and self.model not in self.node.loaded:
             self.node.loaded.append(self.model)  # it loads on first use; a heartbeat confirms
-        self.cluster.registry.release(self.held, ok, node_fault)
+        self.cluster.admission.release(self.held, ok, node_fault)
         duration = (time.perf_counter() - self.started) * 1000
         ttft = (self.first_byte - self.started) * 1000 if self.first_byte else None
         self.cluster.history.record(
@@ -284,14 +284,14 @@ async def _forward(
         await _read(cluster, path, model, body, forwarded, send, outcome)
         return
     started = time.perf_counter()
-    chain = request_chain(path, model, body) if cluster.registry.balance is not None else []
+    chain = request_chain(path, model, body) if cluster.admission.balance is not None else []
     tried: set[str] = set()
     if path == "/v1/responses" and target.previous_response_id:
         tried = _pinned(cluster, target.previous_response_id, model)
     last_error = ""
     for _ in range(MAX_NODES):
         try:
-            held = await cluster.registry.acquire(model, frozenset(tried), chain)
+            held = await cluster.admission.acquire(model, frozenset(tried), chain)
         except Unavailable:
             if last_error:
                 raise Unavailable(f"every node with '{model}' failed: {last_error}") from None

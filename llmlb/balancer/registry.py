@@ -1,23 +1,21 @@
-"""Registered nodes, their health, and the router's claims on them.
+"""The node table: registered nodes and their health.
 
 Node states follow the contract: a heartbeat makes a node Running (also from Stopped or
 Error: a restart), a goodbye makes it Stopped, and a Running node that stops sending
 heartbeats and no longer answers probes ends in Error (it crashed). A Running node whose
 heartbeats are late is shown offline and gets no traffic until they resume.
 
-The registry in memory is what requests use; the database holds it for restarts and, when
-several routers share one database, for each other (writes and reads: balancer/shared.py).
-Claims on nodes are this router's counters, or Redis's when LLMLB_REDIS_URL is set
-(balancer/claims.py), so that LLMLB_NODE_MAX_IN_FLIGHT holds across routers.
+The table in memory is what requests use (admission: balancer/admission.py); the database
+holds it for restarts and, when several routers share one database, for each other: what is
+owed to it is kept in `writes` (balancer/write_back.py), written and read back by the
+node-rows loop (balancer/database.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -25,61 +23,27 @@ import msgspec
 
 from llmlb import prefix
 from llmlb.balancer import affinity
-from llmlb.balancer.claims import ClaimsDown, SharedClaims
-from llmlb.balancer.nodes import Held, NodeEntry, heartbeat_of, now_utc
-from llmlb.balancer.policy import (
-    NodeView,
-    Saturated,
-    any_node,
-    candidates,
-    choose,
-    outcome,
-    ranked,
-    tier,
-)
+from llmlb.balancer.nodes import NodeEntry, heartbeat_of, now_utc
+from llmlb.balancer.policy import NodeView, any_node
 from llmlb.balancer.wire import Heartbeat
-from llmlb.errors import ModelNotFound, TooManyRequests, Unavailable
+from llmlb.balancer.write_back import WriteBack
+from llmlb.errors import ModelNotFound, Unavailable
 from llmlb.prefix import Point
 from llmlb.store.router_models import RouterNode
-from llmlb.store.router_state import NodeWrite
 
 log = logging.getLogger("llmlb.router")
 PROBE_FAILURES_FOR_ERROR = 2
-# A node that fails a request (unreachable, dropped or silent, 503/429) cools down: 1 s, doubling
-# with each further failure in a row, up to 30 s. Without it, a dead node that is still "online" until its
-# heartbeats time out has the fewest requests in flight and would be every request's first try.
-COOL_FIRST, COOL_MAX = 1.0, 30.0
 
 
 class Registry:
-    def __init__(
-        self,
-        capacity: int,
-        timeout: float,
-        max_queue: int,
-        queue_timeout: float,
-        claims: SharedClaims | None = None,
-        balance: int | None = None,
-    ):
-        """`balance`: prefix routing's threshold (balancer/policy.py); None: no prefix routing."""
+    def __init__(self, capacity: int, timeout: float):
+        """`capacity`: requests a node takes at once; `timeout`: how late its heartbeats may
+        be before it counts as offline."""
         self.capacity = capacity
-        self.balance = balance
-        self.recent_secs = 2 * timeout  # what a request leaves on its node, until beats tell
-        self.prefix_outcomes = {"hit": 0, "balanced": 0, "miss": 0}
         self.timeout = timeout
-        self.max_queue = max_queue
-        self.queue_timeout = queue_timeout
-        self.claims = claims
         self.nodes: dict[str, NodeEntry] = {}
-        self.waiting = 0
-        # rows to write: node id -> "beat" (a heartbeat came), "state" or "error"
-        self.unwritten: dict[str, str] = {}
+        self.writes = WriteBack()
         self._skipped: set[tuple[str, Any]] = set()  # bad rows already reported
-        self._generation = 0  # bumped by every release: a waiter that saw it change retries
-        self._changed = asyncio.Condition()
-        if claims is not None:
-            claims.on_release = self.wake
-            claims.known_nodes = lambda: list(self.nodes)
 
     # -- views ----------------------------------------------------------------
     def online(self, node: NodeEntry) -> bool:
@@ -93,14 +57,11 @@ class Registry:
     def cooling(self, node: NodeEntry) -> bool:
         return node.cool_until > time.monotonic()
 
-    def cluster_in_flight(self, node: NodeEntry) -> int | None:
-        """Claims on the node across every router (Redis's count), None without Redis."""
-        if self.claims is None:
-            return None
-        return self.claims.counts.get(node.id, 0)
-
-    def views(self, shared: bool = False, chain: list[Point] | None = None) -> list[NodeView]:
-        counts = self.claims.counts if shared and self.claims is not None else None
+    def views(
+        self, counts: Mapping[str, int] | None = None, chain: list[Point] | None = None
+    ) -> list[NodeView]:
+        """The nodes as the policy sees them; `counts`: claims across every router, when
+        known (a node's load is the larger of those and this router's own)."""
         now = time.monotonic()
         return [
             NodeView(
@@ -150,7 +111,7 @@ class Registry:
             node = self.nodes.get(row.id)
             if node is not None and (
                 node.updated_at == row.updated_at
-                or node.id in self.unwritten
+                or node.id in self.writes.owed
                 or node.written_at >= read_at
             ):
                 continue
@@ -208,16 +169,13 @@ class Registry:
         self._apply(node, beat)
         node.status = "Running"
         node.last_seen, node.last_seen_at, node.failed_probes = time.monotonic(), now_utc(), 0
-        self.unwritten[node.id] = "beat"
-        held = prefix.unpack(beat.prefixes)
-        node.prefixes = frozenset(held)
+        self.writes.beat(node.id)
+        node.prefixes = frozenset(prefix.unpack(beat.prefixes))
         node.prompt_tokens = (
             beat.prompt_tokens_cached,
             beat.prompt_tokens_restored,
             beat.prompt_tokens_computed,
         )
-        if self.claims is not None and self.balance is not None:
-            self.claims.publish_held(node.id, held)
         return node
 
     def alive(self, node: NodeEntry) -> None:
@@ -243,53 +201,7 @@ class Registry:
         if node is not None:
             node.status = "Stopped"
             log.info("node %s stopped", node_id[:8])
-            if self.unwritten.get(node_id) != "beat":  # a pending beat writes the status too
-                self.unwritten[node_id] = "state"
-
-    def take_writes(self) -> tuple[list[NodeWrite], list[str], dict[str, str]]:
-        """The rows to write now (heartbeats and states), the nodes to mark Error, and what
-        was taken (to give back with `untake` should the write fail)."""
-        taken, self.unwritten = self.unwritten, {}
-        rows, errors = [], []
-        for node_id, kind in taken.items():
-            node = self.nodes.get(node_id)
-            if node is None:
-                continue
-            if kind == "error":
-                errors.append(node_id)
-                continue
-            rows.append(
-                NodeWrite(
-                    id=node.id,
-                    fields={
-                        "host": node.host,
-                        "port": node.port,
-                        "status": node.status,
-                        "gpu_name": node.gpu_name,
-                        "vram_total_bytes": node.vram_total_bytes,
-                        "vram_used_bytes": node.vram_used_bytes,
-                        "gpu_temperature": node.gpu_temperature,
-                        "uptime_secs": node.uptime_secs,
-                        "models": node.models,
-                        "loaded_models": node.loaded,
-                    },
-                    registered_at=node.registered_at or now_utc(),
-                    heartbeat=kind == "beat",
-                )
-            )
-        return rows, errors, taken
-
-    def untake(self, taken: dict[str, str]) -> None:
-        """Writes that failed: owed again, unless something newer is owed for the node."""
-        for node_id, kind in taken.items():
-            self.unwritten.setdefault(node_id, kind)
-
-    def written(self, taken: dict[str, str]) -> None:
-        now = time.monotonic()
-        for node_id in taken:
-            node = self.nodes.get(node_id)
-            if node is not None:
-                node.written_at = now
+            self.writes.state(node_id)
 
     def quiet(self, secs: float) -> list[NodeEntry]:
         """Running nodes not heard from for `secs`, whether or not yet offline."""
@@ -307,140 +219,6 @@ class Registry:
             log.warning(
                 "node %s at %s:%s stopped answering: Error", node.id[:8], node.host, node.port
             )
-            self.unwritten.setdefault(node.id, "error")
+            self.writes.error(node.id)
             return True
         return False
-
-    # -- claims -------------------------------------------------------------
-    def _claim_here(self, model: str, exclude: frozenset[str], chain: list[Point]) -> Held | None:
-        """Claim with this router's counters: synchronous, so the check and the claim are one
-        step on the event loop. None when every candidate is full."""
-        views = self.views(chain=chain)
-        balance = self.balance if chain else None
-        try:
-            view = choose(views, model, exclude, balance)
-        except Saturated:
-            return None
-        if view is None:
-            raise Unavailable(f"no online node has model '{model}'")
-        return self._held(view.id, chain, candidates(views, model, exclude), view)
-
-    def _held(
-        self, node_id: str, chain: list[Point], pool: list[NodeView], chosen: NodeView
-    ) -> Held:
-        node = self.nodes[node_id]
-        node.in_flight += 1
-        node.last_used = time.monotonic()
-        if chain and self.balance is not None:
-            self.prefix_outcomes[outcome(pool, chosen)] += 1
-            affinity.remember(node, chain, self.recent_secs)
-        return Held(node)
-
-    async def _claim_shared(
-        self, model: str, exclude: frozenset[str], chain: list[Point]
-    ) -> Held | None:
-        """Claim in Redis: one script call takes the first candidate with room across all
-        routers (with prefix routing, the holder of the longest prefix by the sets every
-        router publishes there). Falls back to this router's counters when Redis does not
-        answer."""
-        assert self.claims is not None
-        pool = ranked(self.views(shared=True, chain=chain), model, exclude)
-        if not pool:
-            raise Unavailable(f"no online node has model '{model}'")
-        balance = self.balance if chain else None
-        try:
-            index, claim_id, held = await self.claims.claim(
-                [v.id for v in pool],
-                [tier(v, model) for v in pool],
-                chain if balance is not None else [],
-                balance or 0,
-                self.recent_secs,
-            )
-        except ClaimsDown:
-            return self._claim_here(model, exclude, chain)
-        if claim_id is None:
-            return None
-        if held is not None:  # what every router knows, as Redis counted it
-            pool = [dataclasses.replace(v, matched=m) for v, m in zip(pool, held, strict=True)]
-        result = self._held(pool[index].id, chain if balance is not None else [], pool, pool[index])
-        result.claim_id = claim_id
-        return result
-
-    async def acquire(
-        self, model: str, exclude: frozenset[str] = frozenset(), chain: list[Point] | None = None
-    ) -> Held:
-        """Claim a node for `model`, waiting in a bounded queue while every candidate is full.
-
-        A waiter notes the release generation before it tries; when a release came in between
-        (any router's, with Redis), it tries again at once instead of waiting, so a freed node
-        is never missed.
-        """
-        deadline = time.monotonic() + self.queue_timeout
-        queued = False
-        try:
-            while True:
-                seen = self._generation
-                if self.claims is not None and self.claims.up:
-                    held = await self._claim_shared(model, exclude, chain or [])
-                else:
-                    held = self._claim_here(model, exclude, chain or [])
-                if held is not None:
-                    return held
-                if not queued:
-                    if self.waiting >= self.max_queue:
-                        raise TooManyRequests(
-                            f"every node with '{model}' is busy and the queue is full"
-                        )
-                    self.waiting += 1
-                    queued = True
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise Unavailable(
-                        f"every node with '{model}' stayed busy for {self.queue_timeout:.0f}s"
-                    )
-                async with self._changed:
-                    if self._generation == seen:
-                        # the timeout also covers nodes coming back online, which notify nobody
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._changed.wait(), timeout=min(left, 1.0))
-        finally:
-            if queued:
-                self.waiting -= 1
-
-    def release(self, held: Held, ok: bool, node_fault: bool = True) -> None:
-        """Synchronous, so that it also runs in the `finally` of a cancelled request.
-
-        A failed request (`ok` False) counts as the node's error; only a `node_fault` (it
-        could not be reached, dropped the connection, went silent, was too busy) cools it
-        down. A request that failed on a working node (a 500 for a model that crashed on
-        it) is the request's doing: other requests keep going there."""
-        if held.released:
-            return
-        held.released = True
-        node = held.node
-        node.in_flight = max(0, node.in_flight - 1)
-        if held.claim_id is not None and self.claims is not None:
-            self.claims.release(held.claim_id)
-        node.requests += 1
-        if ok:
-            node.failures, node.cool_until = 0, 0.0
-        elif not node_fault:
-            node.errors += 1
-        else:
-            node.errors += 1
-            node.failures += 1
-            node.cool_until = time.monotonic() + min(
-                COOL_MAX, COOL_FIRST * 2 ** min(node.failures - 1, 8)
-            )
-        self.wake()
-
-    def wake(self) -> None:
-        """A place may have come free: waiting requests try again. (One that is about to
-        wait sees the generation change and does not; so without waiters, no task.)"""
-        self._generation += 1
-        if self.waiting:
-            asyncio.get_running_loop().create_task(self._wake())
-
-    async def _wake(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()

@@ -8,18 +8,24 @@ each node has from all routers.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
+from llmlb.balancer.admission import Admission
 from llmlb.balancer.cluster import Cluster
 from llmlb.balancer.nodes import NodeEntry
 from llmlb.balancer.registry import Registry
 
 
 def node_json(
-    registry: Registry, n: NodeEntry, by_node: dict[str, tuple[int, int]] | None = None
+    registry: Registry,
+    n: NodeEntry,
+    by_node: dict[str, tuple[int, int]] | None = None,
+    counts: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """One node; `by_node` (node id -> requests, failures in the last hour, from the
-    database) adds the cluster-wide counts when the database could be read."""
+    database) adds the cluster-wide counts when the database could be read, `counts` the
+    requests every router has on it (the claims in Redis, while it answers)."""
     last_hour = by_node.get(n.id, (0, 0)) if by_node is not None else None
     return {
         "id": n.id,
@@ -35,7 +41,7 @@ def node_json(
         "models": [m["name"] for m in n.models],
         "loaded_models": n.loaded,
         "in_flight": n.in_flight,
-        "cluster_in_flight": registry.cluster_in_flight(n),
+        "cluster_in_flight": counts.get(n.id, 0) if counts is not None else None,
         "node_in_flight": n.node_in_flight,
         "queued": n.node_queued,
         "uptime_secs": n.uptime_secs,
@@ -53,18 +59,18 @@ def node_json(
 SOURCES = ("cached", "restored", "computed")
 
 
-def prompt_cache_status(reg: Registry) -> dict[str, Any]:
+def prompt_cache_status(reg: Registry, admission: Admission) -> dict[str, Any]:
     """The hit rates: requests prefix routing sent to the node holding their prefix, and the
     prompt tokens online nodes did not have to evaluate (their counts since they started)."""
-    outcomes = reg.prefix_outcomes
+    outcomes = admission.prefix_outcomes
     routed = sum(outcomes.values())
     tokens = [
         sum(n.prompt_tokens[i] for n in reg.nodes.values() if reg.online(n)) for i in range(3)
     ]
     total = sum(tokens)
     return {
-        "routing": reg.balance is not None,
-        "balance": reg.balance,
+        "routing": admission.balance is not None,
+        "balance": admission.balance,
         **outcomes,
         "hit_rate": outcomes["hit"] / routed if routed else None,
         "prompt_tokens": dict(zip(SOURCES, tokens, strict=True)),
@@ -77,7 +83,8 @@ def cluster_nodes(cluster: Cluster) -> list[dict[str, Any]]:
     """Every node; reads the history (a database query): call it off the event loop."""
     reg = cluster.registry
     by_node = cluster.history.by_node()
-    return [node_json(reg, n, by_node) for n in list(reg.nodes.values())]
+    counts = cluster.claims.cluster_counts()
+    return [node_json(reg, n, by_node, counts) for n in list(reg.nodes.values())]
 
 
 def cluster_models(reg: Registry) -> list[dict[str, Any]]:
@@ -110,19 +117,6 @@ def cluster_models(reg: Registry) -> list[dict[str, Any]]:
     return sorted(out.values(), key=lambda e: e["model"])
 
 
-def claims_status(cluster: Cluster) -> dict[str, Any]:
-    """Where the in-flight limit is kept: Redis (across routers) or this router's counters."""
-    claims = cluster.claims
-    if claims is None:
-        return {"store": "local", "status": "ok", "scope": "router"}
-    return {
-        "store": "redis",
-        "status": "ok" if claims.up else "unreachable",
-        "scope": "cluster" if claims.up else "router",
-        "lease_secs": claims.lease_ms / 1000,
-    }
-
-
 def cluster_status(cluster: Cluster) -> dict[str, Any]:
     """The cluster summary; reads the history (a database query): call it off the event loop."""
     reg = cluster.registry
@@ -148,11 +142,11 @@ def cluster_status(cluster: Cluster) -> dict[str, Any]:
         "models_available": sum(1 for m in cluster_models(reg) if m["status"] == "available"),
         "requests_last_hour": requests,
         "vram_percent": vram,
-        "queue_depth": reg.waiting,
+        "queue_depth": cluster.admission.waiting,
         "uptime_secs": int(time.time() - cluster.started_at),
         "database": cluster.database.status(),
-        "claims": claims_status(cluster),
+        "claims": cluster.claims.status(),
         "history_pending": len(cluster.history.pending),
         "history_dropped": cluster.history.dropped,
-        "prompt_cache": prompt_cache_status(reg),
+        "prompt_cache": prompt_cache_status(reg, cluster.admission),
     }

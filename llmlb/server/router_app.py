@@ -25,12 +25,14 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from llmlb import __version__, settings
 from llmlb.balancer import proxy, views
+from llmlb.balancer.admission import Admission
 from llmlb.balancer.auth import ApiKeys, NodeGate, load_secret
-from llmlb.balancer.claims import SharedClaims
+from llmlb.balancer.claims import Claims, LocalClaims
 from llmlb.balancer.cluster import Cluster
 from llmlb.balancer.database import Database, NodeRows
 from llmlb.balancer.history import History
 from llmlb.balancer.metrics import CONTENT_TYPE, RouterMetrics
+from llmlb.balancer.redis_claims import RedisClaims
 from llmlb.balancer.registry import Registry
 from llmlb.balancer.wire import NODE_ID, Heartbeat
 from llmlb.errors import ModelNotFound
@@ -99,6 +101,7 @@ async def version() -> dict:
 @post("/admin/nodes/heartbeat", status_code=200, opt=access("node"))
 async def heartbeat(data: JSONBody[Heartbeat], cluster: NamedDependency[Cluster]) -> dict:
     node = cluster.registry.heartbeat(data)  # written to the database by the node-rows loop
+    cluster.admission.heard(node)
     return {"id": node.id, "status": node.status}
 
 
@@ -191,30 +194,31 @@ def build_cluster(config: RouterConfig) -> Cluster:
         engine = db.open_router_catalog(config.home / "router.db")
     database = Database(engine, shared=config.database_url is not None)
     capacity = settings.node_max_in_flight()
-    claims = (
-        SharedClaims(config.redis_url, capacity, settings.claim_lease_secs())
+    claims: Claims = (  # the one place the kind of claims is chosen
+        RedisClaims(config.redis_url, capacity, settings.claim_lease_secs())
         if config.redis_url
-        else None
+        else LocalClaims()
     )
-    registry = Registry(
-        capacity,
-        settings.heartbeat_timeout_secs(),
+    registry = Registry(capacity, settings.heartbeat_timeout_secs())
+    admission = Admission(
+        registry,
+        claims,
         settings.router_queue(),
         settings.router_queue_timeout(),
-        claims,
         balance=settings.prefix_balance() if settings.prefix_routing() else None,
     )
     history = History(engine, settings.history_days(), settings.history_buffer(), database)
     return Cluster(
         registry=registry,
+        admission=admission,
+        claims=claims,
         database=database,
         rows=NodeRows(registry, database, read_every=settings.heartbeat_secs() / 2),
         history=history,
-        metrics=RouterMetrics(registry, database, history, claims),
+        metrics=RouterMetrics(registry, admission, database, history, claims),
         keys=ApiKeys(config.api_keys, load_secret(engine, config.home)),
         gate=NodeGate(config.node_token),
         probe_every=settings.heartbeat_secs(),
-        claims=claims,
         first_byte_secs=settings.node_first_byte_secs(),
     )
 
@@ -254,11 +258,11 @@ def create_router_app(config: RouterConfig, cluster: Cluster | None = None) -> B
             )
         await services.start()
         log.info(
-            "llmlb router listening on http://%s:%s (state in %s%s)",
+            "llmlb router listening on http://%s:%s (state in %s; in-flight claims: %s)",
             config.host,
             config.port,
             services.database.where,
-            "; in-flight claims in Redis" if services.claims else "",
+            services.claims.describe(),
         )
         try:
             yield

@@ -1,4 +1,4 @@
-"""In-flight claims in a real Redis (balancer/claims.py), as two routers in one process use
+"""In-flight claims in a real Redis (balancer/redis_claims.py), as two routers in one process use
 them: the limit across both, releases that wake the other, leases that end, and the fall-back
 to local counters while Redis is down."""
 
@@ -10,7 +10,8 @@ import msgspec
 import pytest
 
 from llmlb import prefix
-from llmlb.balancer.claims import SharedClaims, node_key
+from llmlb.balancer.admission import Admission
+from llmlb.balancer.redis_claims import RedisClaims, node_key
 from llmlb.balancer.registry import Registry
 from llmlb.balancer.wire import Heartbeat
 from llmlb.errors import Unavailable
@@ -18,7 +19,20 @@ from tests.support.procs import free_port
 from tests.support.services import new_redis
 
 
-def beat(registry: Registry, node_id: str) -> None:
+class Router:
+    """A router's node table and admission, with claims in Redis, as build_cluster wires them."""
+
+    def __init__(self, url: str, capacity: int, lease: float, timeout: float, balance=None):
+        self.nodes = Registry(capacity, 30.0)
+        self.claims = RedisClaims(url, capacity, lease)
+        self.admission = Admission(self.nodes, self.claims, 10, timeout, balance=balance)
+        self.acquire, self.release = self.admission.acquire, self.admission.release
+
+    def heartbeat(self, beat: Heartbeat) -> None:
+        self.admission.heard(self.nodes.heartbeat(beat))
+
+
+def beat(registry: Router, node_id: str) -> None:
     registry.heartbeat(
         msgspec.convert(
             {"id": node_id, "host": "127.0.0.1", "port": 1, "models": [{"name": "org/m"}]},
@@ -48,9 +62,9 @@ async def until_async(condition, timeout: float = 10.0) -> bool:
     return True
 
 
-def router(url: str, lease: float = 30, timeout: float = 5) -> Registry:
-    """A registry with shared claims, as one router builds it (capacity 1 per node)."""
-    return Registry(1, 30.0, 10, timeout, SharedClaims(url, 1, lease))
+def router(url: str, lease: float = 30, timeout: float = 5) -> Router:
+    """A router with capacity 1 per node."""
+    return Router(url, 1, lease, timeout)
 
 
 def test_the_limit_holds_across_two_routers_and_a_release_wakes_the_other(redis_url):
@@ -70,12 +84,12 @@ def test_the_limit_holds_across_two_routers_and_a_release_wakes_the_other(redis_
             waiter = asyncio.create_task(b.acquire("org/m"))
             # it queues, since both nodes are full across the routers (it cannot be done
             # once it waits: only a release wakes it, and none has come)
-            assert await until(lambda: b.waiting == 1)
+            assert await until(lambda: b.admission.waiting == 1)
             assert not waiter.done()
-            woken = b._generation
+            woken = b.admission._generation
             a.release(first, ok=True)  # a's release, published: b's waiter tries at once
             third = await asyncio.wait_for(waiter, 10)
-            assert b._generation > woken  # b heard of a's release through Redis
+            assert b.admission._generation > woken  # b heard of a's release through Redis
             assert third.node.id == first.node.id
             b.release(second, ok=True)
             b.release(third, ok=True)
@@ -100,7 +114,7 @@ def test_a_claim_that_is_not_renewed_ends_with_its_lease(redis_url):
         beat(r, "n1")
 
     async def scenario() -> None:
-        held = await dead.claims.claim(["n1"])  # claimed, and never renewed nor released
+        held = await dead.claims.claim_on(["n1"])  # claimed, and never renewed nor released
         assert held[1] is not None
         await alive.claims.start()
         try:
@@ -175,12 +189,12 @@ def test_an_unreachable_redis_at_start_is_a_warning_not_a_failure(caplog):
 
 
 # -- prefix routing across routers ---------------------------------------------------------------
-def prefix_router(url: str) -> Registry:
+def prefix_router(url: str) -> Router:
     """A router with prefix routing on (capacity 4 per node, balance 2)."""
-    return Registry(4, 30.0, 10, 5, SharedClaims(url, 4, 30), balance=2)
+    return Router(url, 4, 30, 5, balance=2)
 
 
-def beat_holding(registry: Registry, node_id: str, held: bytes = b"") -> None:
+def beat_holding(registry: Router, node_id: str, held: bytes = b"") -> None:
     body = {"id": node_id, "host": "127.0.0.1", "port": 1, "models": [{"name": "org/m"}]}
     registry.heartbeat(
         msgspec.convert({**body, "prefixes": held}, Heartbeat, builtin_types=(bytes,))
@@ -205,7 +219,7 @@ def test_a_router_that_heard_no_heartbeat_sends_a_prefix_to_the_node_holding_it(
             assert await until(lambda: all(t.done() for t in a.claims._publishing.values()))
             got = await b.acquire("org/m", chain=chain)
             assert got.node.id == "n3"  # without the prefix: n1, the first of equals
-            assert b.prefix_outcomes == {"hit": 1, "balanced": 0, "miss": 0}
+            assert b.admission.prefix_outcomes == {"hit": 1, "balanced": 0, "miss": 0}
             b.release(got, ok=True)
             plain = await b.acquire("org/m")
             assert plain.node.id == "n1"

@@ -28,7 +28,7 @@ class Router:
     def __init__(self, url: str):
         self.engine = db.open_router_database(url)
         self.db = Database(self.engine, shared=True)
-        self.registry = Registry(2, TIMEOUT, 10, 1)
+        self.registry = Registry(2, TIMEOUT)
         self.rows = NodeRows(self.registry, self.db, read_every=0.1)
 
     def beat(self, node_id: str = "n1", **extra) -> None:

@@ -7,6 +7,9 @@ import msgspec
 import pytest
 
 from llmlb.balancer import registry as reg
+from llmlb.balancer.admission import COOL_MAX, Admission
+from llmlb.balancer.claims import LocalClaims
+from llmlb.balancer.nodes import Held
 from llmlb.balancer.wire import Heartbeat
 from llmlb.errors import BadRequest
 from llmlb.jsonio import decode_as
@@ -21,27 +24,26 @@ def engine(tmp_path):
 
 @pytest.fixture
 def registry(engine):
-    r = reg.Registry(
-        capacity=2,
-        timeout=5.0,
-        max_queue=1,
-        queue_timeout=0.3,
-    )
-    return r
+    return reg.Registry(capacity=2, timeout=5.0)
+
+
+@pytest.fixture
+def admission(registry):
+    return Admission(registry, LocalClaims(), max_queue=1, queue_timeout=0.3)
 
 
 def write(r, engine) -> None:
     """What the router's node-rows loop does (balancer/database.py), here in one call."""
-    rows, errors, taken = r.take_writes()
+    rows, errors, taken = r.writes.take(r.nodes)
     router_state.save_nodes(engine, rows)
     for node_id in errors:
         router_state.mark_error(engine, node_id, r.timeout)
-    r.written(taken)
+    r.writes.written(r.nodes, taken)
 
 
 def reload(engine) -> reg.Registry:
     """A router started again on the same database."""
-    again = reg.Registry(2, 5.0, 1, 0.3)
+    again = reg.Registry(2, 5.0)
     again.load(router_state.load_nodes(engine)[0])
     return again
 
@@ -124,31 +126,31 @@ def test_a_bad_row_in_router_db_is_skipped_at_load(registry, engine, caplog):
     json.dumps([n.models for n in again.nodes.values()])
 
 
-def test_claims_never_go_negative_and_queue_is_bounded(registry):
+def test_claims_never_go_negative_and_queue_is_bounded(registry, admission):
     async def scenario():
         node = beat(registry)
-        a = await registry.acquire("org/m")
-        b = await registry.acquire("org/m")
+        a = await admission.acquire("org/m")
+        b = await admission.acquire("org/m")
         assert node.in_flight == 2
         from llmlb.errors import TooManyRequests, Unavailable
 
-        waiter = asyncio.create_task(registry.acquire("org/m"))
+        waiter = asyncio.create_task(admission.acquire("org/m"))
         await asyncio.sleep(0.05)
         with pytest.raises(TooManyRequests):  # one already waits: the queue (1) is full
-            await registry.acquire("org/m")
-        registry.release(a, ok=True)
+            await admission.acquire("org/m")
+        admission.release(a, ok=True)
         c = await waiter
         assert c.node is node
-        registry.release(b, ok=False)
-        registry.release(c, ok=True)
-        registry.release(c, ok=True)  # released twice: counted once
-        registry.release(reg.Held(node), ok=True)  # one too many: still 0
+        admission.release(b, ok=False)
+        admission.release(c, ok=True)
+        admission.release(c, ok=True)  # released twice: counted once
+        admission.release(Held(node), ok=True)  # one too many: still 0
         assert node.in_flight == 0 and node.errors == 1 and node.requests == 4
         node.in_flight = 2
         with pytest.raises(Unavailable, match="stayed busy"):
-            await registry.acquire("org/m")
+            await admission.acquire("org/m")
         with pytest.raises(Unavailable, match="no online node"):
-            await registry.acquire("org/other")
+            await admission.acquire("org/other")
 
     asyncio.run(scenario())
 
@@ -162,22 +164,22 @@ def test_canonical_names(registry):
         registry.canonical("ghost")
 
 
-def test_failures_cool_a_node_down_and_success_or_restart_ends_it(registry):
+def test_failures_cool_a_node_down_and_success_or_restart_ends_it(registry, admission):
     import time
 
     async def scenario():
         node = beat(registry)
         for expected in (1.0, 2.0, 4.0):  # doubling with each failure in a row
-            registry.release(await registry.acquire("org/m"), ok=False)
+            admission.release(await admission.acquire("org/m"), ok=False)
             assert registry.cooling(node)
             assert expected - 0.5 < node.cool_until - time.monotonic() <= expected
-        last = await registry.acquire("org/m")
+        last = await admission.acquire("org/m")
         assert last.node is node  # still the only node: a last resort
-        registry.release(last, ok=True)
+        admission.release(last, ok=True)
         assert node.failures == 0 and not registry.cooling(node)
         for _ in range(50):
-            registry.release(reg.Held(node), ok=False)
-        assert reg.COOL_MAX - 0.5 < node.cool_until - time.monotonic() <= reg.COOL_MAX
+            admission.release(Held(node), ok=False)
+        assert COOL_MAX - 0.5 < node.cool_until - time.monotonic() <= COOL_MAX
         registry.stopped("n1")
         beat(registry)  # it came back
         assert node.failures == 0 and not registry.cooling(node)

@@ -1,4 +1,4 @@
-"""Issue 23's cases 1-4, measured from outside: a server's peak memory, and the longest it left
+"""Issue 23's cases 1-5, measured from outside: a server's peak memory, and the longest it left
 a tiny request waiting while it dealt with one hostile request, body, peer or answer.
 
 For each case fresh servers start; a prober sends `GET /` on one kept-alive connection every
@@ -13,6 +13,10 @@ run, so the two columns share the machine's state.
   3b router: GET /api/ps while a node answers it with 100 MB of entries
   3c router: GET /api/tags while a node answers it with JSON nested 100,000 deep
   4  node: a pull whose Hub answers the repo info with 1 MB of gzip that inflates to 1 GiB
+  5a node (SmolLM2 loaded): a chat held to a 20,000-value enum (200 KB)
+  5b node (SmolLM2 loaded): a chat held to the pattern ^a{1000000000}$
+  (5: the outcome also gives the model runner's peak RSS; bench/neighbour.py measures a
+  stream beside requests held to the largest enum a node accepts)
 
 Run: .venv/bin/python bench/bounded.py [--baseline /tmp/main-checkout] [--cases 1,2,3a,3b,3c,4]
 """
@@ -35,9 +39,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.catalog import register_file  # noqa: E402
 from tests.support.fake_cluster import MODEL, keep_registered, start_backends  # noqa: E402
 from tests.support.hub_server import Behaviour, HubServer  # noqa: E402
 from tests.support.procs import ServerProcess  # noqa: E402
+from tests.support.real_models import smollm2  # noqa: E402
 from tests.support.tiny_model import make_tiny_gguf  # noqa: E402
 
 MB = 1024 * 1024
@@ -74,11 +80,7 @@ class Prober(threading.Thread):
 
 def peak_rss(server: ServerProcess) -> int:
     assert server.proc is not None
-    with open(f"/proc/{server.proc.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return _vm_hwm(server.proc.pid)
 
 
 def measure(server: ServerProcess, action: Callable[[], str]) -> dict:
@@ -234,7 +236,54 @@ def case_4(tmp: Path, code: Path | None) -> dict:
         return measure(node, act)
 
 
-CASES = {"1": case_1, "2": case_2, "3a": case_3a, "3b": case_3b, "3c": case_3c, "4": case_4}
+def _held_to(tmp: Path, code: Path | None, schema: dict) -> dict:
+    with ExitStack() as stack:
+        home = tmp / "node-home"
+        register_file(home, "HuggingFaceTB/SmolLM2-135M-Instruct", smollm2())
+        node = server(tmp, "node", code)
+        stack.callback(node.stop)
+        body = {"model": "smollm2-135m-instruct", "stream": False, "options": {"num_predict": 8}}
+        ask = {**body, "messages": [{"role": "user", "content": "Pick one."}]}
+        assert httpx.post(node.url + "/api/chat", json=ask, timeout=300).status_code == 200
+
+        def act() -> str:
+            began = time.perf_counter()
+            r = httpx.post(node.url + "/api/chat", json={**ask, "format": schema}, timeout=300)
+            took = time.perf_counter() - began
+            pids = httpx.get(node.url + "/api/ps", timeout=10).json()["models"][0]["pids"]
+            runner = max(_vm_hwm(pid) for pid in pids)
+            return f"{r.status_code} in {took:.2f} s, runner peak RSS {runner / MB:.0f} MB"
+
+        return measure(node, act)
+
+
+def _vm_hwm(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def case_5a(tmp: Path, code: Path | None) -> dict:
+    words = [f"w{i:05d}x" for i in range(20_000)]
+    return _held_to(tmp, code, {"type": "string", "enum": words})
+
+
+def case_5b(tmp: Path, code: Path | None) -> dict:
+    return _held_to(tmp, code, {"type": "string", "pattern": "^a{1000000000}$"})
+
+
+CASES = {
+    "1": case_1,
+    "2": case_2,
+    "3a": case_3a,
+    "3b": case_3b,
+    "3c": case_3c,
+    "4": case_4,
+    "5a": case_5a,
+    "5b": case_5b,
+}
 
 
 def main() -> None:

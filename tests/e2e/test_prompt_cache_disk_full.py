@@ -6,50 +6,25 @@ saved. Skipped where unprivileged user namespaces (or unshare) are not available
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import sys
-from pathlib import Path
-
 import httpx
 import pytest
 
 from llmlb.engine.prompt_cache import BLOCK, DIR_NAME
-from tests.e2e.test_pull_disk_full import _can_mount_tmpfs
 from tests.support.catalog import register_file
-from tests.support.procs import LLMLB, ServerProcess
+from tests.support.tmpfs import TmpfsNode, can_mount_tmpfs, fill
 
 pytestmark = pytest.mark.e2e
 
-if not sys.platform.startswith("linux") or not _can_mount_tmpfs():
+if not can_mount_tmpfs():
     pytest.skip("needs unshare and user namespaces to mount a small tmpfs", allow_module_level=True)
 
 FULL = "WARNING llmlb.engine: prompt cache: could not save a sequence: the disk is full"
 
 
-class CacheOnTmpfs(ServerProcess):
+class CacheOnTmpfs(TmpfsNode):
     """`llmlb node serve` with its prompt cache on a tmpfs of its own."""
 
-    def start(self, timeout: float = 60) -> CacheOnTmpfs:
-        cache = self.home / DIR_NAME
-        cache.mkdir(parents=True, exist_ok=True)
-        script = f'mount -t tmpfs -o size=1m tmpfs "{cache}" && exec "$@"'
-        serve = [*LLMLB, "node", "serve", "--port", str(self.port)]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                ["unshare", "-rm", "sh", "-c", script, "sh", *serve],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.wait_ready(timeout)
-        return self
-
-    def cache_dir(self) -> Path:
-        """The prompt cache's directory as the node sees it."""
-        assert self.proc is not None
-        return Path(f"/proc/{self.proc.pid}/root") / str(self.home).lstrip("/") / DIR_NAME
+    under, size = DIR_NAME, "1m"
 
 
 def generate(node, text: str) -> int:
@@ -76,12 +51,7 @@ def test_a_full_disk_falls_back_to_a_cold_prompt_with_one_warning(tmp_path, tiny
     two = "".join(f"second {i}: pack my box with five dozen liquor jugs\n" for i in range(10))
     node = CacheOnTmpfs(home, env={"LLMLB_NUM_PARALLEL": "1"}).start()
     try:
-        with (
-            open(node.cache_dir() / "filler", "wb", buffering=0) as fh,
-            contextlib.suppress(OSError),
-        ):
-            while True:  # something else takes the whole disk
-                fh.write(bytes(64 << 10))
+        fill(node.path(f"{DIR_NAME}/filler"), 64 << 10)  # something else takes the whole disk
         cold = generate(node, one)
         generate(node, two)  # takes the only sequence: saving the first fails
         # evaluated again (but for the sequence's first tokens, which the two share)

@@ -8,68 +8,22 @@ Skipped where unprivileged user namespaces (or unshare) are not available.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.hub_server import HubServer
-from tests.support.procs import LLMLB, ServerProcess, run_cli, wait_for
+from tests.support.procs import LLMLB, run_cli, wait_for
 from tests.support.tiny_model import TinySpec, make_tiny_gguf
+from tests.support.tmpfs import TmpfsNode, can_mount_tmpfs, fill
 
 pytestmark = pytest.mark.e2e
-TMPFS = "48m"
 
 
-def _can_mount_tmpfs() -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
-        capture_output=True,
-    )
-    return probe.returncode == 0
-
-
-if not sys.platform.startswith("linux") or not _can_mount_tmpfs():
+if not can_mount_tmpfs():
     pytest.skip("needs unshare and user namespaces to mount a small tmpfs", allow_module_level=True)
-
-
-class TmpfsNode(ServerProcess):
-    """`llmlb node serve` with its LLMLB_HOME on a tmpfs of its own."""
-
-    def start(self, timeout: float = 30) -> TmpfsNode:
-        self.home.mkdir(parents=True, exist_ok=True)
-        script = f'mount -t tmpfs -o size={TMPFS} tmpfs "$LLMLB_HOME" && exec "$@"'
-        serve = [*LLMLB, "node", "serve", "--port", str(self.port)]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                ["unshare", "-rm", "sh", "-c", script, "sh", *serve],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.wait_ready(timeout)
-        return self
-
-    def path(self, relative: str) -> Path:
-        """A path inside the server's LLMLB_HOME, as the server sees it."""
-        assert self.proc is not None
-        return Path(f"/proc/{self.proc.pid}/root") / str(self.home).lstrip("/") / relative
-
-
-def fill(path: Path) -> None:
-    """Write zeros until the file system says it is full."""
-    block = bytes(1 << 20)
-    with open(path, "wb", buffering=0) as fh, contextlib.suppress(OSError):
-        while True:
-            fh.write(block)
 
 
 @pytest.fixture

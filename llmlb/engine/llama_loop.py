@@ -41,7 +41,11 @@ from llmlb.errors import LlmlbError, Unavailable
 
 log = logging.getLogger("llmlb.engine")
 REUSE_SIMILARITY = 0.1  # llama-server's --slot-prompt-similarity
-GRAMMAR_NICE = 19
+# The grammar thread's priority: below the decode threads (a stream beside a held request
+# keeps its speed), yet with a share of a busy CPU (about a tenth beside one thread at 0), so
+# that a held request is slow, not starved.
+GRAMMAR_NICE = 10
+DRAWING_ALIVE_SECS = 30.0
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -88,6 +92,7 @@ class Seq:
     first_ns: int = 0
     last_used: float = 0.0
     drawing: Future[int] | None = None  # its token, being drawn on the grammar thread
+    drawing_since: float = 0.0
 
 
 class DecodeLoop:
@@ -155,7 +160,7 @@ class DecodeLoop:
             while self._take_new():
                 self._drawn()
                 decoded = self._step()
-                self._out.flush(alive=decoded)
+                self._out.flush(alive=decoded or self._drawing_lately())
                 if not decoded and self._drawing():
                     self._woken.wait(0.5)  # only tokens being drawn: for one, or a new job
                     self._woken.clear()
@@ -339,6 +344,7 @@ class DecodeLoop:
             if drawn is None:  # the grammar refused it: filter the vocabulary off the loop
                 logits = job.sampler.row(self.ctx, row).copy()
                 s.drawing = self._grammar_pool().submit(job.sampler.filtered, logits)
+                s.drawing_since = time.monotonic()
                 s.drawing.add_done_callback(lambda _: self._woken.set())
                 return
             token = drawn
@@ -351,6 +357,14 @@ class DecodeLoop:
 
     def _drawing(self) -> list[Future[int]]:
         return [s.drawing for s in self.seqs if s.drawing is not None]
+
+    def _drawing_lately(self) -> bool:
+        """A token being drawn, for less than DRAWING_ALIVE_SECS: the runner is at work (the
+        node's stall watch hears so); one drawn for longer is left to the stall watch."""
+        now = time.monotonic()
+        return any(
+            s.drawing is not None and now - s.drawing_since < DRAWING_ALIVE_SECS for s in self.seqs
+        )
 
     def _drawn(self) -> None:
         """Take the tokens drawn off the loop."""
@@ -457,9 +471,9 @@ class DecodeLoop:
 
 
 def _yield_cpu() -> None:
-    """The grammar thread runs at the lowest priority (Linux sets it per thread): where it
-    would take a core from the decode threads, the request that needs it waits, not the
-    streams beside it."""
+    """The grammar thread runs at a low priority (Linux sets it per thread): where it would
+    take a core from the decode threads, the request that needs it waits, not the streams
+    beside it."""
     with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), GRAMMAR_NICE)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -190,3 +191,19 @@ class Backend(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class Cancellable:
+    """A request's cancel flag, set from any thread, and the engine's hook that stops its work
+    in flight when it is set (a decode that serves only cancelled requests is aborted)."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self.on_cancel: Callable[[], None] | None = None
+
+    def cancel(self) -> None:
+        if not self.cancelled.is_set():
+            self.cancelled.set()
+            hook = self.on_cancel
+            if hook is not None:
+                hook()

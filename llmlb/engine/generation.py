@@ -13,23 +13,22 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
-from llmlb.engine.base import Piece
+from llmlb.engine.base import Cancellable, Piece
 from llmlb.errors import LlmlbError
 
 _END = object()
 
 
-class Stream:
+class Stream(Cancellable):
     """Created on the event loop; fed from any thread (put/finish); read with `async for`."""
 
     def __init__(self) -> None:
+        super().__init__()  # on_cancel: the engine's hook, to stop work in flight
         self.loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._done: asyncio.Future = self.loop.create_future()
         self._finished = False
         self._lock = threading.Lock()
-        self.cancelled = threading.Event()
-        self.on_cancel: Callable[[], None] | None = None  # the engine's hook: stop work in flight
 
     # -- the engine's side, on the event loop -----------------------------------
     def push(self, piece: Piece) -> None:
@@ -67,13 +66,6 @@ class Stream:
     @property
     def done(self) -> asyncio.Future:
         return self._done
-
-    def cancel(self) -> None:
-        if not self.cancelled.is_set():
-            self.cancelled.set()
-            hook = self.on_cancel
-            if hook is not None:
-                hook()
 
     async def __aiter__(self) -> AsyncIterator[Piece]:
         while True:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 
 from llmlb.engine import wire
-from llmlb.engine.base import GenStats, Piece
+from llmlb.engine.base import Cancellable, GenStats, Piece
 from llmlb.errors import LlmlbError
 
 Send = Callable[[list[wire.Event]], None]
@@ -26,22 +26,14 @@ def error_info(error: BaseException | None) -> wire.ErrorInfo | None:
     return wire.ErrorInfo(500, f"the engine failed: {error!r}")
 
 
-class Sink:
+class Sink(Cancellable):
     def __init__(self, id: int, send: Send, on_end: Callable[[int], None] | None = None):
+        super().__init__()  # on_cancel: the decode loop's
         self.id = id
         self.send = send
-        self.cancelled = threading.Event()
-        self.on_cancel: Callable[[], None] | None = None  # the decode loop's: stop work in flight
         self._on_end = on_end
         self._ended = False
         self._lock = threading.Lock()
-
-    def cancel(self) -> None:
-        if not self.cancelled.is_set():
-            self.cancelled.set()
-            hook = self.on_cancel
-            if hook is not None:
-                hook()
 
     def claim_end(self) -> bool:
         """True once: the caller sends this request's Done."""

@@ -138,6 +138,9 @@ class Generation(Protocol):
     def cancel(self) -> None:
         """Stop soon (the client went away); the stream then ends without an error."""
 
+    def abort(self, error: BaseException) -> None:
+        """End the stream now with `error` (its model is being unloaded), and stop its work."""
+
     @property
     def done(self) -> asyncio.Future:
         """Resolves once the engine has let go of the request (its sequence is free)."""

@@ -39,6 +39,12 @@ class Stream(Cancellable):
         if self._claim_end():
             self._end(error)
 
+    def abort(self, error: BaseException) -> None:
+        """The reader gets `error` now (whatever the engine says later is dropped), and the
+        engine is told to stop."""
+        self.end(error)
+        self.cancel()
+
     # -- the engine's side (any thread) ----------------------------------------
     def put(self, piece: Piece) -> None:
         with contextlib.suppress(RuntimeError):  # a closed event loop: nobody listens any more

@@ -349,8 +349,8 @@ class Scheduler:
         if running:
             await asyncio.wait(running, timeout=STOP_GRACE)
         for slot in slots:
-            for generation in list(slot.generations):
-                generation.cancel()
+            for generation in list(slot.generations):  # an error, not a reply cut short
+                generation.abort(Unavailable(f"model '{slot.name}' was unloaded"))
             await self._unload(slot)
         return found
 

@@ -113,33 +113,33 @@ async def create(
 async def copy(
     request: Request, data: JSONBody[CopyTarget], cluster: NamedDependency[Cluster], node: Nodes
 ) -> Response:
-    nodes = _chosen(cluster, node, manage.online(cluster.registry))
-    outcomes = await manage.call_all(
-        cluster, nodes, "POST", "/api/copy", await request.body(), JSON_HEADERS
-    )
-    return _answer("copy", outcomes, absent_ok=True)
+    return await _everywhere(cluster, node, request, "POST", "/api/copy", "copy")
 
 
 @delete("/api/delete", status_code=200)
 async def remove(
     request: Request, data: JSONBody[ModelOnly], cluster: NamedDependency[Cluster], node: Nodes
 ) -> Response:
-    nodes = _chosen(cluster, node, manage.online(cluster.registry))
-    outcomes = await manage.call_all(
-        cluster, nodes, "DELETE", "/api/delete", await request.body(), JSON_HEADERS
-    )
-    return _answer("delete", outcomes, absent_ok=True)
+    return await _everywhere(cluster, node, request, "DELETE", "/api/delete", "delete")
 
 
 @post("/api/stop", status_code=200)
 async def stop(
     request: Request, data: JSONBody[ModelOnly], cluster: NamedDependency[Cluster], node: Nodes
 ) -> Response:
+    return await _everywhere(cluster, node, request, "POST", "/api/stop", "stop")
+
+
+async def _everywhere(
+    cluster: Cluster, node: list[str] | None, request: Request, method: str, path: str, what: str
+) -> Response:
+    """The call to every online node (or those `?node=` names): those that have the model do
+    it, a 404 from one that lacks it fails the call only when no node did it."""
     nodes = _chosen(cluster, node, manage.online(cluster.registry))
     outcomes = await manage.call_all(
-        cluster, nodes, "POST", "/api/stop", await request.body(), JSON_HEADERS
+        cluster, nodes, method, path, await request.body(), JSON_HEADERS
     )
-    return _answer("stop", outcomes, absent_ok=True)
+    return _answer(what, outcomes, absent_ok=True)
 
 
 def _digest(digest: str) -> str:
